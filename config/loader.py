@@ -1,0 +1,452 @@
+"""Read gateway.yaml: interpolate the environment, parse, and validate into a `Config`.
+
+Every problem is collected with its key path (`channels[1].base_url: must be an http(s) URL`) so that
+`gateway check` can show them all at once. Unknown keys are problems too: a typo must not be ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from config.schema import (
+    Channel,
+    ClientKey,
+    Config,
+    GlobSet,
+    Limits,
+    Listen,
+    LogConfig,
+    ModelInfo,
+    Price,
+    Routing,
+    Timeouts,
+)
+
+CATALOGS = frozenset(
+    {"t2t", "t2i", "i2i", "t2v", "i2v", "ref2v", "embedding", "rerank", "tts", "asr", "moderation"}
+)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console")
+RESERVED_PLATFORMS = frozenset({"v1", "v1beta", "healthz", "readyz"})
+_PLATFORM_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_HEX64_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """The file cannot be used; `problems` lists every reason with its key path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Loaded:
+    config: Config
+    warnings: list[str]
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Replace `${VAR}` and `${VAR:-default}`; an unset VAR without default becomes empty."""
+
+    def sub(m: re.Match[str]) -> str:
+        value = env.get(m.group(1))
+        if value is None or (value == "" and m.group(2) is not None):
+            return m.group(2) or ""
+        return value
+
+    return _VAR_RE.sub(sub, text)
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    providers: Collection[str] | None = None,
+) -> Loaded:
+    """Load and validate `path`. Raises ConfigError listing every problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from exc
+    return parse_config(text, env=os.environ if env is None else env, providers=providers, source=str(path))
+
+
+def parse_config(
+    text: str,
+    env: Mapping[str, str],
+    providers: Collection[str] | None = None,
+    source: str = "<string>",
+) -> Loaded:
+    try:
+        raw = yaml.safe_load(interpolate(text, env))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"{source}: invalid YAML{where}: {getattr(exc, 'problem', exc)}"]) from exc
+    v = _Validator(providers)
+    config = v.config(raw if raw is not None else {}, source)
+    if v.problems:
+        raise ConfigError(v.problems)
+    assert config is not None
+    return Loaded(config, v.warnings)
+
+
+def sha256_hex(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class _Validator:
+    """Walks the parsed YAML, building schema objects and collecting problems."""
+
+    def __init__(self, providers: Collection[str] | None) -> None:
+        self.providers = providers
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    # -- primitives -------------------------------------------------------------------------
+
+    def mapping(self, node: Any, path: str, allowed: Collection[str]) -> dict[str, Any] | None:
+        if not isinstance(node, dict):
+            self.fail(path, f"must be a mapping, got {_kind(node)}")
+            return None
+        for key in node:
+            if key not in allowed:
+                self.fail(f"{path}.{key}" if path else str(key), f"unknown key (expected one of: {', '.join(allowed)})")
+        return node
+
+    def string(self, node: Any, path: str, *, empty_ok: bool = False) -> str | None:
+        if isinstance(node, (int, float)) and not isinstance(node, bool):
+            node = str(node)  # `gpt-4: ...` style keys and numeric names read as numbers
+        if not isinstance(node, str):
+            self.fail(path, f"must be a string, got {_kind(node)}")
+            return None
+        if not node and not empty_ok:
+            self.fail(path, "must not be empty")
+            return None
+        return node
+
+    def integer(self, node: Any, path: str, minimum: int) -> int | None:
+        if isinstance(node, bool) or not isinstance(node, int):
+            self.fail(path, f"must be an integer, got {_kind(node)}")
+            return None
+        if node < minimum:
+            self.fail(path, f"must be at least {minimum}")
+            return None
+        return node
+
+    def number(self, node: Any, path: str, minimum: float, *, exclusive: bool = False) -> float | None:
+        if isinstance(node, bool) or not isinstance(node, (int, float)):
+            self.fail(path, f"must be a number, got {_kind(node)}")
+            return None
+        if node < minimum or (exclusive and node == minimum):
+            self.fail(path, f"must be {'greater than' if exclusive else 'at least'} {minimum:g}")
+            return None
+        return float(node)
+
+    def boolean(self, node: Any, path: str) -> bool | None:
+        if not isinstance(node, bool):
+            self.fail(path, f"must be true or false, got {_kind(node)}")
+            return None
+        return node
+
+    def strings(self, node: Any, path: str) -> tuple[str, ...] | None:
+        if not isinstance(node, list):
+            self.fail(path, f"must be a list of strings, got {_kind(node)}")
+            return None
+        out = [self.string(item, f"{path}[{i}]") for i, item in enumerate(node)]
+        return tuple(s for s in out if s is not None) if None not in out else None
+
+    def str_map(self, node: Any, path: str) -> dict[str, str] | None:
+        if not isinstance(node, dict):
+            self.fail(path, f"must be a mapping of strings, got {_kind(node)}")
+            return None
+        out = {}
+        for k, val in node.items():
+            key, value = self.string(k, f"{path}.{k}"), self.string(val, f"{path}.{k}")
+            if key is not None and value is not None:
+                out[key] = value
+        return out
+
+    def opt(self, node: dict[str, Any], key: str, path: str, read: Callable[[Any, str], T | None], default: T) -> T:
+        if key not in node or node[key] is None:
+            return default
+        value = read(node[key], f"{path}.{key}" if path else key)
+        return default if value is None else value
+
+    # -- sections -----------------------------------------------------------------------------
+
+    def config(self, raw: Any, source: str) -> Config | None:
+        top = self.mapping(
+            raw,
+            "",
+            (
+                "listen", "database", "log", "limits", "workers", "shutdown_grace_s",
+                "routing", "keys", "channels", "models",
+            ),
+        )
+        if top is None:
+            return None
+        listen = self.opt(top, "listen", "", self.listen, Listen("127.0.0.1", 8080))
+        database = self.opt(top, "database", "", self.string, "data/gateway.db")
+        log = self.opt(top, "log", "", self.log, LogConfig())
+        limits = self.opt(top, "limits", "", self.limits, Limits())
+        workers = self.opt(top, "workers", "", lambda n, p: self.integer(n, p, 1), 1)
+        grace = self.opt(top, "shutdown_grace_s", "", lambda n, p: self.number(n, p, 0), 30.0)
+        routing = self.opt(top, "routing", "", self.routing, Routing())
+        keys = self.opt(top, "keys", "", self.keys, ())
+        channels = self.opt(top, "channels", "", self.channels, ())
+        models = self.opt(top, "models", "", self.models, {})
+        if not keys and not listen.is_loopback:
+            self.fail("listen", f"{listen} is not a loopback address and no keys are defined: add keys: or listen on 127.0.0.1")
+        return Config(
+            listen=listen, database=database, log=log, limits=limits, workers=workers,
+            shutdown_grace_s=grace, routing=routing, keys=keys, channels=channels,
+            models=models, source=source,
+        )
+
+    def listen(self, node: Any, path: str) -> Listen | None:
+        text = self.string(node, path)
+        if text is None:
+            return None
+        return parse_listen(text, lambda msg: self.fail(path, msg))
+
+    def log(self, node: Any, path: str) -> LogConfig | None:
+        m = self.mapping(node, path, ("level", "format"))
+        if m is None:
+            return None
+        level = self.opt(m, "level", path, lambda n, p: self.choice(n, p, LOG_LEVELS), "info")
+        fmt = self.opt(m, "format", path, lambda n, p: self.choice(n, p, LOG_FORMATS), "json")
+        return LogConfig(level=level, format=fmt)
+
+    def choice(self, node: Any, path: str, choices: Collection[str]) -> str | None:
+        value = self.string(node, path)
+        if value is not None and value not in choices:
+            self.fail(path, f"must be one of {', '.join(sorted(choices))}, got {value!r}")
+            return None
+        return value
+
+    def limits(self, node: Any, path: str) -> Limits | None:
+        m = self.mapping(node, path, ("max_body_mb",))
+        if m is None:
+            return None
+        return Limits(self.opt(m, "max_body_mb", path, lambda n, p: self.number(n, p, 0, exclusive=True), 32.0))
+
+    def routing(self, node: Any, path: str) -> Routing | None:
+        m = self.mapping(node, path, ("retries", "failure_threshold", "cooldown_s"))
+        if m is None:
+            return None
+        return Routing(
+            retries=self.opt(m, "retries", path, lambda n, p: self.integer(n, p, 0), 2),
+            failure_threshold=self.opt(m, "failure_threshold", path, lambda n, p: self.integer(n, p, 1), 3),
+            cooldown_s=self.opt(m, "cooldown_s", path, lambda n, p: self.number(n, p, 0), 30.0),
+        )
+
+    def keys(self, node: Any, path: str) -> tuple[ClientKey, ...] | None:
+        if not isinstance(node, list):
+            self.fail(path, f"must be a list, got {_kind(node)}")
+            return None
+        out: list[ClientKey] = []
+        names: set[str] = set()
+        hashes: dict[str, str] = {}
+        for i, item in enumerate(node):
+            p = f"{path}[{i}]"
+            key = self.client_key(item, p)
+            if key is None:
+                continue
+            if key.name in names:
+                self.fail(f"{p}.name", f"duplicate key name {key.name!r}")
+            if key.key_sha256 in hashes:
+                self.fail(p, f"same secret as key {hashes[key.key_sha256]!r}")
+            names.add(key.name)
+            hashes[key.key_sha256] = key.name
+            out.append(key)
+        return tuple(out)
+
+    def client_key(self, node: Any, path: str) -> ClientKey | None:
+        m = self.mapping(
+            node, path, ("name", "key", "key_sha256", "models", "platforms", "tags", "rpm", "tpm", "budget")
+        )
+        if m is None:
+            return None
+        name = self.string(m.get("name"), f"{path}.name")
+        digest: str | None = None
+        if ("key" in m) == ("key_sha256" in m):
+            self.fail(path, "needs exactly one of key or key_sha256")
+        elif "key" in m:
+            secret = self.string(m["key"], f"{path}.key", empty_ok=True)
+            if secret == "":
+                self.fail(f"{path}.key", "is empty (is its environment variable set?)")
+            elif secret is not None:
+                digest = sha256_hex(secret)
+        else:
+            hexd = self.string(m["key_sha256"], f"{path}.key_sha256")
+            if hexd is not None and not _HEX64_RE.match(hexd):
+                self.fail(f"{path}.key_sha256", "must be 64 hex digits (sha256 of the key)")
+            elif hexd is not None:
+                digest = hexd.lower()
+        models = self.opt(m, "models", path, self.strings, None)
+        platforms = self.opt(m, "platforms", path, self.strings, None)
+        tags = self.opt(m, "tags", path, self.strings, None)
+        if name is None or digest is None:
+            return None
+        return ClientKey(
+            name=name,
+            key_sha256=digest,
+            models=GlobSet(models) if models is not None else None,
+            platforms=frozenset(platforms) if platforms is not None else None,
+            tags=frozenset(tags) if tags is not None else None,
+            rpm=self.opt(m, "rpm", path, lambda n, p: self.integer(n, p, 1), None),
+            tpm=self.opt(m, "tpm", path, lambda n, p: self.integer(n, p, 1), None),
+            budget=self.opt(m, "budget", path, lambda n, p: self.number(n, p, 0), None),
+        )
+
+    def channels(self, node: Any, path: str) -> tuple[Channel, ...] | None:
+        if not isinstance(node, list):
+            self.fail(path, f"must be a list, got {_kind(node)}")
+            return None
+        out: list[Channel] = []
+        names: set[str] = set()
+        for i, item in enumerate(node):
+            ch = self.channel(item, f"{path}[{i}]")
+            if ch is None:
+                continue
+            if ch.name in names:
+                self.fail(f"{path}[{i}].name", f"duplicate channel name {ch.name!r}")
+            names.add(ch.name)
+            out.append(ch)
+        return tuple(out)
+
+    def channel(self, node: Any, path: str) -> Channel | None:
+        m = self.mapping(
+            node,
+            path,
+            (
+                "name", "provider", "platform", "base_url", "api_keys", "models", "model_map",
+                "weight", "priority", "tags", "headers", "timeouts", "enabled",
+            ),
+        )
+        if m is None:
+            return None
+        name = self.string(m.get("name"), f"{path}.name")
+        provider = self.string(m.get("provider"), f"{path}.provider")
+        if provider is not None and self.providers is not None and provider not in self.providers:
+            self.fail(f"{path}.provider", f"unknown provider {provider!r} (known: {', '.join(sorted(self.providers))})")
+            provider = None
+        platform = self.opt(m, "platform", path, self.string, provider)
+        if platform is not None and (not _PLATFORM_RE.match(platform) or platform in RESERVED_PLATFORMS):
+            self.fail(f"{path}.platform", f"{platform!r} cannot be a URL prefix: use lowercase letters, digits, - or _")
+        base_url = self.string(m.get("base_url"), f"{path}.base_url")
+        if base_url is not None:
+            parts = urlsplit(base_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                self.fail(f"{path}.base_url", "must be an http(s) URL")
+        models = self.strings(m.get("models"), f"{path}.models") if "models" in m else None
+        if models is not None and not models:
+            self.fail(f"{path}.models", "must list at least one model name or glob")
+        elif "models" not in m:
+            self.fail(f"{path}.models", "is required: the public model names this channel serves")
+        api_keys = self.opt(m, "api_keys", path, self.strings_allow_empty, ())
+        enabled = self.opt(m, "enabled", path, self.boolean, True)
+        given = m.get("api_keys")
+        resolved = tuple(k for k in api_keys if k.strip())
+        if enabled and isinstance(given, list) and given and not resolved:
+            self.warnings.append(f"{path}: channel {name!r} disabled: its api_keys are empty (environment variable unset?)")
+            enabled = False
+        timeouts = self.opt(m, "timeouts", path, self.timeouts, Timeouts())
+        if None in (name, provider, platform, base_url, models) or not models:
+            return None
+        assert name and provider and platform and base_url and models
+        return Channel(
+            name=name,
+            provider=provider,
+            platform=platform,
+            base_url=base_url.rstrip("/"),
+            api_keys=resolved,
+            models=GlobSet(models),
+            model_map=self.opt(m, "model_map", path, self.str_map, {}),
+            weight=self.opt(m, "weight", path, lambda n, p: self.number(n, p, 0), 1.0),
+            priority=self.opt(m, "priority", path, lambda n, p: self.integer(n, p, -(10**9)), 0),
+            tags=frozenset(self.opt(m, "tags", path, self.strings, ())),
+            headers=self.opt(m, "headers", path, self.str_map, {}),
+            timeouts=timeouts,
+            enabled=enabled,
+        )
+
+    def strings_allow_empty(self, node: Any, path: str) -> tuple[str, ...] | None:
+        if not isinstance(node, list):
+            self.fail(path, f"must be a list of strings, got {_kind(node)}")
+            return None
+        out = [self.string(item if item is not None else "", f"{path}[{i}]", empty_ok=True) for i, item in enumerate(node)]
+        return None if None in out else tuple(s for s in out if s is not None)
+
+    def timeouts(self, node: Any, path: str) -> Timeouts | None:
+        m = self.mapping(node, path, ("connect_s", "first_byte_s", "idle_s"))
+        if m is None:
+            return None
+        d = Timeouts()
+        pos = lambda n, p: self.number(n, p, 0, exclusive=True)  # noqa: E731
+        return Timeouts(
+            connect_s=self.opt(m, "connect_s", path, pos, d.connect_s),
+            first_byte_s=self.opt(m, "first_byte_s", path, pos, d.first_byte_s),
+            idle_s=self.opt(m, "idle_s", path, pos, d.idle_s),
+        )
+
+    def models(self, node: Any, path: str) -> dict[str, ModelInfo] | None:
+        if not isinstance(node, dict):
+            self.fail(path, f"must be a mapping of model name to facts, got {_kind(node)}")
+            return None
+        out: dict[str, ModelInfo] = {}
+        for name, facts in node.items():
+            p = f"{path}.{name}"
+            m = self.mapping(facts if facts is not None else {}, p, ("catalog", "price"))
+            if m is None:
+                continue
+            catalog = self.opt(m, "catalog", p, lambda n, q: self.choice(n, q, CATALOGS), None)
+            price = self.opt(m, "price", p, self.price, None)
+            out[str(name)] = ModelInfo(catalog=catalog, price=price)
+        return out
+
+    def price(self, node: Any, path: str) -> Price | None:
+        fields = ("input", "output", "cached_input", "per_image", "per_second", "per_request", "per_1k_chars")
+        m = self.mapping(node, path, fields)
+        if m is None:
+            return None
+        values = {f: self.opt(m, f, path, lambda n, p: self.number(n, p, 0), None) for f in fields}
+        return Price(**values)
+
+
+def parse_listen(text: str, fail: Callable[[str], None]) -> Listen | None:
+    """Parse `host:port` or `[v6]:port`."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        fail(f"must be HOST:PORT, got {text!r}")
+        return None
+    port = int(port_text)
+    if not 0 < port < 65536:
+        fail(f"port must be 1-65535, got {port}")
+        return None
+    host = host.strip("[]") or "127.0.0.1"
+    return Listen(host, port)
+
+
+def _kind(node: Any) -> str:
+    if node is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(type(node), type(node).__name__)

@@ -1,0 +1,155 @@
+"""Typed, immutable view of gateway.yaml (SPEC section 2).
+
+Every value object validates nothing itself: `config.loader` builds them only from input it has
+already checked, so code holding a `Config` can trust every field.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_mb: float = 32.0
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    retries: int = 2
+    failure_threshold: int = 3
+    cooldown_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect_s: float = 10.0
+    first_byte_s: float = 120.0
+    idle_s: float = 120.0
+
+
+class GlobSet:
+    """A list of glob patterns compiled once; an empty set matches nothing."""
+
+    __slots__ = ("patterns", "_regex")
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self.patterns = patterns
+        joined = "|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)
+        self._regex = re.compile(joined) if patterns else None
+
+    def match(self, name: str) -> bool:
+        return self._regex is not None and self._regex.match(name) is not None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GlobSet) and other.patterns == self.patterns
+
+    def __hash__(self) -> int:
+        return hash(self.patterns)
+
+    def __repr__(self) -> str:
+        return f"GlobSet({list(self.patterns)!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    name: str
+    key_sha256: str  # hex digest; the plain key is never kept
+    models: GlobSet | None = None  # None: every model
+    platforms: frozenset[str] | None = None  # None: every platform
+    tags: frozenset[str] | None = None  # None: any channel
+    rpm: int | None = None
+    tpm: int | None = None
+    budget: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    name: str
+    provider: str
+    platform: str
+    base_url: str  # without a trailing slash
+    api_keys: tuple[str, ...]
+    models: GlobSet
+    model_map: dict[str, str] = field(default_factory=dict)
+    weight: float = 1.0
+    priority: int = 0
+    tags: frozenset[str] = frozenset()
+    headers: dict[str, str] = field(default_factory=dict)
+    timeouts: Timeouts = Timeouts()
+    enabled: bool = True
+
+    def serves(self, model: str) -> bool:
+        return self.models.match(model)
+
+    def upstream_model(self, model: str) -> str:
+        return self.model_map.get(model, model)
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    input: float | None = None
+    output: float | None = None
+    cached_input: float | None = None
+    per_image: float | None = None
+    per_second: float | None = None
+    per_request: float | None = None
+    per_1k_chars: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    catalog: str | None = None
+    price: Price | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: Listen
+    database: str
+    log: LogConfig = LogConfig()
+    limits: Limits = Limits()
+    workers: int = 1
+    shutdown_grace_s: float = 30.0
+    routing: Routing = Routing()
+    keys: tuple[ClientKey, ...] = ()
+    channels: tuple[Channel, ...] = ()
+    models: dict[str, ModelInfo] = field(default_factory=dict)
+    source: str = ""  # the file it was read from, for messages
+
+    @cached_property
+    def platforms(self) -> frozenset[str]:
+        return frozenset(c.platform for c in self.channels)
+
+    @cached_property
+    def keys_by_hash(self) -> dict[str, ClientKey]:
+        return {k.key_sha256: k for k in self.keys}

@@ -1,0 +1,50 @@
+"""The app factory: routes, middleware, and the long-lived resources opened and closed with the app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from gateway import endpoints
+from gateway.pipeline import pipeline
+from gateway.state import RUNTIME, SESSION, USAGE, Runtime
+from gateway.usage import UsageWriter
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PLATFORM = "{platform:[a-z0-9][a-z0-9_-]*}"
+
+
+def add_api_route(app: web.Application, method: str, endpoint: str, handler: Handler) -> None:
+    """Serve `endpoint` at /v1/<endpoint> and /<platform>/v1/<endpoint>."""
+    app.router.add_route(method, f"/v1/{endpoint}", handler)
+    app.router.add_route(method, f"/{PLATFORM}/v1/{endpoint}", handler)
+
+
+def create_app(runtime: Runtime, *, usage: UsageWriter | None = None) -> web.Application:
+    # Bodies are read by the handlers against limits.max_body_mb, which a reload may change.
+    app = web.Application(middlewares=[pipeline], client_max_size=1 << 40)
+    app[RUNTIME] = runtime
+    app[USAGE] = usage or UsageWriter(runtime.config.database)
+    app.cleanup_ctx.append(_usage_ctx)
+    app.cleanup_ctx.append(_session_ctx)
+    app.router.add_get("/healthz", endpoints.healthz)
+    app.router.add_get("/readyz", endpoints.readyz)
+    add_api_route(app, "POST", "chat/completions", endpoints.chat_completions)
+    return app
+
+
+async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
+    writer = app[USAGE]
+    await writer.start()
+    yield
+    await writer.close()
+
+
+async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+    app[SESSION] = session
+    yield
+    await session.close()

@@ -1,0 +1,41 @@
+"""Who is calling: the client key from the request headers, matched by its sha256."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from config import ClientKey, Config, sha256_hex
+from gateway.errors import ANTHROPIC, GEMINI, GatewayError
+
+
+def presented_key(request: web.Request, protocol: str) -> str | None:
+    auth = request.headers.get("Authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = request.headers.get("X-API-Key")  # case-insensitive: also Anthropic's x-api-key
+    if key:
+        return key.strip()
+    if protocol in (ANTHROPIC, GEMINI):
+        key = request.headers.get("X-Goog-Api-Key") or request.query.get("key")
+        if key:
+            return key.strip()
+    return None
+
+
+def authenticate(request: web.Request, config: Config, protocol: str) -> ClientKey | None:
+    """The caller's key, or None when the config defines no keys (loopback only: see config)."""
+    if not config.keys:
+        return None
+    secret = presented_key(request, protocol)
+    if secret is None:
+        raise GatewayError(
+            401,
+            "Missing API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
+            code="missing_api_key",
+        )
+    key = config.keys_by_hash.get(sha256_hex(secret))
+    if key is None:
+        raise GatewayError(401, "Invalid API key: check the key you were given for this gateway.", code="invalid_api_key")
+    return key

@@ -1,0 +1,58 @@
+"""What the gateway knows about one client request while it is served; becomes its usage row."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from config import ClientKey, Config
+from gateway.sse import SSETap
+from providers import Usage
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    config: Config  # the config this request started on; a reload does not change it
+    protocol: str  # openai | anthropic | gemini: the shape errors are rendered in
+    platform: str | None  # from a /<platform>/v1 prefix
+    ts: float = field(default_factory=time.time)
+    t0: float = field(default_factory=time.perf_counter)
+    key: ClientKey | None = None
+    endpoint: str | None = None
+    model: str | None = None
+    upstream_model: str | None = None
+    channel: str | None = None
+    channel_platform: str | None = None
+    stream: bool = False
+    status: int | None = None  # set when the handler knows better than the response (499)
+    attempts: int = 0
+    ttft_ms: float | None = None
+    usage: Usage | None = None
+    tap: SSETap | None = None
+    error: str | None = None
+    request_bytes: int = 0
+    response_text_bytes: int = 0
+    images: int = 0
+    input_chars: int = 0
+    audio_seconds: float = 0.0
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.t0) * 1000.0
+
+    def mark_first_byte(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = self.elapsed_ms()
+
+
+CTX = web.RequestKey("ctx", RequestContext)
+
+
+def new_request_id(incoming: str | None) -> str:
+    """The client's id if it is sane, else a fresh one."""
+    if incoming and len(incoming) <= 128 and incoming.isprintable():
+        return incoming
+    return uuid.uuid4().hex

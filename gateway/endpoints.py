@@ -1,0 +1,97 @@
+"""Request handlers: read and check what the client sent, then hand it to the relay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.context import CTX, RequestContext
+from gateway.errors import GatewayError
+from gateway.relay import json_body, relay
+from gateway.state import RUNTIME, USAGE
+
+MAX_MODEL_NAME = 256
+
+
+async def read_body(request: web.Request, ctx: RequestContext) -> bytes:
+    """The whole request body, refusing (413) as soon as it passes `limits.max_body_mb`."""
+    limit = ctx.config.limits.max_body_bytes
+    too_big = GatewayError(
+        413,
+        f"Request body is larger than the gateway's limit of {ctx.config.limits.max_body_mb:g} MB.",
+        code="request_too_large",
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_big
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        parts.append(chunk)
+    ctx.request_bytes = size
+    return b"".join(parts)
+
+
+async def read_json(request: web.Request, ctx: RequestContext) -> dict[str, Any]:
+    raw = await read_body(request, ctx)
+    if not raw.strip():
+        raise GatewayError(400, "Request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, f"Request body is not valid JSON: {exc}.", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise GatewayError(400, "Request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def require_model(ctx: RequestContext, body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if model is None or model == "":
+        raise GatewayError(400, "Missing required field 'model'.", code="missing_model", param="model")
+    if not isinstance(model, str):
+        raise GatewayError(400, "Field 'model' must be a string.", code="invalid_type", param="model")
+    if len(model) > MAX_MODEL_NAME:
+        raise GatewayError(400, f"Field 'model' is longer than {MAX_MODEL_NAME} characters.", code="invalid_value", param="model")
+    ctx.model = model
+    return model
+
+
+def require_bool(body: dict[str, Any], field: str) -> bool:
+    value = body.get(field, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise GatewayError(400, f"Field {field!r} must be true or false.", code="invalid_type", param=field)
+    return value
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    ctx = request[CTX]
+    ctx.endpoint = "chat/completions"
+    body = await read_json(request, ctx)
+    require_model(ctx, body)
+    if "messages" not in body and "prompt" not in body:
+        raise GatewayError(400, "Missing required field 'messages'.", code="missing_messages", param="messages")
+    if "messages" in body and not isinstance(body["messages"], list):
+        raise GatewayError(400, "Field 'messages' must be an array.", code="invalid_type", param="messages")
+    ctx.stream = require_bool(body, "stream")
+    opts = body.get("stream_options")
+    client_wants_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+    inject = ctx.stream and not client_wants_usage
+    return await relay(request, ctx, json_body(body, ctx.endpoint, inject), strip_usage=inject)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    if not await request.app[USAGE].writable():
+        return web.json_response({"status": "not ready", "reason": "usage database is not writable"}, status=503)
+    return web.json_response({"status": "ready", "config_generation": runtime.generation})

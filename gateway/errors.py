@@ -1,0 +1,179 @@
+"""Errors the gateway answers with, and how each renders in the protocol the client spoke.
+
+    GatewayError                 status, message, type, code; rendered as OpenAI, Anthropic or Gemini JSON
+     ├── the client's fault      400 / 401 / 403 / 404 / 405 / 413 / 429: returned as is
+     ├── NoChannel               503: nothing enabled serves the model right now
+     └── UpstreamFailure         502 / 504 after every attempt failed; names the last upstream error
+
+`upstream_errors()` maps aiohttp's exceptions during one upstream attempt to `AttemptError`, which
+carries whether the failure is the channel's (retry elsewhere, count against the key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+OPENAI, ANTHROPIC, GEMINI = "openai", "anthropic", "gemini"
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+    413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error",
+}
+_GEMINI_STATUS = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+    405: "UNIMPLEMENTED", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+}
+_OPENAI_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+    405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
+}
+# Things that look like credentials, masked wherever upstream text is echoed back.
+_SECRET_RE = re.compile(r"(sk-|sk_|AIza|Bearer\s+)[A-Za-z0-9_\-\.]{6,}")
+
+
+class GatewayError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self, protocol: str) -> dict[str, Any]:
+        if protocol == ANTHROPIC:
+            return {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(self.status, "api_error"), "message": self.message}}
+        if protocol == GEMINI:
+            return {"error": {"code": self.status, "message": self.message, "status": _GEMINI_STATUS.get(self.status, "INTERNAL")}}
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self, protocol: str) -> web.Response:
+        return web.Response(
+            status=self.status,
+            body=orjson.dumps(self.body(protocol)),
+            content_type="application/json",
+            headers=self.headers,
+        )
+
+    def sse_event(self, protocol: str) -> bytes:
+        """A final stream event telling the client the stream ended in error."""
+        payload = orjson.dumps(self.body(protocol))
+        if protocol == ANTHROPIC:
+            return b"event: error\ndata: " + payload + b"\n\n"
+        return b"data: " + payload + b"\n\n"
+
+
+class NoChannel(GatewayError):
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            503,
+            f"No enabled channel serves model {model!r} right now; check the channels in gateway.yaml.",
+            type="service_unavailable",
+            code="no_channel",
+        )
+
+
+class UpstreamFailure(GatewayError):
+    pass
+
+
+class AttemptError(Exception):
+    """One upstream attempt failed.
+
+    `retryable`: try the next channel. `channel_fault`: count against the channel key's health.
+    `cool_now`: the vendor rejected the key itself (401/403): cool it down at once.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool,
+        channel_fault: bool,
+        cool_now: bool = False,
+        timeout: bool = False,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.channel_fault = channel_fault
+        self.cool_now = cool_now
+        self.timeout = timeout
+        self.body = body
+        self.content_type = content_type
+
+
+def status_error(status: int, body: bytes, content_type: str | None, secrets: Iterable[str]) -> AttemptError:
+    """Classify an upstream error status per SPEC section 3."""
+    body = mask_bytes(body, secrets)
+    detail = _error_text(body)
+    message = f"upstream answered {status}" + (f": {detail}" if detail else "")
+    if status in (401, 403):
+        return AttemptError(message, status=status, retryable=True, channel_fault=True, cool_now=True, body=body, content_type=content_type)
+    if status in (408, 429) or status >= 500:
+        return AttemptError(message, status=status, retryable=True, channel_fault=True, body=body, content_type=content_type)
+    return AttemptError(message, status=status, retryable=False, channel_fault=False, body=body, content_type=content_type)
+
+
+@contextmanager
+def upstream_errors(phase: str) -> Iterator[None]:
+    """Map aiohttp's exceptions for one attempt to AttemptError; `phase` names what was under way."""
+    try:
+        yield
+    except asyncio.TimeoutError as exc:
+        raise AttemptError(f"upstream timed out ({phase})", retryable=True, channel_fault=True, timeout=True) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise AttemptError(f"cannot connect to upstream: {exc.os_error.strerror or exc}", retryable=True, channel_fault=True) from exc
+    except (aiohttp.ClientError, ConnectionError) as exc:
+        raise AttemptError(f"upstream connection failed ({phase}): {type(exc).__name__}", retryable=True, channel_fault=True) from exc
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+    return _SECRET_RE.sub(lambda m: m.group(1) + "***", text)
+
+
+def mask_bytes(body: bytes, secrets: Iterable[str]) -> bytes:
+    secrets = [s for s in secrets if s]
+    if not any(s.encode() in body for s in secrets) and not _SECRET_RE.search(body.decode("utf-8", "replace")):
+        return body
+    return mask(body.decode("utf-8", "replace"), secrets).encode()
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:200].decode("utf-8", "replace").strip()
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])[:300]
+        if isinstance(err, str):
+            return err[:300]
+    return ""

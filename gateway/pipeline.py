@@ -1,0 +1,146 @@
+"""The middleware every API request passes through: id, auth, error rendering, usage row, access line."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from aiohttp import web
+
+from gateway.auth import authenticate
+from gateway.context import CTX, RequestContext, new_request_id
+from gateway.errors import ANTHROPIC, GEMINI, OPENAI, GatewayError
+from gateway.pricing import cost
+from gateway.state import RUNTIME, USAGE
+from gateway.usage import UsageRow
+
+log = structlog.get_logger("gateway.access")
+
+UNMETERED = frozenset({"/healthz", "/readyz"})
+
+
+def protocol_for(path: str) -> str:
+    if path.startswith("/v1beta/") or "/v1beta/" in path:
+        return GEMINI
+    if path.endswith("/v1/messages") or "/v1/messages/" in path:
+        return ANTHROPIC
+    return OPENAI
+
+
+def platform_of(request: web.Request) -> str | None:
+    return request.match_info.get("platform")
+
+
+@web.middleware
+async def pipeline(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    if request.path in UNMETERED:
+        return await handler(request)
+    runtime = request.app[RUNTIME]
+    ctx = RequestContext(
+        request_id=new_request_id(request.headers.get("X-Request-Id")),
+        config=runtime.config,
+        protocol=protocol_for(request.path),
+        platform=platform_of(request),
+    )
+    request[CTX] = ctx
+    response: web.StreamResponse | None = None
+    try:
+        route_error = request.match_info.http_exception
+        if route_error is not None:
+            raise _route_error(request, route_error)
+        if ctx.platform is not None and ctx.platform not in ctx.config.platforms:
+            raise GatewayError(404, f"Unknown platform {ctx.platform!r}; known: {', '.join(sorted(ctx.config.platforms))}.", code="unknown_platform")
+        ctx.key = authenticate(request, ctx.config, ctx.protocol)
+        response = await handler(request)
+    except GatewayError as err:
+        ctx.error = ctx.error or err.message[:500]
+        response = err.response(ctx.protocol)
+    except web.HTTPException as exc:
+        err = GatewayError(exc.status, exc.text or exc.reason)
+        ctx.error = err.message
+        response = err.response(ctx.protocol)
+    except asyncio.CancelledError:
+        ctx.status = 499
+        ctx.error = ctx.error or "client closed the connection"
+        raise
+    except Exception:
+        log.exception("unhandled_error", request_id=ctx.request_id, path=request.path)
+        ctx.error = "internal error"
+        response = GatewayError(500, "The gateway failed on this request; it has been logged.", type="server_error").response(ctx.protocol)
+    finally:
+        finish(request, ctx, response)
+    if not response.prepared:
+        response.headers["X-Request-Id"] = ctx.request_id
+    return response
+
+
+def _route_error(request: web.Request, exc: web.HTTPException) -> GatewayError:
+    if exc.status == 405:
+        allowed = getattr(exc, "allowed_methods", ())
+        return GatewayError(
+            405,
+            f"Method {request.method} is not allowed on {request.path}; use {', '.join(sorted(allowed)) or 'another method'}.",
+            code="method_not_allowed",
+            headers={"Allow": ", ".join(sorted(allowed))},
+        )
+    return GatewayError(404, f"Unknown route {request.method} {request.path}.", code="unknown_route")
+
+
+def finish(request: web.Request, ctx: RequestContext, response: web.StreamResponse | None) -> None:
+    """Record the usage row and the access line. Runs for every metered request, however it ended."""
+    status = ctx.status or (response.status if response is not None else 500)
+    usage = ctx.usage
+    tap = ctx.tap
+    if usage is None and tap is not None:
+        usage = tap.usage
+    row = UsageRow(
+        request_id=ctx.request_id,
+        ts=ctx.ts,
+        key_name=ctx.key.name if ctx.key else None,
+        platform=ctx.platform or ctx.channel_platform,
+        endpoint=ctx.endpoint,
+        model=ctx.model,
+        upstream_model=ctx.upstream_model,
+        channel=ctx.channel,
+        stream=int(ctx.stream),
+        status=status,
+        latency_ms=round(ctx.elapsed_ms(), 3),
+        ttft_ms=round(ctx.ttft_ms, 3) if ctx.ttft_ms is not None else None,
+        attempts=ctx.attempts,
+        error=ctx.error,
+        images=ctx.images,
+        input_chars=ctx.input_chars,
+        audio_seconds=ctx.audio_seconds,
+    )
+    if usage is not None:
+        row.prompt_tokens = usage.prompt_tokens
+        row.completion_tokens = usage.completion_tokens
+        row.total_tokens = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
+        row.cached_tokens = usage.cached_tokens
+        row.reasoning_tokens = usage.reasoning_tokens
+    elif ctx.attempts and (tap is not None and tap.text_bytes or ctx.request_bytes):
+        # No usage from the vendor (stream cut, client gone, vendor silent): estimate ~4 bytes a token.
+        row.prompt_tokens = ctx.request_bytes // 4
+        row.completion_tokens = (tap.text_bytes if tap is not None else 0) // 4
+        row.total_tokens = row.prompt_tokens + row.completion_tokens
+        row.estimated = 1
+    if ctx.model is not None:
+        info = ctx.config.models.get(ctx.model)
+        row.cost = cost(row, info.price if info else None)
+    request.app[USAGE].record(row)
+    log.info(
+        "request",
+        request_id=ctx.request_id,
+        method=request.method,
+        path=request.path,
+        key_name=row.key_name,
+        model=ctx.model,
+        channel=ctx.channel,
+        status=status,
+        latency_ms=row.latency_ms,
+        ttft_ms=row.ttft_ms,
+        attempts=ctx.attempts,
+        stream=ctx.stream,
+        tokens=row.total_tokens,
+        error=ctx.error,
+    )

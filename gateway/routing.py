@@ -1,0 +1,86 @@
+"""Where a channel is chosen: candidates for a request, then the order to try them in (SPEC section 3)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+from config import Channel, ClientKey, Config
+from gateway.errors import GatewayError, NoChannel
+from gateway.health import Health
+
+
+def check_access(config: Config, key: ClientKey | None, model: str, platform: str | None) -> None:
+    """Raise 404 for a model no channel knows, 403 when the key may not use it or the platform."""
+    if platform is not None and key is not None and key.platforms is not None and platform not in key.platforms:
+        raise GatewayError(403, f"This key may not use platform {platform!r}.", code="platform_not_allowed")
+    if not any(c.serves(model) and (platform is None or c.platform == platform) for c in config.channels):
+        where = f" on platform {platform!r}" if platform else ""
+        raise GatewayError(
+            404,
+            f"The model {model!r} does not exist{where}; GET /v1/models lists the models you can use.",
+            type="invalid_request_error",
+            code="model_not_found",
+            param="model",
+        )
+    if key is not None and key.models is not None and not key.models.match(model):
+        raise GatewayError(403, f"This key may not use model {model!r}.", code="model_not_allowed", param="model")
+
+
+def candidates(
+    config: Config,
+    key: ClientKey | None,
+    model: str,
+    platform: str | None,
+    request_tags: frozenset[str] | None,
+) -> list[Channel]:
+    out = []
+    for c in config.channels:
+        if not c.enabled or not c.serves(model):
+            continue
+        if platform is not None and c.platform != platform:
+            continue
+        if key is not None:
+            if key.platforms is not None and c.platform not in key.platforms:
+                continue
+            if key.tags is not None and not (key.tags & c.tags):
+                continue
+        if request_tags and not (request_tags & c.tags):
+            continue
+        out.append(c)
+    return out
+
+
+def order(channels: Iterable[Channel], health: Health, rng: random.Random | None = None) -> list[Channel]:
+    """Highest priority tier first; weighted random without replacement inside a tier.
+
+    Weight-0 channels come only after every weighted one, and channels whose keys are all cooling
+    down come last of all, so a request still has somewhere to go when everything is cooling.
+    """
+    rand = (rng or random).random
+    healthy, cooling = [], []
+    for c in channels:
+        (cooling if health.cooling(c) else healthy).append(c)
+
+    def sort_key(c: Channel) -> tuple[bool, int, float]:
+        # Efraimidis-Spirakis: sorting by u^(1/w) descending is a weighted draw without replacement.
+        draw = rand() ** (1.0 / c.weight) if c.weight > 0 else rand()
+        return (c.weight == 0, -c.priority, -draw)
+
+    return sorted(healthy, key=sort_key) + sorted(cooling, key=sort_key)
+
+
+def plan(
+    config: Config,
+    health: Health,
+    key: ClientKey | None,
+    model: str,
+    platform: str | None,
+    request_tags: frozenset[str] | None = None,
+) -> list[Channel]:
+    """Channels to try for one request, best first; at most `routing.retries + 1` of them."""
+    check_access(config, key, model, platform)
+    found = candidates(config, key, model, platform, request_tags)
+    if not found:
+        raise NoChannel(model)
+    return order(found, health)[: config.routing.retries + 1]

@@ -1,0 +1,56 @@
+"""Run the gateway: event loop, listening socket, signals (SIGHUP reload, SIGTERM/SIGINT drain)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+from aiohttp import web
+
+from config import Config, Listen
+from gateway.app import create_app
+from gateway.state import Runtime
+
+log = structlog.get_logger("gateway")
+
+
+def run(config: Config, path: str | None, listen: Listen) -> None:
+    """Serve until SIGTERM/SIGINT; return once requests in flight are done and usage is flushed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; this keeps odd platforms working
+        asyncio.run(serve(config, path, listen))
+    else:
+        uvloop.run(serve(config, path, listen))
+
+
+async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyncio.Event | None = None) -> None:
+    runtime = Runtime(config, path)
+    app = create_app(runtime)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        handler_cancellation=True,  # a client that hangs up cancels its handler, which closes the upstream
+        shutdown_timeout=config.shutdown_grace_s,
+        access_log=None,  # the pipeline writes one structured line per request instead
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, listen.host, listen.port, reuse_port=config.workers > 1, backlog=2048)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("listening", listen=str(listen), config=path, channels=len(config.channels), keys=len(config.keys))
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting_down", grace_s=runtime.config.shutdown_grace_s)
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        log.info("stopped")

@@ -1,0 +1,52 @@
+"""Typed application state: the live config (swapped whole on reload) and the long-lived resources."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from config import Config, ConfigError, load_config
+from gateway.health import Health
+from gateway.usage import UsageWriter
+from providers import PROVIDERS
+
+log = structlog.get_logger("gateway")
+
+
+class Runtime:
+    """Holds the config in force. A request reads `runtime.config` once and keeps that object,
+    so a reload swaps one reference and requests in flight finish on the config they started with."""
+
+    def __init__(self, config: Config, path: str | None = None) -> None:
+        self.config = config
+        self.path = path
+        self.health = Health()
+        self.generation = 1
+        self.on_reload: list[Callable[[Config], None]] = []
+
+    def reload(self) -> bool:
+        if self.path is None:
+            return False
+        try:
+            loaded = load_config(self.path, providers=PROVIDERS)
+        except ConfigError as exc:
+            log.error("config_reload_failed", path=self.path, problems=exc.problems)
+            return False
+        for warning in loaded.warnings:
+            log.warning("config_warning", detail=warning)
+        if loaded.config.listen != self.config.listen or loaded.config.database != self.config.database:
+            log.warning("config_reload_restart_needed", detail="listen and database changes apply after a restart")
+        self.config = loaded.config
+        self.generation += 1
+        for hook in self.on_reload:
+            hook(self.config)
+        log.info("config_reloaded", path=self.path, generation=self.generation, channels=len(self.config.channels))
+        return True
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+USAGE = web.AppKey("usage", UsageWriter)

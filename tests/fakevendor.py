@@ -1,0 +1,135 @@
+"""A fake OpenAI-compatible vendor: a real aiohttp server on a local port that misbehaves on cue.
+
+Tests queue faults (`vendor.faults.append(Fault("status", status=500))`); each request takes the next
+one, or behaves when none is queued. Every request it receives is kept in `vendor.requests`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+
+@dataclass
+class Fault:
+    kind: str  # status | hang | drop | slow | idle | disconnect
+    status: int = 500
+    seconds: float = 0.0  # for slow (before headers) and idle (between chunks)
+    after_chunks: int = 0  # for drop / idle: how many chunks go out first
+    body: dict[str, Any] | None = None
+
+
+@dataclass
+class Seen:
+    path: str
+    method: str
+    headers: dict[str, str]
+    body: bytes
+    query: dict[str, str]
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class FakeVendor:
+    name: str = "vendor"
+    chunks: int = 5
+    chunk_delay: float = 0.0
+    prompt_tokens: int = 11
+    send_usage: bool = True
+    faults: deque[Fault] = field(default_factory=deque)
+    requests: list[Seen] = field(default_factory=list)
+    server: TestServer | None = None
+    closed_streams: int = 0  # streams whose client (the gateway) went away before the end
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/v1"))
+
+    async def start(self) -> FakeVendor:
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/v1/{tail:.*}", self._handle)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+        return self
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append(Seen(request.path, request.method, dict(request.headers), body, dict(request.query)))
+        fault = self.faults.popleft() if self.faults else None
+        if fault is not None and fault.kind == "status":
+            err = fault.body or {"error": {"message": f"{self.name} failed with {fault.status}", "type": "server_error"}}
+            return web.json_response(err, status=fault.status)
+        if fault is not None and fault.kind == "hang":
+            await asyncio.sleep(3600)
+        if fault is not None and fault.kind == "slow":
+            await asyncio.sleep(fault.seconds)
+        payload = orjson.loads(body) if body else {}
+        if payload.get("stream"):
+            return await self._stream(request, payload, fault)
+        text = f"hello from {self.name}"
+        answer = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": payload.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        }
+        if self.send_usage:
+            answer["usage"] = self._usage(3)
+        return web.json_response(answer, headers={"X-Vendor": self.name})
+
+    def _usage(self, completion: int) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": 2},
+            "completion_tokens_details": {"reasoning_tokens": 1},
+        }
+
+    async def _stream(self, request: web.Request, payload: dict[str, Any], fault: Fault | None) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Vendor": self.name})
+        await resp.prepare(request)
+        include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+        try:
+            for i in range(self.chunks):
+                if fault is not None and fault.kind == "drop" and i == fault.after_chunks:
+                    assert request.transport is not None
+                    request.transport.close()  # the connection dies mid-stream, no terminating chunk
+                    return resp
+                if fault is not None and fault.kind == "idle" and i == fault.after_chunks:
+                    await asyncio.sleep(fault.seconds)
+                chunk = {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion.chunk",
+                    "model": payload.get("model"),
+                    "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}],
+                }
+                if include_usage:
+                    chunk["usage"] = None
+                await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+            if include_usage and self.send_usage:
+                last = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [], "usage": self._usage(self.chunks)}
+                await resp.write(b"data: " + orjson.dumps(last) + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            self.closed_streams += 1
+            raise
+        return resp

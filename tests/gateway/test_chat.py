@@ -1,0 +1,67 @@
+"""Chat completions end to end: real openai client -> gateway -> fake vendor."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.conftest import KEYS, channel
+
+
+async def test_non_stream_passthrough_and_usage_row(vendor, gateway_factory):
+    gw = await gateway_factory({"keys": KEYS, "channels": [channel("main", vendor, model_map={"gpt-4o": "gpt-4o-2024"})]})
+    client = gw.client()
+    resp = await client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+    )
+    completion = resp.parse()
+    assert completion.choices[0].message.content == "hello from vendor"
+    assert resp.headers["x-request-id"]
+    assert resp.headers["x-vendor"] == "vendor"
+    seen = vendor.requests[-1]
+    assert seen.json()["model"] == "gpt-4o-2024"
+    assert seen.headers["Authorization"] == "Bearer vk-main-secret"
+    rows = await gw.rows()
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["request_id"] == resp.headers["x-request-id"]
+    assert (row["key_name"], row["model"], row["upstream_model"], row["channel"]) == ("app1", "gpt-4o", "gpt-4o-2024", "main")
+    assert (row["status"], row["stream"], row["attempts"]) == (200, 0, 1)
+    assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (11, 3, 14)
+    assert (row["cached_tokens"], row["reasoning_tokens"]) == (2, 1)
+    assert row["platform"] == "main" or row["platform"] == "openai"
+
+
+async def test_stream_arrives_chunk_by_chunk(vendor_factory, gateway_factory):
+    vendor = await vendor_factory("slow", chunks=4, chunk_delay=0.3)
+    gw = await gateway_factory({"keys": KEYS, "channels": [channel("main", vendor)]})
+    stream = await gw.client().chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    arrivals = []
+    texts = []
+    start = time.perf_counter()
+    async for chunk in stream:
+        arrivals.append(time.perf_counter() - start)
+        assert chunk.usage is None  # the client did not ask for usage, so it never sees the usage chunk
+        if chunk.choices:
+            texts.append(chunk.choices[0].delta.content)
+    assert texts == ["tok0 ", "tok1 ", "tok2 ", "tok3 "]
+    # Each chunk came while the vendor was still producing the next one, not all at the end.
+    assert arrivals[0] < arrivals[-1] - 0.5
+    assert vendor.requests[-1].json()["stream_options"] == {"include_usage": True}
+    rows = await gw.rows()
+    assert rows[0]["stream"] == 1
+    assert (rows[0]["prompt_tokens"], rows[0]["completion_tokens"]) == (11, 4)
+    assert rows[0]["ttft_ms"] < rows[0]["latency_ms"]
+
+
+async def test_stream_usage_passed_when_client_asks(vendor, gateway_factory):
+    gw = await gateway_factory({"keys": KEYS, "channels": [channel("main", vendor)]})
+    stream = await gw.client().chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+    )
+    usages = [c.usage async for c in stream if c.usage is not None]
+    assert len(usages) == 1 and usages[0].total_tokens == 16
