@@ -177,7 +177,7 @@ class _Validator:
         if not isinstance(node, dict):
             self.fail(path, f"must be a mapping of strings, got {_kind(node)}")
             return None
-        out = {}
+        out: dict[str, str] = {}
         for k, val in node.items():
             key, value = self.string(k, f"{path}.{k}"), self.string(val, f"{path}.{k}")
             if key is not None and value is not None:
@@ -210,9 +210,9 @@ class _Validator:
         workers = self.opt(top, "workers", "", lambda n, p: self.integer(n, p, 1), 1)
         grace = self.opt(top, "shutdown_grace_s", "", lambda n, p: self.number(n, p, 0), 30.0)
         routing = self.opt(top, "routing", "", self.routing, Routing())
-        keys = self.opt(top, "keys", "", self.keys, ())
-        channels = self.opt(top, "channels", "", self.channels, ())
-        models = self.opt(top, "models", "", self.models, {})
+        keys = self.opt(top, "keys", "", self.keys, tuple[ClientKey, ...]())
+        channels = self.opt(top, "channels", "", self.channels, tuple[Channel, ...]())
+        models = self.opt(top, "models", "", self.models, dict[str, ModelInfo]())
         if not keys and not listen.is_loopback:
             self.fail("listen", f"{listen} is not a loopback address and no keys are defined: add keys: or listen on 127.0.0.1")
         return Config(
@@ -362,7 +362,7 @@ class _Validator:
             self.fail(f"{path}.models", "must list at least one model name or glob")
         elif "models" not in m:
             self.fail(f"{path}.models", "is required: the public model names this channel serves")
-        api_keys = self.opt(m, "api_keys", path, self.strings_allow_empty, ())
+        api_keys = self.opt(m, "api_keys", path, self.strings_allow_empty, tuple[str, ...]())
         enabled = self.opt(m, "enabled", path, self.boolean, True)
         given = m.get("api_keys")
         resolved = tuple(k for k in api_keys if k.strip())
@@ -383,7 +383,7 @@ class _Validator:
             model_map=self.opt(m, "model_map", path, self.str_map, {}),
             weight=self.opt(m, "weight", path, lambda n, p: self.number(n, p, 0), 1.0),
             priority=self.opt(m, "priority", path, lambda n, p: self.integer(n, p, -(10**9)), 0),
-            tags=frozenset(self.opt(m, "tags", path, self.strings, ())),
+            tags=frozenset(self.opt(m, "tags", path, self.strings, tuple[str, ...]())),
             headers=self.opt(m, "headers", path, self.str_map, {}),
             timeouts=timeouts,
             enabled=enabled,

@@ -60,7 +60,7 @@ class Timeouts:
 class GlobSet:
     """A list of glob patterns compiled once; an empty set matches nothing."""
 
-    __slots__ = ("patterns", "_regex")
+    __slots__ = ("_regex", "patterns")
 
     def __init__(self, patterns: tuple[str, ...]) -> None:
         self.patterns = patterns

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
 from gateway import endpoints
-from gateway.pipeline import pipeline
+from gateway.pipeline import Handler, pipeline
 from gateway.state import RUNTIME, SESSION, USAGE, Runtime
 from gateway.usage import UsageWriter
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PLATFORM = "{platform:[a-z0-9][a-z0-9_-]*}"
 
 

@@ -11,7 +11,6 @@ carries whether the failure is the channel's (retry elsewhere, count against the
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -143,7 +142,7 @@ def upstream_errors(phase: str) -> Iterator[None]:
     """Map aiohttp's exceptions for one attempt to AttemptError; `phase` names what was under way."""
     try:
         yield
-    except asyncio.TimeoutError as exc:
+    except TimeoutError as exc:
         raise AttemptError(f"upstream timed out ({phase})", retryable=True, channel_fault=True, timeout=True) from exc
     except aiohttp.ClientConnectorError as exc:
         raise AttemptError(f"cannot connect to upstream: {exc.os_error.strerror or exc}", retryable=True, channel_fault=True) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
@@ -16,6 +17,7 @@ from gateway.usage import UsageRow
 
 log = structlog.get_logger("gateway.access")
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNMETERED = frozenset({"/healthz", "/readyz"})
 
 
@@ -32,7 +34,7 @@ def platform_of(request: web.Request) -> str | None:
 
 
 @web.middleware
-async def pipeline(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in UNMETERED:
         return await handler(request)
     runtime = request.app[RUNTIME]
@@ -56,9 +58,9 @@ async def pipeline(request: web.Request, handler: web.Handler) -> web.StreamResp
         ctx.error = ctx.error or err.message[:500]
         response = err.response(ctx.protocol)
     except web.HTTPException as exc:
-        err = GatewayError(exc.status, exc.text or exc.reason)
-        ctx.error = err.message
-        response = err.response(ctx.protocol)
+        http_err = GatewayError(exc.status, exc.text or exc.reason)
+        ctx.error = http_err.message
+        response = http_err.response(ctx.protocol)
     except asyncio.CancelledError:
         ctx.status = 499
         ctx.error = ctx.error or "client closed the connection"
@@ -118,7 +120,7 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         row.total_tokens = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
         row.cached_tokens = usage.cached_tokens
         row.reasoning_tokens = usage.reasoning_tokens
-    elif ctx.attempts and (tap is not None and tap.text_bytes or ctx.request_bytes):
+    elif ctx.attempts and ((tap is not None and tap.text_bytes) or ctx.request_bytes):
         # No usage from the vendor (stream cut, client gone, vendor silent): estimate ~4 bytes a token.
         row.prompt_tokens = ctx.request_bytes // 4
         row.completion_tokens = (tap.text_bytes if tap is not None else 0) // 4

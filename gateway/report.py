@@ -59,7 +59,7 @@ def report(config: Config, args: argparse.Namespace) -> int:
         db.close()
     header = (args.by, "requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "avg_latency_ms")
     if args.format == "json":
-        sys.stdout.write(orjson.dumps([dict(zip(header, r)) for r in rows], option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(orjson.dumps([dict(zip(header, r, strict=True)) for r in rows], option=orjson.OPT_INDENT_2).decode() + "\n")
     elif args.format == "csv":
         w = csv.writer(sys.stdout)
         w.writerow(header)
@@ -68,5 +68,5 @@ def report(config: Config, args: argparse.Namespace) -> int:
         table = [header, *[tuple("" if v is None else str(v) for v in r) for r in rows]]
         widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
         for r in table:
-            print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
+            print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)))
     return 0

@@ -58,7 +58,8 @@ def order(channels: Iterable[Channel], health: Health, rng: random.Random | None
     down come last of all, so a request still has somewhere to go when everything is cooling.
     """
     rand = (rng or random).random
-    healthy, cooling = [], []
+    healthy: list[Channel] = []
+    cooling: list[Channel] = []
     for c in channels:
         (cooling if health.cooling(c) else healthy).append(c)
 

@@ -21,7 +21,7 @@ _TEXT_RE = re.compile(rb'"(?:content|text|delta|reasoning_content|arguments)"\s*
 
 
 class SSETap:
-    __slots__ = ("provider", "endpoint", "strip_usage", "usage", "text_bytes", "events", "_buf")
+    __slots__ = ("_buf", "endpoint", "events", "provider", "strip_usage", "text_bytes", "usage")
 
     def __init__(self, provider: Provider, endpoint: str, *, strip_usage: bool) -> None:
         self.provider = provider

@@ -129,7 +129,7 @@ class UsageWriter:
             return False
         try:
             await self._db.execute("SELECT 1 FROM usage LIMIT 1")
-        except Exception:  # noqa: BLE001 - any database error means not ready
+        except Exception:
             return False
         return self.healthy and os.access(Path(self.path).parent, os.W_OK)
 
@@ -159,7 +159,7 @@ class UsageWriter:
             assert self._db is not None, "usage writer is closed"
             await self._db.executemany(_INSERT, [dataclasses.astuple(r) for r in batch])
             await self._db.commit()
-        except Exception as exc:  # noqa: BLE001 - whatever failed, the rows must survive
+        except Exception as exc:
             self.healthy = False
             self._spool(batch, exc)
             return
