@@ -1,0 +1,440 @@
+"""The orchestrator behind `make bench`: start every target, measure them in turns, print ratios.
+
+Targets, all in front of one mock vendor process (`tests.bench.mock`):
+
+    direct     the mock itself
+    floor      a bare aiohttp forwarder (`tests.bench.floor`)
+    gateway    `python -m gateway serve`: auth, routing, usage rows, access log at info (to a file)
+    quiet      the same gateway with log level warning, to price the access line
+    2 workers  the same gateway with `workers: 2`
+
+Each measurement runs in rounds, the targets taking turns inside a round, and the rounds are pooled:
+a neighbour's burst of CPU then lands on every target alike rather than on whichever ran at the time.
+The load generator (`tests.bench.load`) is its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from tests.bench.procs import cpu_seconds, free_port, raise_nofile, rss_mb, tree_rss_mb, use_uvloop, wait_port
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_KEY = "sk-bench-client-key"
+PATH = "/v1/chat/completions"
+
+
+@dataclass
+class Scale:
+    latency_n: int  # sequential requests per round
+    stream_n: int
+    rps_seconds: float
+    concurrency: tuple[int, int]
+    open_streams: int
+    writer_rows: int
+    rounds: int
+    settle_s: float  # pause before the idle RSS sample and after the streams close
+
+
+FULL = Scale(latency_n=1000, stream_n=200, rps_seconds=3.0, concurrency=(32, 256), open_streams=1000,
+             writer_rows=200_000, rounds=3, settle_s=2.0)
+QUICK = Scale(latency_n=30, stream_n=10, rps_seconds=0.3, concurrency=(4, 16), open_streams=20,
+              writer_rows=2_000, rounds=1, settle_s=0.1)
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    proc: asyncio.subprocess.Process
+    headers: dict[str, str] = field(default_factory=dict)
+    db: Path | None = None
+    sent: int = 0  # responses the load generator got, to check one usage row each
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return {"port": self.port, "path": PATH, "headers": self.headers}
+
+    def pids(self) -> list[int]:
+        from tests.bench.procs import children
+
+        return [self.proc.pid, *children(self.proc.pid)]
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in self.pids())
+
+    def rss(self) -> float:
+        return tree_rss_mb(self.proc.pid)
+
+
+class LoadGen:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    async def call(self, **cmd: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(orjson.dumps(cmd) + b"\n")
+        await self.proc.stdin.drain()
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the load generator died")
+        result: dict[str, Any] = orjson.loads(line)
+        if "error" in result:
+            raise RuntimeError(f"load generator: {result['error']}")
+        return result
+
+
+async def spawn(*args: str, log: Path | None = None) -> asyncio.subprocess.Process:
+    stderr = log.open("ab") if log is not None else None
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, *args, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=stderr or asyncio.subprocess.DEVNULL,
+        )
+    finally:
+        if stderr is not None:
+            stderr.close()
+
+
+def gateway_config(tmp: Path, name: str, port: int, mock_port: int, *, level: str, workers: int) -> Path:
+    raw = {
+        "listen": f"127.0.0.1:{port}",
+        "database": str(tmp / f"{name}.db"),
+        "log": {"level": level, "format": "json"},
+        "workers": workers,
+        "shutdown_grace_s": 10,
+        "keys": [{"name": "bench", "key": BENCH_KEY}],
+        "channels": [{"name": "mock", "provider": "openai", "base_url": f"http://127.0.0.1:{mock_port}/v1",
+                      "api_keys": ["sk-vendor-bench"], "models": ["gpt-*"]}],
+        "models": {"gpt-4o-mini": {"price": {"input": 0.15, "output": 0.6}}},
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+async def start_gateway(tmp: Path, name: str, mock_port: int, *, level: str = "info", workers: int = 1) -> Target:
+    port = free_port()
+    cfg = gateway_config(tmp, name.replace(" ", "-"), port, mock_port, level=level, workers=workers)
+    # An operator's gateway logs to a file or a pipe, not to nowhere: the access line's cost is real.
+    proc = await spawn("-m", "gateway", "serve", "--config", str(cfg), "--listen", f"127.0.0.1:{port}",
+                       log=tmp / f"{name.replace(' ', '-')}.log")
+    return Target(name, port, proc, headers={"Authorization": f"Bearer {BENCH_KEY}"}, db=tmp / f"{name.replace(' ', '-')}.db")
+
+
+async def stop(proc: asyncio.subprocess.Process, timeout: float = 30.0) -> int:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        proc.kill()
+        return await proc.wait()
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+@contextlib.asynccontextmanager
+async def sampler(target: Target, every: float = 0.02) -> AsyncIterator[list[float]]:
+    """Sample the target's RSS until the block ends; the samples land in the yielded list."""
+    samples: list[float] = []
+
+    async def run() -> None:
+        while True:
+            samples.append(target.rss())
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(run())
+    try:
+        yield samples
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        samples.append(target.rss())
+
+
+async def measure(targets: list[Target], load: LoadGen, scale: Scale, say: Any) -> None:
+    lat_targets = [t for t in targets if t.name != "2 workers"]
+    for t in targets:  # warm every path: connections, pools, caches
+        r = await load.call(op="latency", target=t.spec, n=100)
+        t.sent += 120
+        if r["errors"]:
+            raise RuntimeError(f"{t.name}: {r['errors']} errors while warming up")
+    say("latency")
+    for _ in range(scale.rounds):
+        for t in lat_targets:
+            r = await load.call(op="latency", target=t.spec, n=scale.latency_n)
+            t.sent += scale.latency_n + 20
+            t.results.setdefault("lat", []).extend(r["ms"])
+            t.results["errors"] = t.results.get("errors", 0) + r["errors"]
+    say("streams")
+    for _ in range(scale.rounds):
+        for t in lat_targets:
+            r = await load.call(op="stream", target=t.spec, n=scale.stream_n)
+            t.sent += scale.stream_n + 10
+            t.results.setdefault("first", []).extend(r["first_ms"])
+            t.results.setdefault("last", []).extend(r["last_ms"])
+            t.results["errors"] = t.results.get("errors", 0) + r["errors"]
+    for conns in scale.concurrency:
+        say(f"requests/s at {conns} connections")
+        for _ in range(scale.rounds):
+            for t in targets:
+                cpu0 = t.cpu()
+                r = await load.call(op="rps", target=t.spec, conns=conns, seconds=scale.rps_seconds,
+                                    warmup=min(0.5, scale.rps_seconds))
+                cpu = t.cpu() - cpu0
+                t.results.setdefault(f"rps{conns}", []).append(r["rps"])
+                t.results.setdefault(f"cpu_us{conns}", []).append(cpu / max(r["ok"], 1) * 1e6)
+                t.results["errors"] = t.results.get("errors", 0) + r["errors"]
+                t.sent += r["answered"]
+    say(f"{scale.open_streams} streams open at once")
+    for t in targets:
+        if t.name in ("direct", "quiet"):
+            continue
+        await asyncio.sleep(scale.settle_s)
+        t.results["rss_idle"] = t.rss()
+        async with sampler(t) as samples:
+            r = await load.call(op="open", target=t.spec, conns=scale.open_streams)
+            t.results["rss_open"] = t.rss()
+            t.results["opened"] = r["opened"]
+            if r["failed"]:
+                say(f"  {t.name}: {r['failed']} streams failed to open: {r['first_error']}")
+            await release(targets[0].port)
+            fin = await load.call(op="finish")
+        t.results["rss_peak"] = max(samples)
+        t.results["stream_statuses"] = fin["statuses"]
+        await asyncio.sleep(scale.settle_s)
+        t.results["rss_after"] = t.rss()
+
+
+async def release(mock_port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", mock_port)
+    writer.write(b"POST /bench/release HTTP/1.1\r\nHost: mock\r\nContent-Length: 0\r\n\r\n")
+    await writer.drain()
+    await reader.readuntil(b"{}")
+    writer.close()
+
+
+async def writer_rate(tmp: Path, rows: int) -> float:
+    """Rows per second the usage writer commits when fed as fast as a process can record them."""
+    from gateway.usage import UsageRow, UsageWriter
+
+    writer = UsageWriter(str(tmp / "writer.db"))
+    await writer.start()
+    t0 = time.perf_counter()
+    base = time.time()
+    for i in range(rows):
+        writer.record(UsageRow(request_id=f"req-{i:08d}", ts=base, key_name="bench", platform="openai",
+                               endpoint="chat/completions", model="gpt-4o-mini", upstream_model="gpt-4o-mini",
+                               channel="mock", status=200, prompt_tokens=12, completion_tokens=9, total_tokens=21,
+                               latency_ms=1.234, ttft_ms=1.0, attempts=1, cost=0.0000072))
+        if i % 1000 == 999:
+            await asyncio.sleep(0)  # a server records between requests; let the writer run
+    await writer.close()
+    elapsed = time.perf_counter() - t0
+    assert writer.written == rows, (writer.written, rows)
+    return rows / elapsed
+
+
+def count_rows(db: Path) -> int:
+    con = sqlite3.connect(db)
+    try:
+        n: int = con.execute("SELECT count(*) FROM usage").fetchone()[0]
+        return n
+    finally:
+        con.close()
+
+
+def report(targets: list[Target], scale: Scale, writer_rps: float, rows: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    by = {t.name: t.results for t in targets}
+    lo, hi = scale.concurrency
+    summary: dict[str, Any] = {"targets": {}, "ratios": {}, "writer_rows_per_s": writer_rps, "rows": rows}
+    lines = []
+    head = f"{'target':<10} {'p50 ms':>7} {'p99 ms':>7} {'rps@' + str(lo):>9} {'rps@' + str(hi):>9} " \
+           f"{'cpu us/req':>10} {'ttfb ms':>8} {'last ms':>8} {'idle MB':>8} {'peak MB':>8} {'after MB':>8}"
+    lines.append(head)
+    lines.append("-" * len(head))
+
+    def f(v: Any, fmt: str) -> str:
+        return format(v, fmt) if isinstance(v, (int, float)) else format("-", ">" + fmt.split(".")[0])
+
+    for t in targets:
+        r = t.results
+        row = {
+            "p50_ms": pct(r.get("lat", []), 0.50) if "lat" in r else None,
+            "p99_ms": pct(r.get("lat", []), 0.99) if "lat" in r else None,
+            f"rps{lo}": statistics.median(r[f"rps{lo}"]),
+            f"rps{hi}": statistics.median(r[f"rps{hi}"]),
+            "cpu_us_per_req": statistics.median(r[f"cpu_us{lo}"] + r[f"cpu_us{hi}"]),
+            "ttfb_ms": pct(r["first"], 0.5) if "first" in r else None,
+            "last_ms": pct(r["last"], 0.5) if "last" in r else None,
+            "rss_idle_mb": r.get("rss_idle"),
+            "rss_peak_mb": r.get("rss_peak"),
+            "rss_after_mb": r.get("rss_after"),
+            "errors": r.get("errors", 0),
+        }
+        summary["targets"][t.name] = row
+        cpu = row["cpu_us_per_req"] if t.name != "direct" else None
+        lines.append(
+            f"{t.name:<10} {f(row['p50_ms'], '7.3f')} {f(row['p99_ms'], '7.3f')} {row[f'rps{lo}']:9.0f} "
+            f"{row[f'rps{hi}']:9.0f} {f(cpu, '10.0f')} {f(row['ttfb_ms'], '8.3f')} {f(row['last_ms'], '8.3f')} "
+            f"{f(row['rss_idle_mb'], '8.1f')} {f(row['rss_peak_mb'], '8.1f')} {f(row['rss_after_mb'], '8.1f')}"
+        )
+    s = summary["targets"]
+    d, fl, gw = s["direct"], s["floor"], s["gateway"]
+
+    def added(t: dict[str, Any], key: str) -> float:
+        return float(t[key] - d[key])
+
+    ratios = {
+        "added_p50": added(gw, "p50_ms") / added(fl, "p50_ms"),
+        f"rps{lo}": gw[f"rps{lo}"] / fl[f"rps{lo}"],
+        f"rps{hi}": gw[f"rps{hi}"] / fl[f"rps{hi}"],
+        "added_last_byte": added(gw, "last_ms") / added(fl, "last_ms"),
+        "cpu_per_req": gw["cpu_us_per_req"] / fl["cpu_us_per_req"],
+    }
+    summary["ratios"] = ratios
+    lines.append("")
+    lines.append("added by each hop (target minus direct, p50):")
+    for name in ("floor", "gateway", "quiet"):
+        if name in s:
+            t = s[name]
+            lines.append(f"  {name:<8} latency +{added(t, 'p50_ms'):.3f} ms   first byte +{added(t, 'ttfb_ms'):.3f} ms"
+                         f"   last byte of 40-chunk stream +{added(t, 'last_ms'):.3f} ms")
+    lines.append("")
+    lines.append("gateway / floor (targets in brackets):")
+    lines.append(f"  added p50 latency      {ratios['added_p50']:5.2f}x  [<= 1.5x]  {_ok(ratios['added_p50'] <= 1.5)}")
+    lines.append(f"  requests/s at {lo:<3}      {ratios[f'rps{lo}']:5.2f}x  [>= 0.8x]  {_ok(ratios[f'rps{lo}'] >= 0.8)}")
+    lines.append(f"  requests/s at {hi:<3}      {ratios[f'rps{hi}']:5.2f}x  [>= 0.8x]  {_ok(ratios[f'rps{hi}'] >= 0.8)}")
+    lines.append(f"  added last byte        {ratios['added_last_byte']:5.2f}x  [<= 1.5x]  {_ok(ratios['added_last_byte'] <= 1.5)}")
+    lines.append(f"  CPU per request        {ratios['cpu_per_req']:5.2f}x")
+    if gw.get("rss_peak_mb") is not None:
+        grow = gw["rss_after_mb"] - gw["rss_idle_mb"]
+        lines.append(f"  gateway RSS, {scale.open_streams} open   {gw['rss_peak_mb']:5.1f} MB [< 150 MB] {_ok(gw['rss_peak_mb'] < 150)}"
+                     f"   after close {grow:+.1f} MB vs idle [< 20 MB] {_ok(grow < 20)}")
+        summary["ratios"]["rss_after_minus_idle_mb"] = grow
+    lines.append("")
+    lines.append("gateway / direct:")
+    lines.append(f"  requests/s at {lo}: {gw[f'rps{lo}'] / d[f'rps{lo}']:.2f}x, at {hi}: {gw[f'rps{hi}'] / d[f'rps{hi}']:.2f}x")
+    if "quiet" in s:
+        q = s["quiet"]
+        lines.append("")
+        lines.append("access log (info vs warning): "
+                     f"added p50 {added(gw, 'p50_ms'):.3f} vs {added(q, 'p50_ms'):.3f} ms, "
+                     f"rps@{lo} {gw[f'rps{lo}']:.0f} vs {q[f'rps{lo}']:.0f}, "
+                     f"CPU/request {gw['cpu_us_per_req']:.0f} vs {q['cpu_us_per_req']:.0f} us")
+    if "2 workers" in s:
+        w = s["2 workers"]
+        summary["ratios"]["workers2_rps_lo"] = w[f"rps{lo}"] / gw[f"rps{lo}"]
+        summary["ratios"]["workers2_rps_hi"] = w[f"rps{hi}"] / gw[f"rps{hi}"]
+        lines.append(f"2 workers / 1: requests/s at {lo}: {w[f'rps{lo}'] / gw[f'rps{lo}']:.2f}x, "
+                     f"at {hi}: {w[f'rps{hi}'] / gw[f'rps{hi}']:.2f}x (the load generator and mock share the same 2 cores)")
+    lines.append("")
+    lines.append(f"usage writer: {writer_rps:,.0f} rows/s committed (batched aiosqlite, WAL)")
+    for name, (have, want) in rows.items():
+        lines.append(f"usage rows, {name}: {have} rows for {want} answered requests {_ok(have == want)}")
+    errors = {t.name: t.results.get("errors", 0) for t in targets if t.results.get("errors")}
+    if errors:
+        lines.append(f"non-200 answers: {errors}")
+    print("\n".join(lines), flush=True)
+    return summary
+
+
+def _ok(good: bool) -> str:
+    return "ok" if good else "MISSED"
+
+
+async def bench(scale: Scale, *, workers: bool, quiet: bool, json_out: Path | None) -> dict[str, Any]:
+    t_start = time.perf_counter()
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        mock_port, floor_port = free_port(), free_port()
+        procs: list[asyncio.subprocess.Process] = []
+        targets: list[Target] = []
+        load_proc: asyncio.subprocess.Process | None = None
+        try:
+            mock = await spawn("-m", "tests.bench.mock", "--port", str(mock_port))
+            procs.append(mock)
+            floor = await spawn("-m", "tests.bench.floor", "--port", str(floor_port),
+                                "--upstream", f"http://127.0.0.1:{mock_port}")
+            procs.append(floor)
+            targets = [Target("direct", mock_port, mock), Target("floor", floor_port, floor)]
+            targets.append(await start_gateway(tmp, "gateway", mock_port))
+            if quiet:
+                targets.append(await start_gateway(tmp, "quiet", mock_port, level="warning"))
+            if workers:
+                targets.append(await start_gateway(tmp, "2 workers", mock_port, workers=2))
+            procs.extend(t.proc for t in targets[2:])
+            for t in targets:
+                await asyncio.to_thread(wait_port, t.port)
+            load_proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.bench.load", cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            )
+            load = LoadGen(load_proc)
+            say("targets up: " + ", ".join(f"{t.name} pid {t.proc.pid} rss {rss_mb(t.proc.pid):.0f} MB" for t in targets))
+            await measure(targets, load, scale, say)
+            assert load_proc.stdin is not None
+            load_proc.stdin.write(b'{"op": "quit"}\n')
+            await load_proc.wait()
+            say("usage writer")
+            rows: dict[str, tuple[int, int]] = {}
+            for t in targets[2:]:
+                code = await stop(t.proc)
+                if code != 0:
+                    say(f"  {t.name} exited with {code}")
+                assert t.db is not None
+                want = t.sent + t.results.get("opened", 0)  # every answered request has its row
+                rows[t.name] = (count_rows(t.db), want)
+            writer_rps = await writer_rate(tmp, scale.writer_rows)
+        finally:
+            if load_proc is not None and load_proc.returncode is None:
+                load_proc.kill()
+                await load_proc.wait()
+            for p in procs:
+                await stop(p)
+        say("done")
+        summary = report(targets, scale, writer_rps, rows)
+        if json_out is not None:
+            json_out.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny counts: checks the bench runs, measures nothing")
+    parser.add_argument("--no-workers", action="store_true", help="skip the 2-worker gateway")
+    parser.add_argument("--no-quiet", action="store_true", help="skip the gateway with the access log off")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    raise_nofile()
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    use_uvloop(bench(QUICK if args.quick else FULL, workers=not args.no_workers, quiet=not args.no_quiet,
+                     json_out=args.json))
+    return 0
