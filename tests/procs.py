@@ -44,7 +44,8 @@ class GatewayProcess:
 
     async def start(self) -> GatewayProcess:
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
+        # Popen only forks; it does not wait, so it does not block the loop.
+        self.proc = subprocess.Popen(  # noqa: ASYNC220
             [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path)],
             stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=Path(__file__).parent.parent,
         )

@@ -11,26 +11,26 @@ import pytest
 from config import ConfigError, interpolate, parse_config, sha256_hex
 from providers import PROVIDERS
 
-GOOD = """
+GOOD = f"""
 listen: 127.0.0.1:9000
 keys:
-  - {name: app1, key: "${APP1_KEY}", models: ["gpt-4o*"], platforms: [openai], tags: [prod], rpm: 60}
-  - {name: app2, key_sha256: "%s"}
+  - {{name: app1, key: "${{APP1_KEY}}", models: ["gpt-4o*"], platforms: [openai], tags: [prod], rpm: 60}}
+  - {{name: app2, key_sha256: "{sha256_hex("second-secret")}"}}
 channels:
   - name: main
     provider: openai
     base_url: https://api.openai.com/v1/
-    api_keys: ["${OPENAI_API_KEY}", "${OPENAI_API_KEY_2:-}"]
+    api_keys: ["${{OPENAI_API_KEY}}", "${{OPENAI_API_KEY_2:-}}"]
     models: [gpt-4o, "gpt-4o-*"]
-    model_map: {gpt-4o: gpt-4o-2024-11-20}
+    model_map: {{gpt-4o: gpt-4o-2024-11-20}}
     weight: 3
     priority: 10
     tags: [prod]
-    headers: {OpenAI-Organization: org-x}
-    timeouts: {connect_s: 5, first_byte_s: 60, idle_s: 120}
+    headers: {{OpenAI-Organization: org-x}}
+    timeouts: {{connect_s: 5, first_byte_s: 60, idle_s: 120}}
 models:
-  gpt-4o: {catalog: t2t, price: {input: 2.5, output: 10.0, cached_input: 1.25}}
-""" % sha256_hex("second-secret")
+  gpt-4o: {{catalog: t2t, price: {{input: 2.5, output: 10.0, cached_input: 1.25}}}}
+"""
 
 
 def load(text: str, **env: str):
