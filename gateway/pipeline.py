@@ -36,7 +36,9 @@ def platform_of(request: web.Request) -> str | None:
 @web.middleware
 async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in UNMETERED:
-        return await handler(request)
+        probe = await handler(request)
+        probe.headers["X-Request-Id"] = new_request_id(request.headers.get("X-Request-Id"))
+        return probe
     runtime = request.app[RUNTIME]
     ctx = RequestContext(
         request_id=new_request_id(request.headers.get("X-Request-Id")),

@@ -96,7 +96,7 @@ async def test_no_keys_defined_means_open_on_loopback(vendor, gateway_factory):
 async def test_health_endpoints(gw):
     async with aiohttp.ClientSession() as s:
         async with s.get(gw.url + "/healthz") as r:
-            assert r.status == 200
+            assert r.status == 200 and r.headers["X-Request-Id"]
         async with s.get(gw.url + "/readyz") as r:
             assert r.status == 200 and (await r.json())["status"] == "ready"
     assert await gw.rows() == []  # probes are not billed

@@ -107,6 +107,15 @@ async def test_api_keys_used_in_turn_and_headers_added(vendor, gateway_factory):
     assert all("test-key" not in str(s.headers) for s in vendor.requests)  # the client's key never goes upstream
 
 
+async def test_client_query_key_is_not_forwarded(vendor, gateway_factory):
+    gw = await gateway_factory({"keys": KEYS, "channels": [channel("main", vendor)]})
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer test-key"}) as s:
+        url = f"{gw.url}/v1/chat/completions?key=test-key&api-version=2024"
+        async with s.post(url, json={"model": "gpt-4o", "messages": []}) as r:
+            assert r.status == 200
+    assert vendor.requests[-1].query == {"api-version": "2024"}
+
+
 async def test_disabled_channel_gives_503(vendor, gateway_factory):
     gw = await gateway_factory({"keys": KEYS, "channels": [channel("main", vendor, enabled=False)]})
     with pytest.raises(Exception) as info:
