@@ -36,7 +36,9 @@ def platform_of(request: web.Request) -> str | None:
 @web.middleware
 async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in UNMETERED:
-        return await handler(request)
+        probe = await handler(request)
+        probe.headers["X-Request-Id"] = new_request_id(request.headers.get("X-Request-Id"))
+        return probe
     runtime = request.app[RUNTIME]
     ctx = RequestContext(
         request_id=new_request_id(request.headers.get("X-Request-Id")),
@@ -120,8 +122,9 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         row.total_tokens = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
         row.cached_tokens = usage.cached_tokens
         row.reasoning_tokens = usage.reasoning_tokens
-    elif ctx.attempts and ((tap is not None and tap.text_bytes) or ctx.request_bytes):
-        # No usage from the vendor (stream cut, client gone, vendor silent): estimate ~4 bytes a token.
+    elif tap is not None or (ctx.attempts and status < 400):
+        # An answer went out but the vendor reported no usage (stream cut, client gone, vendor silent):
+        # estimate ~4 bytes a token. A request that got no answer is not billed.
         row.prompt_tokens = ctx.request_bytes // 4
         row.completion_tokens = (tap.text_bytes if tap is not None else 0) // 4
         row.total_tokens = row.prompt_tokens + row.completion_tokens
