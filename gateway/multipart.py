@@ -151,13 +151,30 @@ def parse_form(buffer: bytearray | bytes, content_type: str) -> Form:
         if headers_end < 0 or headers_end - line_end > MAX_HEADER_BYTES:
             raise MultipartError(f"part {len(parts) + 1} has no end of headers")
         start = headers_end + 4
-        end = buffer.find(b"\r\n" + delim, start)
-        if end < 0:
-            raise MultipartError("the body ends before the closing boundary")
+        end = _next_delimiter(buffer, delim, start)
         name, filename = _disposition(bytes(buffer[line_end + 2 : headers_end]), len(parts) + 1)
         parts.append(Part(name, filename, start, end))
         pos = end + 2
     return Form(buffer, boundary, tuple(parts), first)
+
+
+def _next_delimiter(buffer: bytearray | bytes, delim: bytes, start: int) -> int:
+    """Offset of the CRLF that opens the next delimiter line after `start`.
+
+    A delimiter is CRLF, --boundary, then `--` or optional blanks and CRLF; the same bytes followed by
+    anything else are content (RFC 2046 section 5.1.1).
+    """
+    marker = b"\r\n" + delim
+    pos = start
+    while (found := buffer.find(marker, pos)) >= 0:
+        after = found + len(marker)
+        if buffer[after : after + 2] == b"--":
+            return found
+        line_end = buffer.find(b"\r\n", after, after + 256)
+        if line_end >= 0 and not buffer[after:line_end].strip(b" \t"):
+            return found
+        pos = found + 1
+    raise MultipartError("the body ends before the closing boundary")
 
 
 def _disposition(headers: bytes, index: int) -> tuple[str, str | None]:

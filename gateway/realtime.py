@@ -70,7 +70,9 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     upstream, provider = await _connect(request, ctx, forwarded, limit)
     try:
         chosen = upstream.protocol or ("realtime" if "realtime" in offered else None)
-        client = web.WebSocketResponse(protocols=(chosen,) if chosen else (), max_msg_size=limit)
+        # autoclose off: answering the client's close frame closes the connection, which cancels this
+        # handler, so the gateway answers it itself, last, once the upstream side is closed too.
+        client = web.WebSocketResponse(protocols=(chosen,) if chosen else (), max_msg_size=limit, autoclose=False)
         client.headers["X-Request-Id"] = ctx.request_id
         await client.prepare(request)
         ctx.usage = Usage()

@@ -69,7 +69,7 @@ async def test_responses_stream_events_pass_through(surface, gateway_factory):
     gw = await gateway_factory({"keys": KEYS, "channels": [ch(surface, ["gpt-4o"])]})
     stream = await gw.client().responses.create(model="gpt-4o", input="Say hello", stream=True)
     events = [e async for e in stream]
-    assert [e.type for e in events][0] == "response.created"
+    assert events[0].type == "response.created"
     assert events[-1].type == "response.completed"
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "Hello from responses"
     assert events[-1].response.usage.input_tokens == 9  # the client still sees the usage event
