@@ -19,7 +19,7 @@ from config import ClientKey, Config
 from config.loader import CATALOGS
 from gateway.context import CTX, RequestContext
 from gateway.errors import ANTHROPIC, GatewayError
-from gateway.routing import candidates
+from gateway.routing import candidates, request_tags
 
 # The list APIs want a creation time; the gateway does not know one, so it says the epoch.
 CREATED = 0
@@ -75,12 +75,6 @@ def visible_models(
     return sorted(out.values(), key=lambda m: m.id)
 
 
-def _request_tags(request: web.Request) -> frozenset[str] | None:
-    header = request.headers.get("X-Gateway-Tag")
-    tags = frozenset(t.strip() for t in header.split(",") if t.strip()) if header else frozenset()
-    return tags or None
-
-
 def _catalogs(request: web.Request) -> frozenset[str] | None:
     raw = request.query.get("catelogid") or request.query.get("catalog")
     if not raw:
@@ -104,14 +98,14 @@ def _start(request: web.Request) -> tuple[RequestContext, list[Listed]]:
     key = ctx.key
     if ctx.platform is not None and key is not None and key.platforms is not None and ctx.platform not in key.platforms:
         raise GatewayError(403, f"This key may not use platform {ctx.platform!r}.", code="platform_not_allowed")
-    return ctx, visible_models(ctx.config, key, ctx.platform, _request_tags(request), _catalogs(request))
+    return ctx, visible_models(ctx.config, key, ctx.platform, request_tags(request.headers.get("X-Gateway-Tag")), _catalogs(request))
 
 
 def _find(request: web.Request, model: str) -> Listed:
     ctx = request[CTX]
     ctx.endpoint = "models"
     ctx.estimate_tokens = False
-    listed = describe(ctx.config, ctx.key, ctx.platform, _request_tags(request), model)
+    listed = describe(ctx.config, ctx.key, ctx.platform, request_tags(request.headers.get("X-Gateway-Tag")), model)
     if listed is None:
         raise GatewayError(
             404,

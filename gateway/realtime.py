@@ -21,7 +21,7 @@ from gateway.context import CTX, RequestContext
 from gateway.endpoints import require_model
 from gateway.errors import AttemptError, GatewayError, UpstreamFailure, status_error, upstream_errors
 from gateway.relay import request_headers
-from gateway.routing import plan
+from gateway.routing import plan, request_tags
 from gateway.state import RUNTIME, SESSION
 from providers import PROVIDERS, Provider, Usage
 
@@ -90,9 +90,8 @@ async def _connect(
     assert ctx.model is not None
     runtime = request.app[RUNTIME]
     session = request.app[SESSION]
-    tag_header = request.headers.get("X-Gateway-Tag")
-    tags = frozenset(t.strip() for t in tag_header.split(",") if t.strip()) if tag_header else None
-    channels = plan(ctx.config, runtime.health, ctx.key, ctx.model, ctx.platform, tags or None)
+    tags = request_tags(request.headers.get("X-Gateway-Tag"))
+    channels = plan(ctx.config, runtime.health, ctx.key, ctx.model, ctx.platform, tags)
     base_headers = _upstream_headers(request, ctx)
     last: AttemptError | None = None
     for channel in channels:
