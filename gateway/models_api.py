@@ -113,8 +113,7 @@ def _find(request: web.Request, model: str) -> Listed:
             code="model_not_found",
             param="model",
         )
-    ctx.model = model
-    return listed
+    return listed  # ctx.model stays unset: looking a model up is not a use of it, and is never billed
 
 
 def _openai(m: Listed) -> dict[str, Any]:
