@@ -370,9 +370,13 @@ class _Validator:
             self.warnings.append(f"{path}: channel {name!r} disabled: its api_keys are empty (environment variable unset?)")
             enabled = False
         timeouts = self.opt(m, "timeouts", path, self.timeouts, Timeouts())
-        if None in (name, provider, platform, base_url, models) or not models:
+        model_map = self.opt(m, "model_map", path, self.str_map, dict[str, str]())
+        weight = self.opt(m, "weight", path, lambda n, p: self.number(n, p, 0), 1.0)
+        priority = self.opt(m, "priority", path, lambda n, p: self.integer(n, p, -(10**9)), 0)
+        tags = self.opt(m, "tags", path, self.strings, tuple[str, ...]())
+        headers = self.opt(m, "headers", path, self.str_map, dict[str, str]())
+        if not (name and provider and platform and base_url and models):
             return None
-        assert name and provider and platform and base_url and models
         return Channel(
             name=name,
             provider=provider,
@@ -380,11 +384,11 @@ class _Validator:
             base_url=base_url.rstrip("/"),
             api_keys=resolved,
             models=GlobSet(models),
-            model_map=self.opt(m, "model_map", path, self.str_map, {}),
-            weight=self.opt(m, "weight", path, lambda n, p: self.number(n, p, 0), 1.0),
-            priority=self.opt(m, "priority", path, lambda n, p: self.integer(n, p, -(10**9)), 0),
-            tags=frozenset(self.opt(m, "tags", path, self.strings, tuple[str, ...]())),
-            headers=self.opt(m, "headers", path, self.str_map, {}),
+            model_map=model_map,
+            weight=weight,
+            priority=priority,
+            tags=frozenset(tags),
+            headers=headers,
             timeouts=timeouts,
             enabled=enabled,
         )

@@ -40,7 +40,9 @@ def platform_of(request: web.Request) -> str | None:
 @web.middleware
 async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in UNMETERED:
-        return await handler(request)
+        probe = await handler(request)
+        probe.headers["X-Request-Id"] = new_request_id(request.headers.get("X-Request-Id"))
+        return probe
     runtime = request.app[RUNTIME]
     ctx = RequestContext(
         request_id=new_request_id(request.headers.get("X-Request-Id")),
@@ -126,8 +128,10 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         row.reasoning_tokens = usage.reasoning_tokens
         row.images = max(row.images, usage.images)
         row.audio_seconds = max(row.audio_seconds, usage.seconds)
-    elif ctx.estimate_tokens and ctx.attempts and ((tap is not None and tap.text_bytes) or ctx.request_bytes):
-        # No usage from the vendor (stream cut, client gone, vendor silent): estimate ~4 bytes a token.
+    elif ctx.estimate_tokens and (tap is not None or (ctx.attempts and status < 400)):
+        # An answer went out but the vendor reported no usage (stream cut, client gone, vendor silent):
+        # estimate ~4 bytes a token. A request that got no answer is not billed. Endpoints not billed
+        # by tokens (images, audio) estimate nothing.
         row.prompt_tokens = ctx.request_bytes // 4
         row.completion_tokens = (tap.text_bytes if tap is not None else 0) // 4
         row.total_tokens = row.prompt_tokens + row.completion_tokens

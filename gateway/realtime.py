@@ -100,7 +100,8 @@ async def _connect(
         ctx.attempts += 1
         ctx.channel, ctx.channel_platform = channel.name, channel.platform
         ctx.upstream_model = channel.upstream_model(ctx.model)
-        params = {**request.query, "model": ctx.upstream_model}
+        # Never `?key=`: that may be the client's own key, which no vendor receives.
+        params = {**{k: v for k, v in request.query.items() if k != "key"}, "model": ctx.upstream_model}
         try:
             with upstream_errors("opening the realtime session"):
                 try:

@@ -129,6 +129,13 @@ async def relay(
     )
 
 
+def _upstream_query(request: web.Request) -> list[tuple[str, str]] | None:
+    """The client's query string minus `?key=`, which carries the client's own key on some routes."""
+    if not request.query_string:
+        return None
+    return [(k, v) for k, v in request.query.items() if k != "key"] or None
+
+
 def _request_tags(header: str | None) -> frozenset[str] | None:
     if not header:
         return None
@@ -162,7 +169,7 @@ async def _attempt(
     with upstream_errors("waiting for the first byte"):
         async with asyncio.timeout(timeouts.first_byte_s):
             upstream = await session.request(
-                request.method, url, data=data, headers=headers, params=request.query or None,
+                request.method, url, data=data, headers=headers, params=_upstream_query(request),
                 timeout=_client_timeout(timeouts), allow_redirects=False,
             )
     done = False

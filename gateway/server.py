@@ -10,6 +10,7 @@ from aiohttp import web
 
 from config import Config, Listen
 from gateway.app import create_app
+from gateway.logs import setup_logging
 from gateway.state import Runtime
 
 log = structlog.get_logger("gateway")
@@ -27,6 +28,7 @@ def run(config: Config, path: str | None, listen: Listen) -> None:
 
 async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyncio.Event | None = None) -> None:
     runtime = Runtime(config, path)
+    runtime.on_reload.append(lambda new: setup_logging(new.log))
     app = create_app(runtime)
     runner = web.AppRunner(
         app,

@@ -1,0 +1,97 @@
+"""The real process: SIGHUP reload (good and broken files), SIGTERM, and no secrets in its logs."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+
+import openai
+import pytest
+
+from tests.conftest import channel
+from tests.procs import GatewayProcess
+
+CLIENT_KEY = "client-secret-key-123456"
+
+
+@pytest.fixture
+async def proc_factory(tmp_path):
+    procs: list[GatewayProcess] = []
+
+    async def make(config, env=None):
+        p = GatewayProcess(tmp_path, config, env)
+        procs.append(p)
+        return await p.start()
+
+    yield make
+    for p in procs:
+        p.kill()
+
+
+async def test_sighup_reload_good_then_broken(vendor_factory, proc_factory):
+    a = await vendor_factory("a", chunks=6, chunk_delay=0.15)
+    b = await vendor_factory("b")
+    keys = [{"name": "app1", "key": CLIENT_KEY}]
+    gw = await proc_factory({"keys": keys, "channels": [channel("a", a)]})
+    async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0) as client:
+        r = await client.chat.completions.create(model="gpt-4o", messages=[])
+        assert r.choices[0].message.content == "hello from a"
+
+        # A stream in flight when the config changes finishes on the config it started with.
+        stream = await client.chat.completions.create(model="gpt-4o", messages=[], stream=True)
+        first = await stream.__anext__()
+        assert first.choices[0].delta.content == "tok0 "
+
+        gw.write_config({**gw.config, "keys": keys, "channels": [channel("b", b)]})
+        gw.signal(signal.SIGHUP)
+        await gw.wait_log('"config_reloaded"')
+        rest = [c.choices[0].delta.content async for c in stream if c.choices]
+        assert rest == [f"tok{i} " for i in range(1, 6)]
+        r = await client.chat.completions.create(model="gpt-4o", messages=[])
+        assert r.choices[0].message.content == "hello from b"
+
+        gw.write_config("channels: [\n  {name: broken\n")
+        gw.signal(signal.SIGHUP)
+        await gw.wait_log('"config_reload_failed"')
+        r = await client.chat.completions.create(model="gpt-4o", messages=[])
+        assert r.choices[0].message.content == "hello from b"
+
+    assert await gw.stop() == 0
+    logs = gw.logs()
+    assert '"event":"stopped"' in logs
+    db = sqlite3.connect(gw.config["database"])
+    rows = db.execute("SELECT channel, status, stream FROM usage ORDER BY id").fetchall()
+    db.close()
+    assert rows == [("a", 200, 0), ("a", 200, 1), ("b", 200, 0), ("b", 200, 0)]
+
+
+async def test_no_keys_in_logs_errors_or_rows(vendor_factory, proc_factory):
+    vendor_key = "sk-vendor-SECRET-abcdefghijklmnop"
+    v = await vendor_factory("v")
+    # The vendor echoes the key back in an error body, as some do.
+    from tests.fakevendor import Fault
+
+    v.faults.append(Fault("status", status=400, body={"error": {"message": f"bad key {vendor_key} for request"}}))
+    gw = await proc_factory(
+        {"keys": [{"name": "app1", "key": "${APP_KEY}"}],
+         "channels": [channel("v", v, api_keys=["${VENDOR_KEY}"])]},
+        env={"APP_KEY": CLIENT_KEY, "VENDOR_KEY": vendor_key},
+    )
+    async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.chat.completions.create(model="gpt-4o", messages=[])
+        assert vendor_key not in str(info.value.body)
+        await client.chat.completions.create(model="gpt-4o", messages=[], stream=True)
+        async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="wrong-" + CLIENT_KEY, max_retries=0) as bad:
+            with pytest.raises(openai.AuthenticationError):
+                await bad.chat.completions.create(model="gpt-4o", messages=[])
+    assert v.requests[0].headers["Authorization"] == f"Bearer {vendor_key}"
+    assert await gw.stop() == 0
+    logs = gw.logs()
+    assert '"event":"request"' in logs and '"request_id"' in logs
+    db_dump = "\n".join(sqlite3.connect(gw.config["database"]).iterdump())
+    for secret in (vendor_key, CLIENT_KEY, "SECRET"):
+        assert secret not in logs
+        assert secret not in db_dump
+    await asyncio.sleep(0)

@@ -1,0 +1,17 @@
+"""`make demo` keeps working: the stand-in vendor's streamed answer comes through the real gateway."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_streams_an_answer_end_to_end():
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.demo", "--once"],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "reached you as it arrived." in proc.stdout
+    assert "'channel': 'stand-in', 'status': 200" in proc.stdout
