@@ -173,3 +173,25 @@ async def test_multipart_errors(surface, gateway_factory):
             body = await r.json()
             assert r.status == 400 and body["error"]["code"] == "invalid_multipart"
     assert surface.requests == []
+
+
+async def test_chunked_upload_without_content_length(surface, gateway_factory):
+    gw = await gateway_factory({"keys": KEYS, "channels": [ch(surface, ["whisper-1"], model_map={"whisper-1": "w-large"})]})
+    audio = os.urandom(4 * MB + 123)
+    head = b'--bnd\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+    head += b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n'
+    tail = b"\r\n--bnd--\r\n"
+
+    async def chunks():
+        yield head
+        for i in range(0, len(audio), 100_000):
+            yield audio[i : i + 100_000]
+        yield tail
+
+    headers = {"Authorization": "Bearer test-key", "Content-Type": "multipart/form-data; boundary=bnd"}
+    async with aiohttp.ClientSession() as http, http.post(f"{gw.url}/v1/audio/transcriptions", data=chunks(), headers=headers) as r:
+        assert r.status == 200 and (await r.json())["text"] == "the quick brown fox"
+    seen = surface.requests[-1]
+    assert seen.form == {"model": "w-large"}
+    assert (seen.files[0].size, seen.files[0].sha256) == (len(audio), sha(audio))
+    assert seen.size == len(head) + len(audio) + len(tail) - len("whisper-1") + len("w-large")
