@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -68,9 +69,29 @@ async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
     await writer.close()
 
 
+def upstream_connection_limit() -> int:
+    """How many upstream connections the pool may hold at once.
+
+    Every request in flight holds one (a stream, for minutes), so a cap below the number of clients
+    would queue requests until their first-byte timeout. The real bound is file descriptors: each
+    request uses one towards the client and one towards the vendor, so half the process's budget.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 32768
+    return max(100, soft // 2 - 64)  # 64 for the listener, the database, logs and spare
+
+
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+    connector = aiohttp.TCPConnector(
+        limit=upstream_connection_limit(),
+        limit_per_host=0,  # vendors are few hosts; one cap for all is enough
+        ttl_dns_cache=300,
+        keepalive_timeout=30,  # below the idle cutoff of common vendor load balancers, so a reused connection is alive
+    )
+    # No skip_auto_headers: it sends every request down aiohttp's slow header path. A client that sent
+    # no User-Agent gets aiohttp's; one that did has its own forwarded.
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
     app[SESSION] = session
     yield
     await session.close()

@@ -42,7 +42,14 @@ def authenticate(request: web.Request, config: Config, protocol: str) -> ClientK
             "Missing API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
             code="missing_api_key",
         )
-    key = config.keys_by_hash.get(sha256_hex(secret))
+    # Known secrets map to their key without hashing again; only good keys are kept, so the map is no
+    # bigger than `keys:` and a flood of bad keys cannot grow it. It lives with this config only.
+    known: dict[str, ClientKey] = config.memo.setdefault("auth", {})
+    key = known.get(secret)
+    if key is None:
+        key = config.keys_by_hash.get(sha256_hex(secret))
+        if key is not None:
+            known[secret] = key
     if key is None:
         raise GatewayError(401, "Invalid API key: check the key you were given for this gateway.", code="invalid_api_key")
     return key

@@ -26,18 +26,17 @@ def _too_large(ctx: RequestContext) -> GatewayError:
 async def read_body(request: web.Request, ctx: RequestContext) -> bytes:
     """The whole request body, refusing (413) as soon as it passes `limits.max_body_mb`."""
     limit = ctx.config.limits.max_body_bytes
-    too_big = _too_large(ctx)
     if request.content_length is not None and request.content_length > limit:
-        raise too_big
+        raise _too_large(ctx)
     parts: list[bytes] = []
     size = 0
     while chunk := await request.content.readany():
         size += len(chunk)
         if size > limit:
-            raise too_big
+            raise _too_large(ctx)
         parts.append(chunk)
     ctx.request_bytes = size
-    return b"".join(parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def read_upload(request: web.Request, ctx: RequestContext) -> bytearray:

@@ -23,17 +23,16 @@ def setup_logging(cfg: LogConfig) -> None:
     else:
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
         factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
+    processors: list[structlog.types.Processor] = [
+        structlog.processors.add_log_level, timestamp, structlog.processors.format_exc_info, renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            timestamp,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+    _json_lines[:] = [processors, level, sys.stderr.buffer] if cfg.format != "console" else []
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -49,6 +48,39 @@ def timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableM
         _second[0], _second[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
     event_dict["timestamp"] = f"{_second[1]}.{int((now - sec) * 1e6):06d}Z"
     return event_dict
+
+
+# While the JSON set-up above is in force: its processors list, level, and stream (see AccessLog).
+_json_lines: list[Any] = []
+
+
+class AccessLog:
+    """The one line per request, at info.
+
+    Under the JSON set-up it writes exactly what structlog would (same keys, same order, one write
+    and flush per line) without structlog's per-call machinery: a bound logger, four processors and a
+    lock cost about 10 us a request. Under any other configuration (console format, a test's
+    `capture_logs()`) it goes through structlog.
+    """
+
+    __slots__ = ("_fallback",)
+
+    def __init__(self, name: str) -> None:
+        self._fallback = CachedLogger(name)
+
+    def info(self, event: str, **fields: Any) -> None:
+        fast = _json_lines
+        if fast and structlog.get_config()["processors"] is fast[0]:
+            if fast[1] > logging.INFO:
+                return
+            fields["event"] = event
+            fields["level"] = "info"
+            timestamp(None, "", fields)
+            stream = fast[2]
+            stream.write(orjson.dumps(fields) + b"\n")
+            stream.flush()
+            return
+        self._fallback.get().info(event, **fields)
 
 
 class CachedLogger:

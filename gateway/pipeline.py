@@ -11,13 +11,13 @@ from aiohttp import web
 from gateway.auth import authenticate
 from gateway.context import CTX, RequestContext, new_request_id
 from gateway.errors import ANTHROPIC, GEMINI, OPENAI, GatewayError
-from gateway.logs import CachedLogger
+from gateway.logs import AccessLog
 from gateway.pricing import cost
 from gateway.state import RUNTIME, USAGE
 from gateway.usage import UsageRow
 
 log = structlog.get_logger("gateway.access")
-access_log = CachedLogger("gateway.access")
+access_log = AccessLog("gateway.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNMETERED = frozenset({"/healthz", "/readyz"})
@@ -142,7 +142,7 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         info = ctx.config.models.get(ctx.model)
         row.cost = cost(row, info.price if info else None)
     request.app[USAGE].record(row)
-    access_log.get().info(
+    access_log.info(
         "request",
         request_id=ctx.request_id,
         method=request.method,

@@ -9,6 +9,8 @@ from config import Channel, ClientKey, Config
 from gateway.errors import GatewayError, NoChannel
 from gateway.health import Health
 
+MAX_ROUTES = 4096
+
 
 def check_access(config: Config, key: ClientKey | None, model: str, platform: str | None) -> None:
     """Raise 404 for a model no channel knows, 403 when the key may not use it or the platform."""
@@ -86,8 +88,20 @@ def plan(
     request_tags: frozenset[str] | None = None,
 ) -> list[Channel]:
     """Channels to try for one request, best first; at most `routing.retries + 1` of them."""
-    check_access(config, key, model, platform)
-    found = candidates(config, key, model, platform, request_tags)
-    if not found:
-        raise NoChannel(model)
+    # Who may use what depends only on the config, so it is worked out once per key, model, platform
+    # and tags; only the order (health, weighted draw) is decided per request.
+    routes: dict[tuple[int, str, str | None, frozenset[str] | None], tuple[Channel, ...]]
+    routes = config.memo.setdefault("routes", {})
+    route = (id(key), model, platform, request_tags)  # the config holds the key, so its id is stable
+    found = routes.get(route)
+    if found is None:
+        check_access(config, key, model, platform)
+        found = tuple(candidates(config, key, model, platform, request_tags))
+        if not found:
+            raise NoChannel(model)
+        if len(routes) >= MAX_ROUTES:  # model names come from clients: bound what they can make us keep
+            routes.clear()
+        routes[route] = found
+    if len(found) == 1:
+        return [found[0]]
     return order(found, health)[: config.routing.retries + 1]

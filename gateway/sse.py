@@ -17,7 +17,15 @@ from providers import Provider, Usage
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 _USAGE_RE = re.compile(rb'"usage"\s*:\s*\{')
 # Generated text in chat, completions, responses and reasoning deltas; only used to estimate tokens.
-_TEXT_RE = re.compile(rb'"(?:content|text|delta|reasoning_content|arguments)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+# (The string body is the unrolled `[^"\\]*(?:\\.[^"\\]*)*`: twice as fast as an alternation per character.)
+_TEXT_RE = re.compile(rb'"(?:content|text|delta|reasoning_content|arguments)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
+
+
+def _complete_end(buf: bytes) -> int:
+    """Where the last whole event in `buf` ends (0 when none has ended yet)."""
+    lf = buf.rfind(b"\n\n")  # also ends \r\n\n
+    crlf = buf.rfind(b"\n\r\n")  # also ends \r\n\r\n
+    return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
 
 
 class SSETap:
@@ -35,18 +43,37 @@ class SSETap:
     def feed(self, chunk: bytes) -> bytes:
         """Take the next chunk from upstream; return the bytes to send the client now."""
         buf = self._buf + chunk if self._buf else chunk
-        pos = 0
-        out: list[bytes] | None = [] if self.strip_usage else None
-        for m in _EVENT_END.finditer(buf):
-            event = buf[pos : m.end()]
+        end = _complete_end(buf)
+        if end == 0:  # no whole event yet
+            self._buf = buf
+            return b"" if self.strip_usage else chunk
+        whole, self._buf = (buf, b"") if end == len(buf) else (buf[:end], buf[end:])
+        # Events without a usage object (at most "usage":null) are only counted, all in one pass; the
+        # events from the first one with usage on are taken one by one.
+        m = _USAGE_RE.search(whole)
+        if m is None:
+            self._count(whole)
+            return whole if self.strip_usage else chunk
+        cut = _complete_end(whole[: m.start()])
+        out: list[bytes] = []
+        if cut:
+            self._count(whole[:cut])
+            out.append(whole[:cut])
+        pos = cut
+        for m in _EVENT_END.finditer(whole, cut):
+            kept = self._event(whole[pos : m.end()])
             pos = m.end()
-            kept = self._event(event)
-            if out is not None and kept:
+            if kept:
                 out.append(kept)
-        self._buf = buf[pos:]
-        if out is None:
-            return chunk
-        return b"".join(out)
+        return b"".join(out) if self.strip_usage else chunk
+
+    def _count(self, events: bytes) -> None:
+        self.events += events.count(b"\n\n") + events.count(b"\n\r\n")
+        self._text(events)
+
+    def _text(self, data: bytes) -> None:
+        for m in _TEXT_RE.finditer(data):
+            self.text_bytes += len(m.group(1))
 
     def flush(self) -> bytes:
         """End of stream: whatever partial event is left goes out as is."""
@@ -58,8 +85,7 @@ class SSETap:
 
     def _event(self, event: bytes) -> bytes:
         self.events += 1
-        for m in _TEXT_RE.finditer(event):
-            self.text_bytes += len(m.group(1))
+        self._text(event)
         if not _USAGE_RE.search(event):
             return event
         data = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))

@@ -249,7 +249,7 @@ class Opened:
         self.waits: list[asyncio.Future[int]] = []
 
 
-async def open_streams(target: dict[str, Any], conns: int, opened: Opened, timeout: float = 60.0) -> dict[str, Any]:
+async def open_streams(target: dict[str, Any], conns: int, opened: Opened, within_s: float = 60.0) -> dict[str, Any]:
     req = build_request(target, stream=True, hold=True)
     t0 = _now()
     sem = asyncio.Semaphore(64)  # do not SYN-flood the listen backlog
@@ -262,14 +262,14 @@ async def open_streams(target: dict[str, Any], conns: int, opened: Opened, timeo
         assert conn.first is not None
         await conn.first
 
-    results = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(conns)), return_exceptions=True), timeout)
+    results = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(conns)), return_exceptions=True), within_s)
     failed = [r for r in results if isinstance(r, BaseException)]
     return {"opened": conns - len(failed), "failed": len(failed), "seconds": _now() - t0,
             "first_error": repr(failed[0]) if failed else None}
 
 
-async def finish_streams(opened: Opened, timeout: float = 60.0) -> dict[str, Any]:
-    results = await asyncio.wait_for(asyncio.gather(*opened.waits, return_exceptions=True), timeout)
+async def finish_streams(opened: Opened, within_s: float = 60.0) -> dict[str, Any]:
+    results = await asyncio.wait_for(asyncio.gather(*opened.waits, return_exceptions=True), within_s)
     statuses = Counter(str(r) if isinstance(r, int) else type(r).__name__ for r in results)
     for c in opened.conns:
         c.close()

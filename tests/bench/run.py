@@ -138,11 +138,11 @@ async def start_gateway(tmp: Path, name: str, mock_port: int, *, level: str = "i
     return Target(name, port, proc, headers={"Authorization": f"Bearer {BENCH_KEY}"}, db=tmp / f"{name.replace(' ', '-')}.db")
 
 
-async def stop(proc: asyncio.subprocess.Process, timeout: float = 30.0) -> int:
+async def stop(proc: asyncio.subprocess.Process, within_s: float = 30.0) -> int:
     if proc.returncode is None:
         proc.send_signal(signal.SIGTERM)
     try:
-        return await asyncio.wait_for(proc.wait(), timeout)
+        return await asyncio.wait_for(proc.wait(), within_s)
     except TimeoutError:
         proc.kill()
         return await proc.wait()
@@ -268,7 +268,6 @@ def count_rows(db: Path) -> int:
 
 
 def report(targets: list[Target], scale: Scale, writer_rps: float, rows: dict[str, tuple[int, int]]) -> dict[str, Any]:
-    by = {t.name: t.results for t in targets}
     lo, hi = scale.concurrency
     summary: dict[str, Any] = {"targets": {}, "ratios": {}, "writer_rows_per_s": writer_rps, "rows": rows}
     lines = []
@@ -366,7 +365,7 @@ def _ok(good: bool) -> str:
     return "ok" if good else "MISSED"
 
 
-async def bench(scale: Scale, *, workers: bool, quiet: bool, json_out: Path | None) -> dict[str, Any]:
+async def bench(scale: Scale, *, workers: bool, quiet: bool) -> dict[str, Any]:
     t_start = time.perf_counter()
 
     def say(msg: str) -> None:
@@ -420,10 +419,7 @@ async def bench(scale: Scale, *, workers: bool, quiet: bool, json_out: Path | No
             for p in procs:
                 await stop(p)
         say("done")
-        summary = report(targets, scale, writer_rps, rows)
-        if json_out is not None:
-            json_out.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
-        return summary
+        return report(targets, scale, writer_rps, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -435,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     raise_nofile()
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    use_uvloop(bench(QUICK if args.quick else FULL, workers=not args.no_workers, quiet=not args.no_quiet,
-                     json_out=args.json))
+    summary = use_uvloop(bench(QUICK if args.quick else FULL, workers=not args.no_workers, quiet=not args.no_quiet))
+    if args.json is not None:
+        args.json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     return 0
