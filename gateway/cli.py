@@ -73,8 +73,7 @@ def serve(loaded: Loaded, path: str, listen_arg: str | None) -> int:
     log = structlog.get_logger("gateway")
     for warning in loaded.warnings:
         log.warning("config_warning", detail=warning)
-    run(config, path, listen)
-    return 0
+    return run(config, path, listen)
 
 
 def _load_or_exit(path: str) -> Loaded:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import signal
+from collections.abc import Callable
 
 import structlog
 from aiohttp import web
@@ -12,18 +15,42 @@ from config import Config, Listen
 from gateway.app import create_app
 from gateway.logs import setup_logging
 from gateway.state import Runtime
+from gateway.workers import run_loop, supervise
 
 log = structlog.get_logger("gateway")
 
 
-def run(config: Config, path: str | None, listen: Listen) -> None:
+def run(config: Config, path: str | None, listen: Listen) -> int:
     """Serve until SIGTERM/SIGINT; return once requests in flight are done and usage is flushed."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; this keeps odd platforms working
-        asyncio.run(serve(config, path, listen))
-    else:
-        uvloop.run(serve(config, path, listen))
+    raise_nofile_limit()
+    if config.workers > 1:
+        return supervise(config, lambda _, serving: run_loop(serve_worker(config, path, listen, serving)))
+    run_loop(serve(config, path, listen))
+    return 0
+
+
+async def serve_worker(config: Config, path: str | None, listen: Listen, serving: Callable[[], None]) -> None:
+    """`serve()` in a forked worker: tell the parent once the port is bound, so it knows a later
+    death is worth a restart and not a crash loop."""
+    ready = asyncio.Event()
+    server = asyncio.create_task(serve(config, path, listen, ready=ready))
+    listening = asyncio.create_task(ready.wait())
+    await asyncio.wait((server, listening), return_when=asyncio.FIRST_COMPLETED)
+    listening.cancel()
+    if ready.is_set():
+        serving()
+    await server
+
+
+def raise_nofile_limit() -> None:
+    """Each request in flight holds two descriptors (client, vendor); many systems start at 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("nofile_limit_unchanged", soft=soft, hard=hard, error=str(exc))
 
 
 async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyncio.Event | None = None) -> None:
@@ -45,7 +72,7 @@ async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyn
     loop.add_signal_handler(signal.SIGHUP, runtime.reload)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("listening", listen=str(listen), config=path, channels=len(config.channels), keys=len(config.keys))
+    log.info("listening", listen=str(listen), pid=os.getpid(), config=path, channels=len(config.channels), keys=len(config.keys))
     if ready is not None:
         ready.set()
     try:
