@@ -1,0 +1,25 @@
+"""`python -m tests.bench --quick` still runs end to end, so `make bench` does not rot. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_quick_runs_and_reports(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.bench", "--quick", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "gateway / floor" in proc.stdout
+    summary = json.loads(out.read_text())
+    assert set(summary["targets"]) == {"direct", "floor", "gateway", "quiet", "2 workers"}
+    for name, (have, want) in summary["rows"].items():
+        assert have == want, f"{name}: {have} usage rows for {want} answered requests"
+    assert all(t["errors"] == 0 for t in summary["targets"].values())
