@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway import endpoints
+from gateway.drain import DRAIN, Drain
 from gateway.pipeline import Handler, pipeline
 from gateway.state import RUNTIME, SESSION, USAGE, Runtime
 from gateway.usage import UsageWriter
@@ -26,12 +27,19 @@ def create_app(runtime: Runtime, *, usage: UsageWriter | None = None) -> web.App
     app = web.Application(middlewares=[pipeline], client_max_size=1 << 40)
     app[RUNTIME] = runtime
     app[USAGE] = usage or UsageWriter(runtime.config.database)
+    app[DRAIN] = Drain()
+    app.on_shutdown.append(_begin_drain)
     app.cleanup_ctx.append(_usage_ctx)
     app.cleanup_ctx.append(_session_ctx)
     app.router.add_get("/healthz", endpoints.healthz)
     app.router.add_get("/readyz", endpoints.readyz)
     add_api_route(app, "POST", "chat/completions", endpoints.chat_completions)
     return app
+
+
+async def _begin_drain(app: web.Application) -> None:
+    # on_shutdown runs once the listener is closed and before aiohttp waits for handlers.
+    app[DRAIN].begin(app[RUNTIME].config.shutdown_grace_s)
 
 
 async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -3,6 +3,7 @@
     GatewayError                 status, message, type, code; rendered as OpenAI, Anthropic or Gemini JSON
      ├── the client's fault      400 / 401 / 403 / 404 / 405 / 413 / 429: returned as is
      ├── NoChannel               503: nothing enabled serves the model right now
+     ├── ShuttingDown            503: the shutdown deadline came before the answer was done
      └── UpstreamFailure         502 / 504 after every attempt failed; names the last upstream error
 
 `upstream_errors()` maps aiohttp's exceptions during one upstream attempt to `AttemptError`, which
@@ -91,8 +92,25 @@ class NoChannel(GatewayError):
         )
 
 
+class ShuttingDown(GatewayError):
+    def __init__(self) -> None:
+        super().__init__(
+            503,
+            "The gateway is shutting down and could not finish this request in time; send it again.",
+            type="service_unavailable",
+            code="shutting_down",
+            headers={"Retry-After": "1"},
+        )
+
+
 class UpstreamFailure(GatewayError):
     pass
+
+
+def sentence(text: str) -> str:
+    """End a message with a full stop, unless it already ends as a sentence does."""
+    text = text.rstrip()
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 class AttemptError(Exception):
@@ -146,7 +164,7 @@ def upstream_errors(phase: str) -> Iterator[None]:
         raise AttemptError(f"upstream timed out ({phase})", retryable=True, channel_fault=True, timeout=True) from exc
     except aiohttp.ClientConnectorError as exc:
         raise AttemptError(f"cannot connect to upstream: {exc.os_error.strerror or exc}", retryable=True, channel_fault=True) from exc
-    except (aiohttp.ClientError, ConnectionError) as exc:
+    except (aiohttp.ClientError, OSError) as exc:
         raise AttemptError(f"upstream connection failed ({phase}): {type(exc).__name__}", retryable=True, channel_fault=True) from exc
 
 
