@@ -10,6 +10,7 @@ from aiohttp import web
 
 from config import Config, Listen
 from gateway.app import create_app
+from gateway.drain import DRAIN
 from gateway.logs import setup_logging
 from gateway.state import Runtime
 
@@ -52,7 +53,12 @@ async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyn
         await stop.wait()
     finally:
         log.info("shutting_down", grace_s=runtime.config.shutdown_grace_s)
-        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+        loop.remove_signal_handler(signal.SIGHUP)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # A second signal cuts the grace short instead of killing the process: streams still end
+            # with an error event and the usage rows are still flushed.
+            loop.add_signal_handler(sig, app[DRAIN].begin, 0.0)
         await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         log.info("stopped")

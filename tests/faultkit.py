@@ -55,3 +55,13 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def rows_eventually(gw: Gateway, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The usage rows once there are `n`: a hung-up request is recorded as its handler unwinds."""
+    deadline = time.monotonic() + timeout
+    while len(rows := await gw.rows()) < n:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"expected {n} usage rows, have {len(rows)}")
+        await asyncio.sleep(0.02)
+    return rows
