@@ -35,7 +35,9 @@ async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyn
         app,
         handle_signals=False,
         handler_cancellation=True,  # a client that hangs up cancels its handler, which closes the upstream
-        shutdown_timeout=config.shutdown_grace_s,
+        # The grace itself is kept by the relay (gateway.drain), which ends streams with an error event;
+        # aiohttp's own cut-off is only a backstop, a little later, so the two never race.
+        shutdown_timeout=config.shutdown_grace_s + 1.0,
         access_log=None,  # the pipeline writes one structured line per request instead
     )
     await runner.setup()

@@ -104,7 +104,7 @@ async def test_deadline_ends_streams_with_an_error_event_and_rows(vendor_factory
         assert info.value.status_code == 503
         assert info.value.body["code"] == "shutting_down"
     assert await exit_code(gw) == 0
-    assert "Traceback" not in gw.logs()
+    assert "Traceback" not in gw.logs(), gw.logs()
     await eventually(lambda: vendor.disconnects == 2, what="both vendor connections to close")
     got = rows(gw)
     assert sorted(r[:2] for r in got) == [(503, 0), (503, 1)]

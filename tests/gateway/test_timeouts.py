@@ -90,7 +90,7 @@ async def test_keepalive_does_not_reset_the_idle_timeout(vendor, gateway_factory
     monkeypatch.setattr(relay, "KEEPALIVE_S", 0.05)
     vendor.fail_next(Fault("idle", after_chunks=1, seconds=30))
     gw = await gateway_factory({"keys": KEYS, "channels": [channel("a", vendor, timeouts={"idle_s": 0.4})]})
-    status, body, _ = await post(gw, STREAM_BODY)
+    _, body, _ = await post(gw, STREAM_BODY)
     evs = events(body)
     assert b": keepalive" in evs
     assert b"stream_interrupted" in evs[-1]
