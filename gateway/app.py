@@ -9,7 +9,8 @@ from aiohttp import web
 
 from gateway import endpoints
 from gateway.drain import DRAIN, Drain
-from gateway.pipeline import Handler, pipeline
+from gateway.errors import HTTPLayerLog
+from gateway.pipeline import MAX_HEADER_FIELD, Handler, pipeline
 from gateway.state import RUNTIME, SESSION, USAGE, Runtime
 from gateway.usage import UsageWriter
 
@@ -24,7 +25,13 @@ def add_api_route(app: web.Application, method: str, endpoint: str, handler: Han
 
 def create_app(runtime: Runtime, *, usage: UsageWriter | None = None) -> web.Application:
     # Bodies are read by the handlers against limits.max_body_mb, which a reload may change.
-    app = web.Application(middlewares=[pipeline], client_max_size=1 << 40)
+    app = web.Application(
+        middlewares=[pipeline],
+        client_max_size=1 << 40,
+        # Big headers get as far as the pipeline, which refuses them in the client's protocol; the
+        # HTTP layer logs what it cannot parse as one line, not a traceback.
+        handler_args={"logger": HTTPLayerLog(), "max_line_size": MAX_HEADER_FIELD, "max_field_size": MAX_HEADER_FIELD},
+    )
     app[RUNTIME] = runtime
     app[USAGE] = usage or UsageWriter(runtime.config.database)
     app[DRAIN] = Drain()

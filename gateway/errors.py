@@ -12,24 +12,32 @@ carries whether the failure is the channel's (retry elsewhere, count against the
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
 import orjson
+import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 OPENAI, ANTHROPIC, GEMINI = "openai", "anthropic", "gemini"
 
+_http_log = structlog.get_logger("gateway.http")
+
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-    413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error",
+    405: "invalid_request_error", 413: "request_too_large", 422: "invalid_request_error", 429: "rate_limit_error",
+    431: "invalid_request_error", 503: "overloaded_error", 529: "overloaded_error",
 }
 _GEMINI_STATUS = {
     400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-    405: "UNIMPLEMENTED", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 501: "UNIMPLEMENTED",
+    405: "UNIMPLEMENTED", 413: "INVALID_ARGUMENT", 422: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
+    431: "INVALID_ARGUMENT", 501: "UNIMPLEMENTED",
     502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
 }
 _OPENAI_TYPES = {
@@ -194,3 +202,20 @@ def _error_text(body: bytes) -> str:
         if isinstance(err, str):
             return err[:300]
     return ""
+
+
+class HTTPLayerLog(logging.Logger):
+    """The logger aiohttp's HTTP layer is handed (`handler_args`): a request it cannot even parse
+    (over-long header, unknown method, broken chunked framing) is the client's fault and becomes one
+    structured warning line, not a traceback. Anything else keeps its traceback, as a structured error."""
+
+    def __init__(self) -> None:
+        super().__init__("aiohttp.server")
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError):
+            detail = mask(f"{type(exc).__name__}: {exc.message}", ())[:200]
+            _http_log.warning("bad_http_request", status=exc.code, error=detail)
+        else:
+            _http_log.error("http_layer_error", message=str(msg) % args if args else str(msg), exc_info=exc)

@@ -97,7 +97,7 @@ class UsageWriter:
         self._lock = asyncio.Lock()  # one batch in flight at a time, so flush() sees every row
         self._db: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._closing = asyncio.Event()
         self._closed = False
         self.written = 0
         self.spooled = 0
@@ -125,7 +125,7 @@ class UsageWriter:
 
     async def close(self) -> None:
         """Write (or spool) every queued row, then close the database."""
-        self._closing = True
+        self._closing.set()
         self._pending.set()
         if self._task is not None:
             await self._task
@@ -173,11 +173,13 @@ class UsageWriter:
         self.healthy = False
 
     async def _run(self) -> None:
-        while not self._closing:
+        while not self._closing.is_set():
             await self._pending.wait()
-            # Let a burst gather so one transaction carries many rows.
-            if self._queue.qsize() < self.batch_size and not self._closing:
-                await asyncio.sleep(self.flush_interval_s)
+            # Let a burst gather so one transaction carries many rows (but do not hold up a close).
+            if self._queue.qsize() < self.batch_size:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.flush_interval_s):
+                        await self._closing.wait()
             self._pending.clear()
             async with self._lock:
                 await self._write(self._drain(self.batch_size))
