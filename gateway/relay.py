@@ -246,7 +246,7 @@ async def _attempt(
     try:
         if upstream.status >= 400:
             with upstream_errors("reading the error body"):
-                async with slot.timeout_at(first_byte_at + timeouts.idle_s):
+                async with slot.timeout_at(asyncio.get_running_loop().time() + timeouts.idle_s):
                     body = await upstream.read()
             done = True
             raise status_error(upstream.status, body, upstream.content_type, channel.api_keys)

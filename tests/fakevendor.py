@@ -14,6 +14,7 @@ Fault kinds:
     headers_drop  stream: send 200 headers, then close the connection before any chunk
     drop          stream: `after_chunks` chunks, then close the connection mid-stream
     idle          stream: `after_chunks` chunks, then `seconds` of silence, then the rest
+    binary_drop   a binary (octet-stream) body: `after_chunks` chunks, then the connection closes
 """
 
 from __future__ import annotations
@@ -123,6 +124,14 @@ class FakeVendor:
             assert request.transport is not None
             request.transport.close()
             return web.Response()
+        if fault is not None and fault.kind == "binary_drop":
+            resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            await resp.prepare(request)
+            for _ in range(fault.after_chunks):
+                await resp.write(b"\x00" * 100)
+            assert request.transport is not None
+            request.transport.close()
+            return resp
         payload = orjson.loads(body) if body else {}
         if payload.get("stream"):
             return await self._stream(request, payload, fault)
