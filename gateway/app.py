@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from gateway import endpoints
+from gateway import endpoints, models_api, openai_api, realtime
 from gateway.drain import DRAIN, Drain
 from gateway.errors import HTTPLayerLog
 from gateway.pipeline import MAX_HEADER_FIELD, Handler, pipeline
@@ -41,7 +41,34 @@ def create_app(runtime: Runtime, *, usage: UsageWriter | None = None) -> web.App
     app.router.add_get("/healthz", endpoints.healthz)
     app.router.add_get("/readyz", endpoints.readyz)
     add_api_route(app, "POST", "chat/completions", endpoints.chat_completions)
+    add_openai_routes(app)
     return app
+
+
+def add_openai_routes(app: web.Application) -> None:
+    """The rest of the OpenAI-compatible surface (SPEC section 7), plus the model lists in every shape."""
+    for endpoint, handler in (
+        ("completions", openai_api.completions),
+        ("responses", openai_api.responses),
+        ("embeddings", openai_api.embeddings),
+        ("engines/{model}/embeddings", openai_api.engine_embeddings),
+        ("moderations", openai_api.moderations),
+        ("rerank", openai_api.rerank),
+        ("images/generations", openai_api.image_generations),
+        ("images/edits", openai_api.image_edits),
+        ("audio/speech", openai_api.audio_speech),
+        ("audio/transcriptions", openai_api.audio_transcriptions),
+        ("audio/translations", openai_api.audio_translations),
+    ):
+        add_api_route(app, "POST", endpoint, handler)
+    add_api_route(app, "GET", "models", models_api.list_models)
+    add_api_route(app, "GET", "models/{model:.+}", models_api.get_model)
+    add_api_route(app, "GET", "realtime", realtime.realtime)
+    add_api_route(app, "*", "files", openai_api.files)
+    add_api_route(app, "*", "files/{tail:.*}", openai_api.files)
+    for prefix in ("", f"/{PLATFORM}"):
+        app.router.add_get(f"{prefix}/v1beta/models", models_api.gemini_list_models)
+        app.router.add_get(f"{prefix}/v1beta/models/{{model:[^:]+}}", models_api.gemini_get_model)
 
 
 async def _begin_drain(app: web.Application) -> None:

@@ -7,6 +7,9 @@ from aiohttp import web
 from config import ClientKey, Config, sha256_hex
 from gateway.errors import ANTHROPIC, GEMINI, GatewayError
 
+# Browsers cannot set headers on a WebSocket; OpenAI's realtime API takes the key as a subprotocol instead.
+INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."
+
 
 def presented_key(request: web.Request, protocol: str) -> str | None:
     auth = request.headers.get("Authorization")
@@ -17,6 +20,10 @@ def presented_key(request: web.Request, protocol: str) -> str | None:
     key = request.headers.get("X-API-Key")  # case-insensitive: also Anthropic's x-api-key
     if key:
         return key.strip()
+    for offered in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        offered = offered.strip()
+        if offered.startswith(INSECURE_KEY_PROTOCOL) and len(offered) > len(INSECURE_KEY_PROTOCOL):
+            return offered.removeprefix(INSECURE_KEY_PROTOCOL)
     if protocol in (ANTHROPIC, GEMINI):
         key = request.headers.get("X-Goog-Api-Key") or request.query.get("key")
         if key:

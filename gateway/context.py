@@ -39,6 +39,8 @@ class RequestContext:
     images: int = 0
     input_chars: int = 0
     audio_seconds: float = 0.0
+    # Endpoints billed by tokens estimate them when the vendor reports none; others (images, audio) must not.
+    estimate_tokens: bool = True
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000.0

@@ -15,14 +15,18 @@ from gateway.state import RUNTIME, USAGE
 MAX_MODEL_NAME = 256
 
 
-async def read_body(request: web.Request, ctx: RequestContext) -> bytes:
-    """The whole request body, refusing (413) as soon as it passes `limits.max_body_mb`."""
-    limit = ctx.config.limits.max_body_bytes
-    too_big = GatewayError(
+def _too_large(ctx: RequestContext) -> GatewayError:
+    return GatewayError(
         413,
         f"Request body is larger than the gateway's limit of {ctx.config.limits.max_body_mb:g} MB.",
         code="request_too_large",
     )
+
+
+async def read_body(request: web.Request, ctx: RequestContext) -> bytes:
+    """The whole request body, refusing (413) as soon as it passes `limits.max_body_mb`."""
+    limit = ctx.config.limits.max_body_bytes
+    too_big = _too_large(ctx)
     if request.content_length is not None and request.content_length > limit:
         raise too_big
     parts: list[bytes] = []
@@ -34,6 +38,35 @@ async def read_body(request: web.Request, ctx: RequestContext) -> bytes:
         parts.append(chunk)
     ctx.request_bytes = size
     return b"".join(parts)
+
+
+async def read_upload(request: web.Request, ctx: RequestContext) -> bytearray:
+    """The whole body in one buffer, filled in place: an upload of many MB is held once, never joined."""
+    limit = ctx.config.limits.max_body_bytes
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise _too_large(ctx)
+    buf = bytearray(declared or 0)
+    view = memoryview(buf) if declared else None
+    size = 0
+    while chunk := await request.content.readany():
+        end = size + len(chunk)
+        if end > limit:
+            raise _too_large(ctx)
+        if view is not None and end <= len(buf):
+            view[size:end] = chunk
+        else:  # no Content-Length (chunked upload): grow as it comes
+            if view is not None:
+                view.release()
+                view = None
+            del buf[size:]
+            buf += chunk
+        size = end
+    if view is not None:
+        view.release()
+    del buf[size:]
+    ctx.request_bytes = size
+    return buf
 
 
 async def read_json(request: web.Request, ctx: RequestContext) -> dict[str, Any]:
@@ -77,6 +110,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     require_model(ctx, body)
     if "messages" not in body and "prompt" not in body:
         raise GatewayError(400, "Missing required field 'messages'.", code="missing_messages", param="messages")
+    if "messages" not in body:
+        body = prompt_to_messages(body)
     if "messages" in body and not isinstance(body["messages"], list):
         raise GatewayError(400, "Field 'messages' must be an array.", code="invalid_type", param="messages")
     ctx.stream = require_bool(body, "stream")
@@ -84,6 +119,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     client_wants_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
     inject = ctx.stream and not client_wants_usage
     return await relay(request, ctx, json_body(body, ctx.endpoint, inject), strip_usage=inject)
+
+
+def prompt_to_messages(body: dict[str, Any]) -> dict[str, Any]:
+    """The `prompt` / `sys_prompt` chat dialect some vendor platforms document, as standard `messages`."""
+    prompt = body.get("prompt")
+    system = body.get("sys_prompt")
+    if not isinstance(prompt, str | list):
+        raise GatewayError(400, "Field 'prompt' must be a string or an array of content parts.", code="invalid_type", param="prompt")
+    if system is not None and not isinstance(system, str):
+        raise GatewayError(400, "Field 'sys_prompt' must be a string.", code="invalid_type", param="sys_prompt")
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    out = {k: v for k, v in body.items() if k not in ("prompt", "sys_prompt")}
+    out["messages"] = messages
+    return out
 
 
 async def healthz(request: web.Request) -> web.Response:

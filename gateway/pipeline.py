@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 from aiohttp import web
@@ -23,11 +23,15 @@ MAX_HEADER_BYTES = 64 * 1024  # all request headers together
 MAX_HEADER_FIELD = 128 * 1024  # one header line, and the request line: the HTTP parser's own limit
 
 
-def protocol_for(path: str) -> str:
+def protocol_for(path: str, headers: Mapping[str, str] | None = None) -> str:
     if path.startswith("/v1beta/") or "/v1beta/" in path:
         return GEMINI
     if path.endswith("/v1/messages") or "/v1/messages/" in path:
         return ANTHROPIC
+    if headers is not None and (path.endswith("/v1/models") or "/v1/models/" in path):
+        # Anthropic's SDK lists models at the same path as OpenAI's; its headers tell them apart.
+        if "x-api-key" in headers and "anthropic-version" in headers:
+            return ANTHROPIC
     return OPENAI
 
 
@@ -45,7 +49,7 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
     ctx = RequestContext(
         request_id=new_request_id(request.headers.get("X-Request-Id")),
         config=runtime.config,
-        protocol=protocol_for(request.path),
+        protocol=protocol_for(request.path, request.headers),
         platform=platform_of(request),
     )
     request[CTX] = ctx
@@ -145,9 +149,12 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         row.total_tokens = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
         row.cached_tokens = usage.cached_tokens
         row.reasoning_tokens = usage.reasoning_tokens
-    elif tap is not None or (ctx.attempts and status < 400):
+        row.images = max(row.images, usage.images)
+        row.audio_seconds = max(row.audio_seconds, usage.seconds)
+    elif ctx.estimate_tokens and (tap is not None or (ctx.attempts and status < 400)):
         # An answer went out but the vendor reported no usage (stream cut, client gone, vendor silent):
-        # estimate ~4 bytes a token. A request that got no answer is not billed.
+        # estimate ~4 bytes a token. A request that got no answer is not billed. Endpoints not billed
+        # by tokens (images, audio) estimate nothing.
         row.prompt_tokens = ctx.request_bytes // 4
         row.completion_tokens = (tap.text_bytes if tap is not None else 0) // 4
         row.total_tokens = row.prompt_tokens + row.completion_tokens

@@ -27,6 +27,12 @@ def check_access(config: Config, key: ClientKey | None, model: str, platform: st
         raise GatewayError(403, f"This key may not use model {model!r}.", code="model_not_allowed", param="model")
 
 
+def request_tags(header: str | None) -> frozenset[str] | None:
+    """The tags of an `X-Gateway-Tag: a,b` header; None when there are none."""
+    tags = frozenset(t.strip() for t in header.split(",") if t.strip()) if header else frozenset()
+    return tags or None
+
+
 def candidates(
     config: Config,
     key: ClientKey | None,

@@ -19,6 +19,8 @@ class Usage:
     total_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    images: int = 0  # images generated or edited
+    seconds: float = 0.0  # audio duration the vendor billed (transcription, translation)
 
     def merge(self, other: Usage) -> None:
         """Take the larger of each count: vendors repeat cumulative usage across events."""
@@ -27,6 +29,18 @@ class Usage:
         self.cached_tokens = max(self.cached_tokens, other.cached_tokens)
         self.reasoning_tokens = max(self.reasoning_tokens, other.reasoning_tokens)
         self.total_tokens = max(self.total_tokens, other.total_tokens, self.prompt_tokens + self.completion_tokens)
+        self.images = max(self.images, other.images)
+        self.seconds = max(self.seconds, other.seconds)
+
+    def add(self, other: Usage) -> None:
+        """Sum counts of separate billable units, such as each response in a realtime session."""
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.total_tokens += other.total_tokens or other.prompt_tokens + other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.images += other.images
+        self.seconds += other.seconds
 
 
 class Provider(Protocol):

@@ -8,6 +8,7 @@ from config import Channel
 from providers.base import Usage
 
 _STREAM_USAGE_ENDPOINTS = frozenset({"chat/completions", "completions"})
+_AUDIO_DURATION_ENDPOINTS = frozenset({"audio/transcriptions", "audio/translations"})
 
 
 class OpenAIProvider:
@@ -31,27 +32,69 @@ class OpenAIProvider:
         return out
 
     def usage(self, endpoint: str, payload: Any) -> Usage | None:
+        """Tokens from `usage` (chat and embeddings names, Responses and Realtime names, nested in
+        `response` for stream events), plus images for images/* and audio seconds for transcription."""
         if not isinstance(payload, dict):
             return None
         raw = payload.get("usage")
         if not isinstance(raw, dict):
-            # Responses API streams nest usage in response.completed.
+            # Responses API stream events and Realtime response.done nest usage in the response.
             response = payload.get("response")
             raw = response.get("usage") if isinstance(response, dict) else None
-            if not isinstance(raw, dict):
-                return None
-        prompt = _int(raw.get("prompt_tokens", raw.get("input_tokens")))
-        completion = _int(raw.get("completion_tokens", raw.get("output_tokens")))
-        in_details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details") or {}
-        out_details = raw.get("completion_tokens_details") or raw.get("output_tokens_details") or {}
-        return Usage(
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            total_tokens=_int(raw.get("total_tokens")) or prompt + completion,
-            cached_tokens=_int(in_details.get("cached_tokens") if isinstance(in_details, dict) else 0),
-            reasoning_tokens=_int(out_details.get("reasoning_tokens") if isinstance(out_details, dict) else 0),
-        )
+        out = _tokens(raw) if isinstance(raw, dict) else None
+        if endpoint.startswith("images/"):
+            images = _image_count(payload)
+            if images:
+                out = out or Usage()
+                out.images = images
+        elif endpoint in _AUDIO_DURATION_ENDPOINTS:
+            # verbose_json reports `duration`; newer models report usage {type: duration, seconds}.
+            seconds = _number(payload.get("duration"))
+            if seconds:
+                out = out or Usage()
+                out.seconds = max(out.seconds, seconds)
+        return out
+
+
+def _tokens(raw: dict[str, Any]) -> Usage:
+    prompt = _int(raw.get("prompt_tokens", raw.get("input_tokens")))
+    completion = _int(raw.get("completion_tokens", raw.get("output_tokens")))
+    in_details = _first_dict(raw, "prompt_tokens_details", "input_tokens_details", "input_token_details")
+    out_details = _first_dict(raw, "completion_tokens_details", "output_tokens_details", "output_token_details")
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=_int(raw.get("total_tokens")) or prompt + completion,
+        cached_tokens=_int(in_details.get("cached_tokens")),
+        reasoning_tokens=_int(out_details.get("reasoning_tokens")),
+        seconds=_number(raw.get("seconds")) if raw.get("type") == "duration" else 0.0,
+    )
+
+
+def _image_count(payload: dict[str, Any]) -> int:
+    data = payload.get("data")
+    if isinstance(data, list):
+        return len(data)
+    kind = payload.get("type")
+    # Streamed image generation ends each image with image_generation.completed / image_edit.completed.
+    if isinstance(kind, str) and kind.startswith("image_") and kind.endswith(".completed"):
+        return 1
+    return 0
+
+
+def _first_dict(raw: dict[str, Any], *names: str) -> dict[str, Any]:
+    for name in names:
+        value = raw.get(name)
+        if isinstance(value, dict):
+            return value
+    return {}
 
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value) if value > 0 else 0.0

@@ -1,0 +1,150 @@
+"""The OpenAI-style endpoints beyond chat: each reads only what routing needs (the model) and what the
+endpoint bills by, then hands the body to the relay unchanged but for the model name.
+
+JSON endpoints go through `json_body`; multipart uploads (image edits, audio) are forwarded as the
+same bytes with the same boundary (see `gateway.multipart`). Responses of any type come back as the
+relay forwards them: JSON whole, SSE and binary (speech audio) as they arrive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from config import Channel
+from gateway.context import CTX, RequestContext
+from gateway.endpoints import read_json, read_upload, require_bool, require_model
+from gateway.errors import GatewayError
+from gateway.multipart import MultipartError, SegmentsPayload, parse_form
+from gateway.relay import BodyBuilder, json_body, relay
+from providers import Provider
+
+# OpenAI's own defaults where its API lets a client leave the model out; the gateway routes by it.
+DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
+DEFAULT_IMAGE_MODEL = "dall-e-2"
+
+
+async def _relay_json(
+    request: web.Request,
+    endpoint: str,
+    *,
+    tokens: bool = True,
+    stream_usage: bool = False,
+    default_model: str | None = None,
+    path_model: str | None = None,
+) -> tuple[RequestContext, dict[str, Any], BodyBuilder, bool]:
+    """Read and check a JSON request; return what `relay` needs. `tokens`: the endpoint bills by tokens."""
+    ctx = request[CTX]
+    ctx.endpoint = endpoint
+    ctx.estimate_tokens = tokens
+    body = await read_json(request, ctx)
+    if path_model is not None:
+        body["model"] = path_model
+    elif default_model is not None and body.get("model") in (None, ""):
+        body["model"] = default_model
+    require_model(ctx, body)
+    ctx.stream = require_bool(body, "stream")
+    opts = body.get("stream_options")
+    # Ask a stream for usage the client did not ask for, and hide it from the client again.
+    inject = stream_usage and ctx.stream and not (isinstance(opts, dict) and opts.get("include_usage"))
+    return ctx, body, json_body(body, endpoint, inject), inject
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    ctx, _, build, inject = await _relay_json(request, "completions", stream_usage=True)
+    return await relay(request, ctx, build, strip_usage=inject)
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    # Responses streams always end with response.completed carrying usage: nothing to inject.
+    ctx, _, build, _ = await _relay_json(request, "responses")
+    return await relay(request, ctx, build)
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    ctx, _, build, _ = await _relay_json(request, "embeddings")
+    return await relay(request, ctx, build)
+
+
+async def engine_embeddings(request: web.Request) -> web.StreamResponse:
+    """The legacy /v1/engines/{model}/embeddings: the model comes from the path."""
+    ctx, _, build, _ = await _relay_json(request, "embeddings", path_model=request.match_info["model"])
+    return await relay(request, ctx, build)
+
+
+async def moderations(request: web.Request) -> web.StreamResponse:
+    ctx, _, build, _ = await _relay_json(request, "moderations", tokens=False, default_model=DEFAULT_MODERATION_MODEL)
+    return await relay(request, ctx, build)
+
+
+async def rerank(request: web.Request) -> web.StreamResponse:
+    # Billed by tokens or "search units" depending on the vendor: record what it reports, estimate nothing.
+    ctx, _, build, _ = await _relay_json(request, "rerank", tokens=False)
+    return await relay(request, ctx, build)
+
+
+async def image_generations(request: web.Request) -> web.StreamResponse:
+    ctx, _, build, _ = await _relay_json(request, "images/generations", tokens=False, default_model=DEFAULT_IMAGE_MODEL)
+    return await relay(request, ctx, build)
+
+
+async def audio_speech(request: web.Request) -> web.StreamResponse:
+    ctx, body, build, _ = await _relay_json(request, "audio/speech", tokens=False)
+    text = body.get("input")
+    if not isinstance(text, str):
+        raise GatewayError(400, "Field 'input' must be the text to speak, as a string.", code="invalid_type", param="input")
+    ctx.input_chars = len(text)
+    ctx.stream = body.get("stream_format") == "sse"
+    return await relay(request, ctx, build)
+
+
+async def _relay_form(request: web.Request, endpoint: str, default_model: str | None = None) -> web.StreamResponse:
+    """A multipart upload: read once, find the model in the form, forward the same bytes."""
+    ctx = request[CTX]
+    ctx.endpoint = endpoint
+    ctx.estimate_tokens = False
+    content_type = request.headers.get("Content-Type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise GatewayError(
+            400,
+            f"POST /v1/{endpoint} takes multipart/form-data (a file upload), not {content_type or 'no Content-Type'}.",
+            code="invalid_content_type",
+        )
+    buffer = await read_upload(request, ctx)
+    try:
+        form = parse_form(buffer, content_type)
+        sent_model = form.value("model")
+        stream = form.value("stream")
+    except MultipartError as exc:
+        raise GatewayError(400, f"Request body is not valid multipart/form-data: {exc}.", code="invalid_multipart") from exc
+    require_model(ctx, {"model": sent_model or default_model})
+    ctx.stream = (stream or "").strip().lower() == "true"
+
+    def build(provider: Provider, channel: Channel, upstream_model: str) -> tuple[SegmentsPayload, str]:
+        fields = {} if upstream_model == sent_model else {"model": upstream_model}
+        return form.payload(content_type, fields), content_type
+
+    return await relay(request, ctx, build)
+
+
+async def image_edits(request: web.Request) -> web.StreamResponse:
+    return await _relay_form(request, "images/edits", DEFAULT_IMAGE_MODEL)
+
+
+async def audio_transcriptions(request: web.Request) -> web.StreamResponse:
+    return await _relay_form(request, "audio/transcriptions")
+
+
+async def audio_translations(request: web.Request) -> web.StreamResponse:
+    return await _relay_form(request, "audio/translations")
+
+
+async def files(request: web.Request) -> web.StreamResponse:
+    request[CTX].endpoint = "files"
+    raise GatewayError(
+        501,
+        "The Files API is not available through this gateway; upload files to the vendor directly.",
+        type="not_implemented",
+        code="not_implemented",
+    )
