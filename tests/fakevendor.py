@@ -132,7 +132,7 @@ class FakeVendor:
             assert request.transport is not None
             request.transport.close()
             return resp
-        payload = orjson.loads(body) if body else {}
+        payload = orjson.loads(body) if body and request.content_type == "application/json" else {}
         if payload.get("stream"):
             return await self._stream(request, payload, fault)
         text = f"hello from {self.name}"

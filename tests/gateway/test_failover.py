@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import aiohttp
 import openai
 import orjson
 import pytest
@@ -236,3 +237,21 @@ async def test_no_retry_after_the_first_byte(vendor_factory, gateway_factory):
     assert b.requests == []
     [row] = await gw.rows()
     assert (row["attempts"], row["channel"], row["status"]) == (1, "a", 502)
+
+
+async def test_multipart_upload_is_replayed_byte_for_byte(vendor_factory, gateway_factory):
+    a, b = await vendor_factory("a"), await vendor_factory("b")
+    a.fail_next(Fault("status", status=503))
+    gw = await gateway_factory({"keys": KEYS, "channels": [
+        channel("a", a, priority=1, models=["whisper-*"]), channel("b", b, models=["whisper-*"])]})
+    form = aiohttp.FormData()
+    form.add_field("model", "whisper-1")
+    form.add_field("file", b"RIFF" + bytes(range(256)) * 40, filename="a.wav", content_type="audio/wav")
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer test-key"}) as s, s.post(
+        gw.url + "/v1/audio/transcriptions", data=form
+    ) as r:
+        assert r.status == 200
+    assert a.requests[0].body == b.requests[0].body
+    assert b"RIFF" + bytes(range(256)) in b.requests[0].body
+    [row] = await gw.rows()
+    assert (row["status"], row["attempts"], row["channel"]) == (200, 2, "b")

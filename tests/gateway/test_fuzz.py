@@ -21,8 +21,11 @@ from yarl import URL
 from tests.conftest import KEYS, channel
 
 PATHS = [
-    *["/v1/chat/completions"] * 10, "/openai/v1/chat/completions", "/nope/v1/chat/completions", "/v1/chat/completion",
-    "/v1/messages", "/v1beta/models/gpt-4o:generateContent", "/v1/models", "/", "/v1/chat/completions/x",
+    *["/v1/chat/completions"] * 10, "/openai/v1/chat/completions", "/nope/v1/chat/completions",
+    "/v1/chat/completion", "/v1/chat/completions/x", "/", "/v1/completions", "/v1/responses", "/v1/embeddings",
+    "/v1/engines/gpt-4o/embeddings", "/v1/moderations", "/v1/rerank", "/v1/images/generations", "/v1/images/edits",
+    "/v1/audio/speech", "/v1/audio/transcriptions", "/v1/models", "/v1/models/gpt-4o", "/v1/files", "/v1/files/x",
+    "/v1/realtime", "/v1/messages", "/v1beta/models", "/v1beta/models/gpt-4o:generateContent",
 ]
 METHODS = ["POST"] * 6 + ["GET", "PUT", "DELETE", "PATCH"]
 MODELS = ["gpt-4o", "gpt-4o-mini", "nope", "", "m" * 300, "gpt-\x00", "\u00e9\u00e8"]
@@ -77,8 +80,10 @@ def check_answer(status: int, content_type: str, body: bytes, path: str) -> None
     if status < 400:
         if content_type == "text/event-stream":
             assert body.rstrip().endswith(b"data: [DONE]") or b'"error"' in body
-        else:
+        elif path.endswith("/chat/completions"):
             assert orjson.loads(body)["choices"]
+        elif content_type == "application/json":
+            orjson.loads(body)
         return
     payload: Any = orjson.loads(body)
     if path.startswith("/v1beta/"):
@@ -92,7 +97,7 @@ def check_answer(status: int, content_type: str, body: bytes, path: str) -> None
         assert isinstance(payload["error"]["message"], str) and payload["error"]["message"]
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     method=st.sampled_from(METHODS),
     path=st.sampled_from(PATHS),
