@@ -33,7 +33,7 @@ from gateway.errors import (
     status_error,
     upstream_errors,
 )
-from gateway.routing import plan
+from gateway.routing import plan, request_tags
 from gateway.sse import SSETap
 from gateway.state import RUNTIME, SESSION
 from providers import PROVIDERS, Provider
@@ -128,7 +128,7 @@ async def relay(
     drain = request.app[DRAIN]
     health = runtime.health
     config = ctx.config
-    tags = _request_tags(request.headers.get("X-Gateway-Tag"))
+    tags = request_tags(request.headers.get("X-Gateway-Tag"))
     channels = plan(config, health, ctx.key, ctx.model, ctx.platform, tags)
     base_headers = request_headers(request.headers, ctx.request_id)
     last: AttemptError | None = None
@@ -187,13 +187,6 @@ def _upstream_query(request: web.Request) -> list[tuple[str, str]] | None:
     if not request.query_string:
         return None
     return [(k, v) for k, v in request.query.items() if k != "key"] or None
-
-
-def _request_tags(header: str | None) -> frozenset[str] | None:
-    if not header:
-        return None
-    tags = frozenset(t.strip() for t in header.split(",") if t.strip())
-    return tags or None
 
 
 def _vendor_error(ctx: RequestContext, err: AttemptError, provider: Provider) -> web.Response:
@@ -304,7 +297,11 @@ async def _forward_stream(
     if tap is not None:
         out.headers["Cache-Control"] = "no-cache"
         out.headers["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
-    await out.prepare(request)
+    try:
+        await out.prepare(request)
+    except ConnectionError:
+        _client_gone(ctx)
+        return out, Verdict.NONE
     loop = asyncio.get_running_loop()
     idle_s = timeouts.idle_s
     keepalive_s = KEEPALIVE_S if tap is not None else math.inf  # comments exist only in SSE

@@ -99,6 +99,7 @@ class UsageWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._closed = False
+        self._reported = False  # the current outage has been logged
         self.written = 0
         self.spooled = 0
         self.healthy = False
@@ -130,8 +131,11 @@ class UsageWriter:
         if self._task is not None:
             await self._task
             self._task = None
-        await self.flush()
-        self._closed = True
+        while True:  # a handler may record a row while the last batch is being written
+            await self.flush()
+            if self._queue.empty():
+                self._closed = True
+                break
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -168,8 +172,9 @@ class UsageWriter:
         return True
 
     def _unhealthy(self, event: str, exc: BaseException) -> None:
-        if self.healthy or event == "usage_db_open_failed":
+        if not self._reported:  # once per outage: every batch meanwhile logs only where its rows went
             log.error(event, path=self.path, error=f"{type(exc).__name__}: {exc}", spool=str(self.spool_path))
+            self._reported = True
         self.healthy = False
 
     async def _run(self) -> None:
@@ -210,7 +215,7 @@ class UsageWriter:
             self._unhealthy("usage_db_write_failed", exc)
             await self._spool(batch, f"{type(exc).__name__}: {exc}")
             return
-        self.healthy = True
+        self.healthy, self._reported = True, False
         self.written += len(batch)
         if not was_healthy:
             log.info("usage_db_recovered", path=self.path)
@@ -234,9 +239,18 @@ class UsageWriter:
     async def _replay_spool(self) -> None:
         """Move spooled rows into the table. Safe to repeat: a row already there is not inserted again."""
         assert self._db is not None
-        for path in await asyncio.to_thread(spool.claim, self.spool_path):
+        try:
+            claimed_paths = await asyncio.to_thread(spool.claim, self.spool_path)
+        except OSError as exc:
+            log.error("usage_spool_replay_failed", spool=str(self.spool_path), error=f"{type(exc).__name__}: {exc}")
+            return
+        for path in claimed_paths:
             claimed = spool.Claim(path)
-            data = await asyncio.to_thread(claimed.read)
+            try:
+                data = await asyncio.to_thread(claimed.read)
+            except OSError as exc:  # left where it is, for the next replay
+                log.error("usage_spool_replay_failed", spool=str(path), error=f"{type(exc).__name__}: {exc}")
+                continue
             if data is None:
                 continue
             replayed = False
