@@ -9,7 +9,9 @@ import aiohttp
 from aiohttp import web
 
 from gateway import endpoints, models_api, openai_api, realtime
-from gateway.pipeline import Handler, pipeline
+from gateway.drain import DRAIN, Drain
+from gateway.errors import HTTPLayerLog
+from gateway.pipeline import MAX_HEADER_FIELD, Handler, pipeline
 from gateway.state import RUNTIME, SESSION, USAGE, Runtime
 from gateway.usage import UsageWriter
 
@@ -24,9 +26,17 @@ def add_api_route(app: web.Application, method: str, endpoint: str, handler: Han
 
 def create_app(runtime: Runtime, *, usage: UsageWriter | None = None) -> web.Application:
     # Bodies are read by the handlers against limits.max_body_mb, which a reload may change.
-    app = web.Application(middlewares=[pipeline], client_max_size=1 << 40)
+    app = web.Application(
+        middlewares=[pipeline],
+        client_max_size=1 << 40,
+        # Big headers get as far as the pipeline, which refuses them in the client's protocol; the
+        # HTTP layer logs what it cannot parse as one line, not a traceback.
+        handler_args={"logger": HTTPLayerLog(), "max_line_size": MAX_HEADER_FIELD, "max_field_size": MAX_HEADER_FIELD},
+    )
     app[RUNTIME] = runtime
     app[USAGE] = usage or UsageWriter(runtime.config.database)
+    app[DRAIN] = Drain()
+    app.on_shutdown.append(_begin_drain)
     app.cleanup_ctx.append(_usage_ctx)
     app.cleanup_ctx.append(_session_ctx)
     app.router.add_get("/healthz", endpoints.healthz)
@@ -60,6 +70,11 @@ def add_openai_routes(app: web.Application) -> None:
     for prefix in ("", f"/{PLATFORM}"):
         app.router.add_get(f"{prefix}/v1beta/models", models_api.gemini_list_models)
         app.router.add_get(f"{prefix}/v1beta/models/{{model:[^:]+}}", models_api.gemini_get_model)
+
+
+async def _begin_drain(app: web.Application) -> None:
+    # on_shutdown runs once the listener is closed and before aiohttp waits for handlers.
+    app[DRAIN].begin(app[RUNTIME].config.shutdown_grace_s)
 
 
 async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -3,6 +3,7 @@
     GatewayError                 status, message, type, code; rendered as OpenAI, Anthropic or Gemini JSON
      ├── the client's fault      400 / 401 / 403 / 404 / 405 / 413 / 429: returned as is
      ├── NoChannel               503: nothing enabled serves the model right now
+     ├── ShuttingDown            503: the shutdown deadline came before the answer was done
      └── UpstreamFailure         502 / 504 after every attempt failed; names the last upstream error
 
 `upstream_errors()` maps aiohttp's exceptions during one upstream attempt to `AttemptError`, which
@@ -11,24 +12,32 @@ carries whether the failure is the channel's (retry elsewhere, count against the
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
 import orjson
+import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 OPENAI, ANTHROPIC, GEMINI = "openai", "anthropic", "gemini"
 
+_http_log = structlog.get_logger("gateway.http")
+
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-    413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error",
+    405: "invalid_request_error", 413: "request_too_large", 422: "invalid_request_error", 429: "rate_limit_error",
+    431: "invalid_request_error", 503: "overloaded_error", 529: "overloaded_error",
 }
 _GEMINI_STATUS = {
     400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-    405: "UNIMPLEMENTED", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 501: "UNIMPLEMENTED",
+    405: "UNIMPLEMENTED", 413: "INVALID_ARGUMENT", 422: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
+    431: "INVALID_ARGUMENT", 501: "UNIMPLEMENTED",
     502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
 }
 _OPENAI_TYPES = {
@@ -91,8 +100,25 @@ class NoChannel(GatewayError):
         )
 
 
+class ShuttingDown(GatewayError):
+    def __init__(self) -> None:
+        super().__init__(
+            503,
+            "The gateway is shutting down and could not finish this request in time; send it again.",
+            type="service_unavailable",
+            code="shutting_down",
+            headers={"Retry-After": "1"},
+        )
+
+
 class UpstreamFailure(GatewayError):
     pass
+
+
+def sentence(text: str) -> str:
+    """End a message with a full stop, unless it already ends as a sentence does."""
+    text = text.rstrip()
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 class AttemptError(Exception):
@@ -146,7 +172,7 @@ def upstream_errors(phase: str) -> Iterator[None]:
         raise AttemptError(f"upstream timed out ({phase})", retryable=True, channel_fault=True, timeout=True) from exc
     except aiohttp.ClientConnectorError as exc:
         raise AttemptError(f"cannot connect to upstream: {exc.os_error.strerror or exc}", retryable=True, channel_fault=True) from exc
-    except (aiohttp.ClientError, ConnectionError) as exc:
+    except (aiohttp.ClientError, OSError) as exc:
         raise AttemptError(f"upstream connection failed ({phase}): {type(exc).__name__}", retryable=True, channel_fault=True) from exc
 
 
@@ -176,3 +202,20 @@ def _error_text(body: bytes) -> str:
         if isinstance(err, str):
             return err[:300]
     return ""
+
+
+class HTTPLayerLog(logging.Logger):
+    """The logger aiohttp's HTTP layer is handed (`handler_args`): a request it cannot even parse
+    (over-long header, unknown method, broken chunked framing) is the client's fault and becomes one
+    structured warning line, not a traceback. Anything else keeps its traceback, as a structured error."""
+
+    def __init__(self) -> None:
+        super().__init__("aiohttp.server")
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError):
+            detail = mask(f"{type(exc).__name__}: {exc.message}", ())[:200]
+            _http_log.warning("bad_http_request", status=exc.code, error=detail)
+        else:
+            _http_log.error("http_layer_error", message=str(msg) % args if args else str(msg), exc_info=exc)

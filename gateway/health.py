@@ -57,6 +57,7 @@ class Health:
             if self._usable(st, now):
                 if st.cool_until:  # cooldown over: this request is the probe
                     st.probing = True
+                    log.info("channel_key_probe", channel=channel.name, key_id=key_id(key))
                 return key
         return min(keys, key=lambda k: self._get(channel.name, k).cool_until)
 

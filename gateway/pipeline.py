@@ -21,6 +21,8 @@ access_log = AccessLog("gateway.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNMETERED = frozenset({"/healthz", "/readyz"})
+MAX_HEADER_BYTES = 64 * 1024  # all request headers together
+MAX_HEADER_FIELD = 128 * 1024  # one header line, and the request line: the HTTP parser's own limit
 
 
 def protocol_for(path: str, headers: Mapping[str, str] | None = None) -> str:
@@ -55,6 +57,7 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
     request[CTX] = ctx
     response: web.StreamResponse | None = None
     try:
+        _check_headers(request)
         route_error = request.match_info.http_exception
         if route_error is not None:
             raise _route_error(request, route_error)
@@ -69,6 +72,11 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
         http_err = GatewayError(exc.status, exc.text or exc.reason)
         ctx.error = http_err.message
         response = http_err.response(ctx.protocol)
+    except web.RequestPayloadError as exc:  # bad gzip, broken chunked framing: the client's fault
+        detail = str(getattr(exc.__cause__, "message", "") or exc).strip()
+        body_err = GatewayError(400, f"The request body could not be read ({detail}); send it again, uncompressed.", code="invalid_body")
+        ctx.error = body_err.message[:500]
+        response = body_err.response(ctx.protocol)
     except asyncio.CancelledError:
         ctx.status = 499
         ctx.error = ctx.error or "client closed the connection"
@@ -84,16 +92,31 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
     return response
 
 
+def _check_headers(request: web.Request) -> None:
+    """Refuse oversized headers in the client's protocol. The HTTP parser lets up to MAX_HEADER_FIELD
+    through (see create_app); past that it answers a plain 400 itself, before any of this runs."""
+    size = 0
+    for name, value in request.raw_headers:
+        size += len(name) + len(value) + 4
+    if size > MAX_HEADER_BYTES:
+        raise GatewayError(
+            431,
+            f"Request headers are {size} bytes; the gateway accepts at most {MAX_HEADER_BYTES}. Send less in headers.",
+            code="headers_too_large",
+        )
+
+
 def _route_error(request: web.Request, exc: web.HTTPException) -> GatewayError:
+    path = request.path if len(request.path) <= 200 else request.path[:200] + "..."  # never echo a 100 KB URL
     if exc.status == 405:
         allowed = getattr(exc, "allowed_methods", ())
         return GatewayError(
             405,
-            f"Method {request.method} is not allowed on {request.path}; use {', '.join(sorted(allowed)) or 'another method'}.",
+            f"Method {request.method} is not allowed on {path}; use {', '.join(sorted(allowed)) or 'another method'}.",
             code="method_not_allowed",
             headers={"Allow": ", ".join(sorted(allowed))},
         )
-    return GatewayError(404, f"Unknown route {request.method} {request.path}.", code="unknown_route")
+    return GatewayError(404, f"Unknown route {request.method} {path}.", code="unknown_route")
 
 
 def finish(request: web.Request, ctx: RequestContext, response: web.StreamResponse | None) -> None:

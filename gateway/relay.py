@@ -1,15 +1,18 @@
 """The relay pipeline: try the planned channels in turn and forward the first good answer.
 
-One attempt sends the body to one channel key. Before the first byte reaches the client, a failure
+One attempt sends the body to one channel key. Until the first byte has gone to the client, a failure
 the SPEC calls retryable moves on to the next channel; after it, the stream is ended with an error
-event in the client's protocol. JSON answers are read whole (they are small); SSE and binary bodies
-are forwarded chunk by chunk as they arrive, with usage read from a copy.
+event in the client's protocol. "First byte" is the first byte of the upstream *body*: a vendor that
+sends its headers and then stalls or dies is still failed over. JSON answers are read whole (they are
+small); SSE and binary bodies are forwarded chunk by chunk as they arrive, with usage read from a copy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,12 +23,23 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from config import Channel, Timeouts
 from gateway.context import RequestContext
-from gateway.errors import AttemptError, GatewayError, UpstreamFailure, status_error, upstream_errors
-from gateway.routing import plan
+from gateway.drain import DRAIN, Slot
+from gateway.errors import (
+    AttemptError,
+    GatewayError,
+    ShuttingDown,
+    UpstreamFailure,
+    sentence,
+    status_error,
+    upstream_errors,
+)
+from gateway.routing import plan, request_tags
 from gateway.sse import SSETap
 from gateway.state import RUNTIME, SESSION
 from providers import PROVIDERS, Provider
 
+# Silence on a started stream after which the client gets an SSE comment, so idle proxies keep it open.
+# Read at call time: tests lower it rather than wait 15 s.
 KEEPALIVE_S = 15.0
 KEEPALIVE = b": keepalive\n\n"
 
@@ -35,7 +49,7 @@ _DROP_REQUEST = frozenset(
     for h in (
         "Host", "Authorization", "X-API-Key", "X-Goog-Api-Key", "Api-Key", "Cookie", "Content-Length",
         "Content-Type", "Accept-Encoding", "Connection", "Keep-Alive", "Transfer-Encoding", "TE", "Upgrade",
-        "Proxy-Authorization", "Proxy-Connection", "X-Gateway-Tag", "Expect",
+        "Proxy-Authorization", "Proxy-Connection", "X-Gateway-Tag", "Expect", "Content-Encoding",
     )
 )
 # Never copied from the vendor to the client.
@@ -51,16 +65,35 @@ _DROP_RESPONSE = frozenset(
 BodyBuilder = Callable[[Provider, Channel, str], tuple[Any, str | None]]
 
 
+class Verdict(enum.Enum):
+    """What an answered attempt says about the channel key, once the answer is over."""
+
+    OK = "ok"
+    FAULT = "fault"  # the upstream broke or went silent mid-stream
+    NONE = "none"  # the client left, or the gateway is shutting down: says nothing about the key
+
+
 @functools.lru_cache(maxsize=256)
 def _client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_connect=t.connect_s)
 
 
 def request_headers(incoming: Mapping[str, str], request_id: str) -> dict[str, str]:
-    out = {k: v for k, v in incoming.items() if k.lower() not in _DROP_REQUEST}
+    out = {k: v for k, v in incoming.items() if k.lower() not in _DROP_REQUEST and _sendable(v)}
     out["X-Request-Id"] = request_id
     out["Accept-Encoding"] = "identity"  # the gateway reads usage from the body: no compression upstream
     return out
+
+
+def _sendable(value: str) -> bool:
+    """Header values the client library can write: the server decodes odd bytes as surrogates."""
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def response_headers(upstream: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:
@@ -73,7 +106,11 @@ def json_body(body: dict[str, Any], endpoint: str, want_usage: bool) -> BodyBuil
     """The usual builder: the client's JSON with the model renamed (and usage asked for in streams)."""
 
     def build(provider: Provider, channel: Channel, upstream_model: str) -> tuple[bytes, str]:
-        return orjson.dumps(provider.prepare(endpoint, body, upstream_model, want_usage)), "application/json"
+        try:
+            data = orjson.dumps(provider.prepare(endpoint, body, upstream_model, want_usage))
+        except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
+            raise GatewayError(400, f"Request body cannot be sent on: {exc}.", code="invalid_json") from exc
+        return data, "application/json"
 
     return build
 
@@ -88,44 +125,60 @@ async def relay(
     """Serve ctx.endpoint for ctx.model through the best channel that answers."""
     assert ctx.model is not None and ctx.endpoint is not None
     runtime = request.app[RUNTIME]
+    drain = request.app[DRAIN]
+    health = runtime.health
     config = ctx.config
-    tags = _request_tags(request.headers.get("X-Gateway-Tag"))
-    channels = plan(config, runtime.health, ctx.key, ctx.model, ctx.platform, tags)
+    tags = request_tags(request.headers.get("X-Gateway-Tag"))
+    channels = plan(config, health, ctx.key, ctx.model, ctx.platform, tags)
     base_headers = request_headers(request.headers, ctx.request_id)
     last: AttemptError | None = None
-    for channel in channels:
-        provider = PROVIDERS[channel.provider]
-        api_key = runtime.health.pick_key(channel)
-        ctx.attempts += 1
-        ctx.channel, ctx.channel_platform = channel.name, channel.platform
-        ctx.upstream_model = channel.upstream_model(ctx.model)
-        data, content_type = build(provider, channel, ctx.upstream_model)
-        headers = {**base_headers, **provider.headers(channel, api_key)}
-        if content_type:
-            headers["Content-Type"] = content_type
-        try:
-            response = await _attempt(request, ctx, channel, provider, api_key, data, headers, strip_usage)
-        except AttemptError as err:
-            last = err
-            if err.channel_fault:
-                runtime.health.failure(channel, api_key, config.routing, cool_now=err.cool_now, reason=err.message)
+    with drain.track() as slot:
+        for channel in channels:
+            if drain.expired():
+                break
+            provider = PROVIDERS[channel.provider]
+            upstream_model = channel.upstream_model(ctx.model)
+            # Built afresh for each attempt (a multipart form cannot be sent twice) from the same client
+            # body: only the model name differs between channels.
+            data, content_type = build(provider, channel, upstream_model)
+            api_key = health.pick_key(channel)
+            ctx.attempts += 1
+            ctx.channel, ctx.channel_platform, ctx.upstream_model = channel.name, channel.platform, upstream_model
+            headers = {**base_headers, **provider.headers(channel, api_key)}
+            if content_type:
+                headers["Content-Type"] = content_type
+            try:
+                response, verdict = await _attempt(request, ctx, channel, provider, data, headers, strip_usage, slot)
+            except AttemptError as err:
+                if slot.cut():
+                    health.release(channel, api_key)  # the shutdown deadline, not the vendor, ended it
+                    break
+                last = err
+                if err.channel_fault:
+                    health.failure(channel, api_key, config.routing, cool_now=err.cool_now, reason=err.message)
+                else:
+                    health.success(channel, api_key)  # the vendor answered; the request was at fault
+                if not err.retryable:
+                    return _vendor_error(ctx, err, provider)
+                continue
+            except BaseException:
+                health.release(channel, api_key)  # the client left: no verdict on the key
+                raise
+            if verdict is Verdict.OK:
+                health.success(channel, api_key)
+            elif verdict is Verdict.FAULT:
+                health.failure(channel, api_key, config.routing, cool_now=False, reason=ctx.error or "stream broke")
             else:
-                runtime.health.success(channel, api_key)  # the vendor answered; the request was at fault
-            if not err.retryable:
-                return _vendor_error(ctx, err)
-            continue
-        except BaseException:
-            runtime.health.release(channel, api_key)
-            raise
-        runtime.health.success(channel, api_key)
-        return response
-    assert last is not None
-    status = 504 if last.timeout else 502
+                health.release(channel, api_key)
+            return response
+    if last is None or drain.expired():
+        raise ShuttingDown()
+    timeout = last.timeout
     raise UpstreamFailure(
-        status,
-        f"All {ctx.attempts} upstream attempt(s) failed; last error from channel {ctx.channel!r}: {last.message}",
+        504 if timeout else 502,
+        sentence(f"All {ctx.attempts} upstream attempt(s) failed; the last, on channel {ctx.channel!r}: {last.message}"),
         type="upstream_error",
-        code="upstream_timeout" if last.timeout else "upstream_error",
+        code="upstream_timeout" if timeout else "upstream_error",
     )
 
 
@@ -136,21 +189,30 @@ def _upstream_query(request: web.Request) -> list[tuple[str, str]] | None:
     return [(k, v) for k, v in request.query.items() if k != "key"] or None
 
 
-def _request_tags(header: str | None) -> frozenset[str] | None:
-    if not header:
-        return None
-    tags = frozenset(t.strip() for t in header.split(",") if t.strip())
-    return tags or None
+def _vendor_error(ctx: RequestContext, err: AttemptError, provider: Provider) -> web.Response:
+    """Pass a vendor's own error answer (status and message, keys masked) to the client.
 
-
-def _vendor_error(ctx: RequestContext, err: AttemptError) -> web.Response:
-    """Pass a vendor's own error answer to the client, as it came (keys masked)."""
+    A JSON error from a vendor speaking the client's protocol goes as it came; anything else (an HTML
+    page from a proxy, another protocol's shape) is re-rendered in the client's protocol.
+    """
     ctx.error = err.message[:500]
-    return web.Response(
-        status=err.status or 502,
-        body=err.body or b"",
-        headers={"Content-Type": err.content_type or "application/json", "X-Request-Id": ctx.request_id},
-    )
+    status = err.status or 502
+    body = err.body or b""
+    if provider.name == ctx.protocol and _is_json_object(body):
+        return web.Response(
+            status=status, body=body, content_type="application/json", headers={"X-Request-Id": ctx.request_id}
+        )
+    wrapped = GatewayError(status, sentence(f"The upstream answered: {err.message}"), code=f"upstream_{status}")
+    response = wrapped.response(ctx.protocol)
+    response.headers["X-Request-Id"] = ctx.request_id
+    return response
+
+
+def _is_json_object(body: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(body), dict)
+    except orjson.JSONDecodeError:
+        return False
 
 
 async def _attempt(
@@ -158,16 +220,17 @@ async def _attempt(
     ctx: RequestContext,
     channel: Channel,
     provider: Provider,
-    api_key: str,
     data: Any,
     headers: dict[str, str],
     strip_usage: bool,
-) -> web.StreamResponse:
+    slot: Slot,
+) -> tuple[web.StreamResponse, Verdict]:
     session = request.app[SESSION]
     timeouts = channel.timeouts
     url = provider.url(channel, ctx.endpoint or "")
+    first_byte_at = asyncio.get_running_loop().time() + timeouts.first_byte_s
     with upstream_errors("waiting for the first byte"):
-        async with asyncio.timeout(timeouts.first_byte_s):
+        async with slot.timeout_at(first_byte_at):
             upstream = await session.request(
                 request.method, url, data=data, headers=headers, params=_upstream_query(request),
                 timeout=_client_timeout(timeouts), allow_redirects=False,
@@ -176,36 +239,34 @@ async def _attempt(
     try:
         if upstream.status >= 400:
             with upstream_errors("reading the error body"):
-                async with asyncio.timeout(timeouts.idle_s):
+                async with slot.timeout_at(asyncio.get_running_loop().time() + timeouts.idle_s):
                     body = await upstream.read()
             done = True
             raise status_error(upstream.status, body, upstream.content_type, channel.api_keys)
         content_type = upstream.content_type
-        if content_type == "text/event-stream":
-            tap = SSETap(provider, ctx.endpoint or "", strip_usage=strip_usage)
-            ctx.tap = tap
-            response = await _forward_stream(request, ctx, upstream, timeouts, channel, tap)
-        elif content_type == "application/json":
-            response = await _forward_json(ctx, upstream, timeouts, provider)
+        if content_type == "application/json":
+            response: web.StreamResponse = await _forward_json(ctx, upstream, timeouts, provider, slot)
+            verdict = Verdict.OK
         else:
-            response = await _forward_stream(request, ctx, upstream, timeouts, channel, None)
+            tap = SSETap(provider, ctx.endpoint or "", strip_usage=strip_usage) if content_type == "text/event-stream" else None
+            response, verdict = await _forward_stream(request, ctx, upstream, timeouts, tap, slot, first_byte_at)
         done = upstream.content.at_eof()
-        return response
+        return response, verdict
     finally:
         if done:
             upstream.release()
         else:
-            upstream.close()  # drop the vendor connection: nobody will read the rest
+            upstream.close()  # drop the vendor connection at once: nobody will read the rest
 
 
 async def _forward_json(
-    ctx: RequestContext, upstream: aiohttp.ClientResponse, timeouts: Timeouts, provider: Provider
+    ctx: RequestContext, upstream: aiohttp.ClientResponse, timeouts: Timeouts, provider: Provider, slot: Slot
 ) -> web.Response:
     with upstream_errors("reading the response"):
         if upstream.content.is_eof():  # the whole body came with the headers: nothing to wait for, no timer
             body = await upstream.read()
         else:
-            async with asyncio.timeout(timeouts.idle_s):
+            async with slot.timeout_at(asyncio.get_running_loop().time() + timeouts.idle_s):
                 body = await upstream.read()
     try:
         payload = orjson.loads(body)
@@ -222,53 +283,94 @@ async def _forward_stream(
     ctx: RequestContext,
     upstream: aiohttp.ClientResponse,
     timeouts: Timeouts,
-    channel: Channel,
     tap: SSETap | None,
-) -> web.StreamResponse:
+    slot: Slot,
+    first_byte_at: float,
+) -> tuple[web.StreamResponse, Verdict]:
     """Copy upstream bytes to the client as they arrive. From `prepare()` on, nothing is retried."""
+    content = upstream.content
+    # Nothing goes to the client before the first chunk is in hand, so a vendor that answers with
+    # headers and then stalls or hangs up can still be failed over.
+    with upstream_errors("waiting for the first byte"):
+        async with slot.timeout_at(first_byte_at):
+            chunk = await content.readany()
+    if tap is not None:
+        ctx.tap = tap
     out = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers, ctx.request_id))
     if tap is not None:
         out.headers["Cache-Control"] = "no-cache"
         out.headers["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
-    await out.prepare(request)
+    try:
+        await out.prepare(request)
+    except ConnectionError:
+        _client_gone(ctx)
+        return out, Verdict.NONE
     loop = asyncio.get_running_loop()
-    last_data = loop.time()
-    content = upstream.content
+    idle_s = timeouts.idle_s
+    keepalive_s = KEEPALIVE_S if tap is not None else math.inf  # comments exist only in SSE
+    last_data = last_sent = loop.time()
+    verdict = Verdict.OK
+    failure: GatewayError | None = None
+    pending: bytes | None = chunk
     while True:
-        silence = loop.time() - last_data
-        wait = timeouts.idle_s - silence
-        if tap is not None:
-            wait = min(wait, KEEPALIVE_S)
+        if pending is not None:
+            if not pending:  # the upstream finished
+                if tap is not None and (rest := tap.flush()) and not await _write(out, ctx, rest):
+                    verdict = Verdict.NONE
+                break
+            last_data = loop.time()
+            data = tap.feed(pending) if tap is not None else pending
+            if data:
+                if not await _write(out, ctx, data):
+                    verdict = Verdict.NONE
+                    break
+                last_sent = last_data
+        idle_at = last_data + idle_s
+        keepalive_at = last_sent + keepalive_s
         try:
             # Bytes already here need no timer (one per chunk showed in profiles); only a real wait does.
-            chunk = content.read_nowait()
-            if not chunk and not content.at_eof():
-                async with asyncio.timeout(max(wait, 0.0)):
-                    chunk = await content.readany()
+            pending = content.read_nowait()
+            if not pending and not content.at_eof():
+                async with slot.timeout_at(min(idle_at, keepalive_at)):
+                    pending = await content.readany()
         except TimeoutError:
-            if loop.time() - last_data >= timeouts.idle_s:
-                await _end_stream(out, ctx, tap, f"upstream sent nothing for {timeouts.idle_s:g}s", 504)
+            pending = None
+            if slot.cut():
+                failure, verdict = ShuttingDown(), Verdict.NONE
+                break
+            if idle_at <= keepalive_at:
+                failure, verdict = _interrupted(504, f"upstream sent nothing for {idle_s:g}s"), Verdict.FAULT
                 break
             if not await _write(out, ctx, KEEPALIVE):
+                verdict = Verdict.NONE
                 break
-            continue
+            last_sent = loop.time()
         except (aiohttp.ClientError, ConnectionError) as exc:
-            await _end_stream(out, ctx, tap, f"upstream connection broke mid-stream ({type(exc).__name__})", 502)
+            message = f"upstream connection broke mid-stream ({type(exc).__name__})"
+            failure, verdict = _interrupted(502, message), Verdict.FAULT
             break
-        if not chunk:
-            if tap is not None and (rest := tap.flush()):
-                await _write(out, ctx, rest)
-            break
-        last_data = loop.time()
-        data = tap.feed(chunk) if tap is not None else chunk
-        if data and not await _write(out, ctx, data):
-            break
+    if failure is not None:
+        ctx.status, ctx.error = failure.status, failure.message[:500]
+        if tap is None:
+            # A binary body cannot carry an error: cut the connection so the client sees a short read,
+            # not a clean end.
+            if request.transport is not None:
+                request.transport.close()
+            return out, verdict
+        await _write(out, ctx, failure.sse_event(ctx.protocol))  # the row keeps the error's status
     if ctx.status != 499:
         try:
             await out.write_eof()
         except ConnectionError:
-            ctx.status = 499
-    return out
+            _client_gone(ctx)
+            verdict = Verdict.NONE
+    return out, verdict
+
+
+def _interrupted(status: int, message: str) -> GatewayError:
+    return GatewayError(
+        status, f"The upstream stream ended early: {message}.", type="upstream_error", code="stream_interrupted"
+    )
 
 
 async def _write(out: web.StreamResponse, ctx: RequestContext, data: bytes) -> bool:
@@ -277,16 +379,11 @@ async def _write(out: web.StreamResponse, ctx: RequestContext, data: bytes) -> b
     try:
         await out.write(data)
     except ConnectionError:
-        ctx.status = 499
-        ctx.error = "client closed the connection"
+        _client_gone(ctx)
         return False
     return True
 
 
-async def _end_stream(out: web.StreamResponse, ctx: RequestContext, tap: SSETap | None, message: str, status: int) -> None:
-    """The stream cannot go on: tell the client in its protocol rather than just stopping."""
-    ctx.error = message
-    if tap is not None:
-        err = GatewayError(status, f"The upstream stream ended early: {message}.", type="upstream_error", code="stream_interrupted")
-        await _write(out, ctx, err.sse_event(ctx.protocol))
-
+def _client_gone(ctx: RequestContext) -> None:
+    ctx.status = 499
+    ctx.error = "client closed the connection"

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from config import Config, Listen
 from gateway.app import create_app
+from gateway.drain import DRAIN
 from gateway.logs import setup_logging
 from gateway.state import Runtime
 from gateway.workers import run_loop, supervise
@@ -61,7 +62,9 @@ async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyn
         app,
         handle_signals=False,
         handler_cancellation=True,  # a client that hangs up cancels its handler, which closes the upstream
-        shutdown_timeout=config.shutdown_grace_s,
+        # The grace itself is kept by the relay (gateway.drain), which ends streams with an error event;
+        # aiohttp's own cut-off is only a backstop, a little later, so the two never race.
+        shutdown_timeout=config.shutdown_grace_s + 1.0,
         access_log=None,  # the pipeline writes one structured line per request instead
     )
     await runner.setup()
@@ -79,7 +82,12 @@ async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyn
         await stop.wait()
     finally:
         log.info("shutting_down", grace_s=runtime.config.shutdown_grace_s)
-        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+        loop.remove_signal_handler(signal.SIGHUP)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # A second signal cuts the grace short instead of killing the process: streams still end
+            # with an error event and the usage rows are still flushed.
+            loop.add_signal_handler(sig, app[DRAIN].begin, 0.0)
         await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         log.info("stopped")

@@ -1,9 +1,10 @@
 """The usage table and its writer: one row per client request, batched off the request path.
 
 `UsageWriter.record()` only appends to an in-memory queue; a background task writes batches with
-aiosqlite in WAL mode. When the database cannot be written (disk full, locked, read-only), the batch
-goes to a JSONL spool beside the database, replayed into the table on the next start. A row is
-never dropped silently.
+aiosqlite in WAL mode. When the database cannot be written (disk full, locked, read-only, missing),
+the batch goes to a JSONL spool beside the database (`data/gateway.spool.jsonl` by default), which is
+replayed into the table on the next start, or as soon as a later write succeeds. If even the spool
+cannot be written, each row is logged at critical level. A row is never dropped silently.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 import aiosqlite
 import orjson
 import structlog
+
+from gateway import spool
 
 log = structlog.get_logger("gateway.usage")
 
@@ -55,6 +58,11 @@ COLUMNS = tuple(f.name for f in fields(UsageRow))
 # One row's values in column order. dataclasses.astuple deep-copies every field: ~30 us a row, on the event loop.
 _values = operator.attrgetter(*COLUMNS)
 _INSERT = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+# A replayed spool row goes in only if it is not there yet (a replay cut short may be run again).
+_INSERT_ONCE = (
+    f"INSERT INTO usage ({', '.join(COLUMNS)}) SELECT {', '.join('?' for _ in COLUMNS)} "
+    "WHERE NOT EXISTS (SELECT 1 FROM usage WHERE ts = ? AND request_id = ?)"
+)
 
 
 def _sql_type(f: dataclasses.Field[object]) -> str:
@@ -79,34 +87,38 @@ CREATE INDEX IF NOT EXISTS usage_key_ts ON usage (key_name, ts);
 class UsageWriter:
     """Owns the database connection; `record()` is safe to call from any request handler."""
 
-    def __init__(self, path: str, *, batch_size: int = 512, flush_interval_s: float = 0.2) -> None:
+    def __init__(
+        self, path: str, *, batch_size: int = 512, flush_interval_s: float = 0.2, busy_timeout_s: float = 5.0
+    ) -> None:
         self.path = path
         self.spool_path = Path(path).with_suffix(".spool.jsonl")
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
+        self.busy_timeout_s = busy_timeout_s
         self._queue: asyncio.Queue[UsageRow] = asyncio.Queue()
         self._pending = asyncio.Event()
         self._lock = asyncio.Lock()  # one batch in flight at a time, so flush() sees every row
         self._db: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
+        self._closed = False
+        self._reported = False  # the current outage has been logged
         self.written = 0
         self.spooled = 0
         self.healthy = False
 
     async def start(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._db.executescript(SCHEMA)
-        await self._migrate()
-        await self._db.commit()
-        self.healthy = True
-        await self._replay_spool()
+        """Open the database and replay any spool. A database that cannot be opened does not stop the
+        gateway: rows go to the spool until it can be (readyz says not ready meanwhile)."""
+        async with self._lock:
+            if await self._open():
+                await self._replay_spool()
         self._task = asyncio.create_task(self._run(), name="usage-writer")
 
     def record(self, row: UsageRow) -> None:
+        if self._closed:  # a straggler after shutdown: the spool is all that is left
+            self._spool_now([row], "usage writer already closed")
+            return
         self._queue.put_nowait(row)
         self._pending.set()
 
@@ -116,13 +128,17 @@ class UsageWriter:
             await self._write(self._drain())
 
     async def close(self) -> None:
-        """Flush every queued row, then close the database."""
+        """Write (or spool) every queued row, then close the database."""
+        self._closing.set()
+        self._pending.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
-        await self.flush()
+        while True:  # a handler may record a row while the last batch is being written
+            await self.flush()
+            if self._queue.empty():
+                self._closed = True
+                break
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -136,16 +152,45 @@ class UsageWriter:
             return False
         return self.healthy and os.access(Path(self.path).parent, os.W_OK)
 
+    async def _open(self) -> bool:
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(self.path)
+        except Exception as exc:
+            self._unhealthy("usage_db_open_failed", exc)
+            return False
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+            await db.executescript(SCHEMA)
+            await _migrate(db)
+            await db.commit()
+        except Exception as exc:
+            await db.close()
+            self._unhealthy("usage_db_open_failed", exc)
+            return False
+        self._db = db
+        self.healthy = True
+        return True
+
+    def _unhealthy(self, event: str, exc: BaseException) -> None:
+        if not self._reported:  # once per outage: every batch meanwhile logs only where its rows went
+            log.error(event, path=self.path, error=f"{type(exc).__name__}: {exc}", spool=str(self.spool_path))
+            self._reported = True
+        self.healthy = False
+
     async def _run(self) -> None:
-        while True:
+        while not self._closing.is_set():
             await self._pending.wait()
-            # Let a burst gather so one transaction carries many rows.
+            # Let a burst gather so one transaction carries many rows (but do not hold up a close).
             if self._queue.qsize() < self.batch_size:
-                await asyncio.sleep(self.flush_interval_s)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.flush_interval_s):
+                        await self._closing.wait()
             self._pending.clear()
             async with self._lock:
-                # Shielded: cancelling the writer at shutdown must not abandon a batch half written.
-                await asyncio.shield(self._write(self._drain(self.batch_size)))
+                await self._write(self._drain(self.batch_size))
             if not self._queue.empty():
                 self._pending.set()
 
@@ -156,59 +201,95 @@ class UsageWriter:
         return out
 
     async def _write(self, batch: list[UsageRow]) -> None:
+        """Insert the batch; when that fails, spool it. Called with the lock held."""
         if not batch:
             return
+        was_healthy = self.healthy
+        if self._db is None and not await self._open():
+            await self._spool(batch, "usage database is not open")
+            return
+        assert self._db is not None
         try:
-            assert self._db is not None, "usage writer is closed"
             await self._db.executemany(_INSERT, [_values(r) for r in batch])
             await self._db.commit()
         except Exception as exc:
-            self.healthy = False
-            self._spool(batch, exc)
+            with contextlib.suppress(Exception):
+                await self._db.rollback()  # no half batch may ride along with the next commit
+            self._unhealthy("usage_db_write_failed", exc)
+            await self._spool(batch, f"{type(exc).__name__}: {exc}")
             return
-        if not self.healthy:
-            log.info("usage_db_recovered")
-            self.healthy = True
+        self.healthy, self._reported = True, False
         self.written += len(batch)
+        if not was_healthy:
+            log.info("usage_db_recovered", path=self.path)
+            await self._replay_spool()
 
-    def _spool(self, batch: list[UsageRow], exc: Exception) -> None:
-        log.error("usage_db_write_failed", error=f"{type(exc).__name__}: {exc}", rows=len(batch), spool=str(self.spool_path))
+    async def _spool(self, batch: list[UsageRow], reason: str) -> None:
+        await asyncio.to_thread(self._spool_now, batch, reason)
+
+    def _spool_now(self, batch: list[UsageRow], reason: str) -> None:
+        data = b"".join(orjson.dumps(dataclasses.asdict(r)) + b"\n" for r in batch)
         try:
-            with self.spool_path.open("ab") as f:
-                for r in batch:
-                    f.write(orjson.dumps(dataclasses.asdict(r)) + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as spool_exc:
+            spool.append(self.spool_path, data)
+        except OSError as exc:
             # Last resort: the rows go to the log, where an operator can still recover them.
             for r in batch:
-                log.critical("usage_row_unsaved", row=dataclasses.asdict(r), error=str(spool_exc))
+                log.critical("usage_row_unsaved", row=dataclasses.asdict(r), error=f"{reason}; spool: {exc}")
             return
         self.spooled += len(batch)
+        log.warning("usage_rows_spooled", rows=len(batch), spool=str(self.spool_path), reason=reason)
 
     async def _replay_spool(self) -> None:
-        if not self.spool_path.exists():
+        """Move spooled rows into the table. Safe to repeat: a row already there is not inserted again."""
+        assert self._db is not None
+        try:
+            claimed_paths = await asyncio.to_thread(spool.claim, self.spool_path)
+        except OSError as exc:
+            log.error("usage_spool_replay_failed", spool=str(self.spool_path), error=f"{type(exc).__name__}: {exc}")
             return
-        rows: list[UsageRow] = []
-        for n, line in enumerate(self.spool_path.read_bytes().splitlines(), 1):
-            if not line.strip():
-                continue
+        for path in claimed_paths:
+            claimed = spool.Claim(path)
             try:
-                data = orjson.loads(line)
-                rows.append(UsageRow(**{k: v for k, v in data.items() if k in COLUMNS}))
-            except (orjson.JSONDecodeError, TypeError) as exc:
-                log.error("usage_spool_bad_line", line=n, error=str(exc))
-        assert self._db is not None
-        await self._db.executemany(_INSERT, [_values(r) for r in rows])
-        await self._db.commit()
-        self.spool_path.unlink()
-        log.info("usage_spool_replayed", rows=len(rows))
+                data = await asyncio.to_thread(claimed.read)
+            except OSError as exc:  # left where it is, for the next replay
+                log.error("usage_spool_replay_failed", spool=str(path), error=f"{type(exc).__name__}: {exc}")
+                continue
+            if data is None:
+                continue
+            replayed = False
+            try:
+                rows = _parse_spool(data, path)
+                await self._db.executemany(_INSERT_ONCE, [(*_values(r), r.ts, r.request_id) for r in rows])
+                await self._db.commit()
+                replayed = True
+                log.info("usage_spool_replayed", rows=len(rows), spool=str(path))
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    await self._db.rollback()
+                log.error("usage_spool_replay_failed", spool=str(path), error=f"{type(exc).__name__}: {exc}")
+            finally:
+                await asyncio.to_thread(claimed.release, replayed)
 
-    async def _migrate(self) -> None:
-        """Add columns that a newer UsageRow has and an older database lacks."""
-        assert self._db is not None
-        async with self._db.execute("PRAGMA table_info(usage)") as cur:
-            have = {row[1] for row in await cur.fetchall()}
-        for f in fields(UsageRow):
-            if f.name not in have:
-                await self._db.execute(f"ALTER TABLE usage ADD COLUMN {f.name} {_sql_type(f)}")
+
+def _parse_spool(data: bytes, path: Path) -> list[UsageRow]:
+    rows: list[UsageRow] = []
+    for n, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            fields_ = orjson.loads(line)
+            rows.append(UsageRow(**{k: v for k, v in fields_.items() if k in COLUMNS}))
+        except (orjson.JSONDecodeError, TypeError, AttributeError) as exc:
+            # Kept in the log verbatim: an operator can still recover it by hand.
+            log.error("usage_spool_bad_line", spool=str(path), line=n, text=line[:4096].decode("utf-8", "replace"),
+                      error=str(exc))
+    return rows
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Add columns that a newer UsageRow has and an older database lacks."""
+    async with db.execute("PRAGMA table_info(usage)") as cur:
+        have = {row[1] for row in await cur.fetchall()}
+    for f in fields(UsageRow):
+        if f.name not in have:
+            await db.execute(f"ALTER TABLE usage ADD COLUMN {f.name} {_sql_type(f)}")

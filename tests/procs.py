@@ -42,7 +42,8 @@ class GatewayProcess:
         tmp.write_text(text)
         tmp.replace(self.config_path)
 
-    async def start(self) -> GatewayProcess:
+    async def start(self, probe: str = "/readyz") -> GatewayProcess:
+        """Start the process and wait until `probe` answers 200 (`/healthz` when the DB is meant to be broken)."""
         self._log = self.log_path.open("ab")
         # Popen only forks; it does not wait, so it does not block the loop.
         self.proc = subprocess.Popen(  # noqa: ASYNC220
@@ -55,7 +56,7 @@ class GatewayProcess:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"gateway exited with {self.proc.returncode}: {self.logs()}")
                 try:
-                    async with s.get(self.url + "/readyz") as r:
+                    async with s.get(self.url + probe) as r:
                         if r.status == 200:
                             return self
                 except aiohttp.ClientError:

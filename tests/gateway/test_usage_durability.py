@@ -1,0 +1,177 @@
+"""Usage rows survive a database that cannot be written: spooled to JSONL, replayed, never dropped."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+import structlog
+from aiohttp.test_utils import TestServer
+
+from gateway import spool
+from gateway.app import create_app
+from gateway.state import USAGE, Runtime
+from gateway.usage import UsageRow, UsageWriter
+from tests.conftest import KEYS, Gateway, channel, make_config
+from tests.faultkit import post
+from tests.procs import GatewayProcess
+
+BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+async def start(tmp_path):
+    """Gateways whose usage writer waits only briefly on a locked database."""
+    started: list[Gateway] = []
+
+    async def make(raw, **writer_kw):
+        config = make_config(raw, tmp_path)
+        runtime = Runtime(config)
+        writer = UsageWriter(config.database, busy_timeout_s=0.05, flush_interval_s=0.05, **writer_kw)
+        server = TestServer(create_app(runtime, usage=writer), host="127.0.0.1")
+        await server.start_server()
+        gw = Gateway(server, runtime, Path(config.database), [])
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        await gw.server.close()
+
+
+def db_rows(path: Path) -> list[tuple]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT request_id, status FROM usage ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def spool_lines(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+
+
+async def test_locked_database_spools_then_replays_when_it_recovers(vendor, start, tmp_path):
+    gw = await start({"keys": KEYS, "channels": [channel("a", vendor)]})
+    writer_spool = tmp_path / "usage.spool.jsonl"
+    locker = sqlite3.connect(gw.db_path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    with structlog.testing.capture_logs() as logs:
+        ids = []
+        for i in range(5):
+            status, _, headers = await post(gw, BODY, headers={"X-Request-Id": f"req-{i}"})
+            assert status == 200
+            ids.append(headers["X-Request-Id"])
+        await gw.server.app[USAGE].flush()
+        assert [r["request_id"] for r in spool_lines(writer_spool)] == ids
+        locker.execute("ROLLBACK")
+        status, _, _ = await post(gw, BODY, headers={"X-Request-Id": "req-after"})
+        rows = await gw.rows()
+    locker.close()
+    assert [r["request_id"] for r in rows] == ["req-after", *ids]  # nothing lost, nothing twice
+    assert not writer_spool.exists()
+    events = list(dict.fromkeys(e["event"] for e in logs if e["event"].startswith("usage_")))
+    assert events == ["usage_db_write_failed", "usage_rows_spooled", "usage_db_recovered", "usage_spool_replayed"]
+
+
+async def test_unwritable_database_at_start_then_replayed_on_next_start(vendor, start, tmp_path):
+    db_path = tmp_path / "usage.db"
+    db_path.mkdir()  # not a file: sqlite cannot open it, as with a missing mount or a bad path
+    raw = {"keys": KEYS, "channels": [channel("a", vendor)]}
+    gw = await start(raw)  # the gateway still serves
+    for i in range(3):
+        status, _, _ = await post(gw, BODY, headers={"X-Request-Id": f"req-{i}"})
+        assert status == 200
+    status, body, _ = await post(gw, None, path="/readyz", method="GET")
+    assert status == 503 and b"not writable" in body
+    await gw.server.close()  # shutdown flushes: into the spool
+    assert [r["request_id"] for r in spool_lines(tmp_path / "usage.spool.jsonl")] == ["req-0", "req-1", "req-2"]
+
+    db_path.rmdir()  # the operator fixes it
+    gw2 = await start(raw)
+    assert [r["request_id"] for r in await gw2.rows()] == ["req-0", "req-1", "req-2"]
+    assert not (tmp_path / "usage.spool.jsonl").exists()
+
+
+async def test_when_even_the_spool_fails_rows_go_to_the_log(vendor, start, tmp_path):
+    (tmp_path / "usage.db").mkdir()
+    (tmp_path / "usage.spool.jsonl").mkdir()
+    gw = await start({"keys": KEYS, "channels": [channel("a", vendor)]})
+    with structlog.testing.capture_logs() as logs:
+        status, _, _ = await post(gw, BODY, headers={"X-Request-Id": "last-resort"})
+        assert status == 200
+        await gw.server.close()
+    [unsaved] = [e for e in logs if e["event"] == "usage_row_unsaved"]
+    assert unsaved["log_level"] == "critical"
+    assert unsaved["row"]["request_id"] == "last-resort" and unsaved["row"]["status"] == 200
+
+
+async def test_replay_skips_rows_already_in_the_table_and_logs_bad_lines(tmp_path):
+    db_path = tmp_path / "usage.db"
+    first = UsageWriter(str(db_path))
+    await first.start()
+    first.record(UsageRow(request_id="a", ts=1.5, status=200))
+    await first.close()
+    lines = [
+        orjson.dumps({"request_id": "a", "ts": 1.5, "status": 200}),  # written before a replay was cut short
+        b"{not json",
+        orjson.dumps({"request_id": "b", "ts": 2.25, "status": 502, "error": "x", "unknown_column": 1}),
+    ]
+    (tmp_path / "usage.spool.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    writer = UsageWriter(str(db_path))
+    with structlog.testing.capture_logs() as logs:
+        await writer.start()
+    await writer.close()
+    assert db_rows(db_path) == [("a", 200), ("b", 502)]
+    [bad] = [e for e in logs if e["event"] == "usage_spool_bad_line"]
+    assert bad["text"] == "{not json" and bad["line"] == 2
+
+
+def test_spool_appends_racing_a_replay_lose_nothing(tmp_path):
+    path = tmp_path / "g.spool.jsonl"
+    n = 400
+    appended = threading.Event()
+
+    def appender() -> None:
+        for i in range(n):
+            spool.append(path, b"%d\n" % i)
+        appended.set()
+
+    seen: list[int] = []
+    t = threading.Thread(target=appender)
+    t.start()
+    while True:
+        finished = appended.is_set()
+        for claimed_path in spool.claim(path):
+            claim = spool.Claim(claimed_path)
+            data = claim.read()
+            if data is not None:
+                seen.extend(int(x) for x in data.split())
+                claim.release(True)
+        if finished:
+            break
+    t.join()
+    assert sorted(seen) == list(range(n))
+
+
+async def test_real_process_spools_on_sigterm_and_replays_on_restart(vendor, tmp_path):
+    db_path = tmp_path / "usage.db"
+    db_path.mkdir()
+    config = {"keys": [{"name": "app1", "key": "k-123"}], "channels": [channel("a", vendor)]}
+    gw = await GatewayProcess(tmp_path, config).start(probe="/healthz")
+    try:
+        for i in range(4):
+            status, _, _ = await post(gw, BODY, headers={"Authorization": "Bearer k-123", "X-Request-Id": f"p-{i}"})
+            assert status == 200
+        assert await gw.stop() == 0
+        assert len(spool_lines(tmp_path / "usage.spool.jsonl")) == 4
+        shutil.rmtree(db_path)
+        gw = await GatewayProcess(tmp_path, config).start()
+        assert await gw.stop() == 0
+    finally:
+        gw.kill()
+    assert db_rows(db_path) == [(f"p-{i}", 200) for i in range(4)]
