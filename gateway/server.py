@@ -15,6 +15,7 @@ from config import Config, Listen
 from gateway.app import create_app
 from gateway.drain import DRAIN
 from gateway.logs import setup_logging
+from gateway.memory import trimming
 from gateway.state import Runtime
 from gateway.workers import run_loop, supervise
 
@@ -79,7 +80,8 @@ async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyn
     if ready is not None:
         ready.set()
     try:
-        await stop.wait()
+        async with trimming(lambda: len(runner.server.connections) if runner.server is not None else 0):
+            await stop.wait()
     finally:
         log.info("shutting_down", grace_s=runtime.config.shutdown_grace_s)
         loop.remove_signal_handler(signal.SIGHUP)
