@@ -15,7 +15,6 @@ from config import Config, Listen
 from gateway.app import create_app
 from gateway.drain import DRAIN
 from gateway.logs import setup_logging
-from gateway.memory import trimming
 from gateway.state import Runtime
 from gateway.workers import run_loop, supervise
 
@@ -80,8 +79,7 @@ async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyn
     if ready is not None:
         ready.set()
     try:
-        async with trimming(lambda: len(runner.server.connections) if runner.server is not None else 0):
-            await stop.wait()
+        await stop.wait()
     finally:
         log.info("shutting_down", grace_s=runtime.config.shutdown_grace_s)
         loop.remove_signal_handler(signal.SIGHUP)
