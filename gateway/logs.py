@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -57,16 +58,21 @@ _json_lines: list[Any] = []
 class AccessLog:
     """The one line per request, at info.
 
-    Under the JSON set-up it writes exactly what structlog would (same keys, same order, one write
-    and flush per line) without structlog's per-call machinery: a bound logger, four processors and a
-    lock cost about 10 us a request. Under any other configuration (console format, a test's
-    `capture_logs()`) it goes through structlog.
+    Under the JSON set-up it writes exactly what structlog would (same keys, same order) without
+    structlog's per-call machinery: a bound logger, four processors and a lock cost about 10 us a
+    request. Lines finished in the same event-loop turn go out in one write (a write and flush per
+    line cost about 25 us under load); the write happens on the next turn, so nothing waits on a
+    timer. Under any other configuration (console format, a test's `capture_logs()`) it goes
+    through structlog.
     """
 
-    __slots__ = ("_fallback",)
+    __slots__ = ("_fallback", "_lines", "_scheduled", "_stream")
 
     def __init__(self, name: str) -> None:
         self._fallback = CachedLogger(name)
+        self._lines: list[bytes] = []
+        self._stream: Any = None
+        self._scheduled = False
 
     def info(self, event: str, **fields: Any) -> None:
         fast = _json_lines
@@ -76,11 +82,48 @@ class AccessLog:
             fields["event"] = event
             fields["level"] = "info"
             timestamp(None, "", fields)
-            stream = fast[2]
-            stream.write(orjson.dumps(fields) + b"\n")
-            stream.flush()
+            self._stream = fast[2]
+            self._lines.append(orjson.dumps(fields) + b"\n")
+            if not self._scheduled:
+                try:
+                    asyncio.get_running_loop().call_soon(self.flush)
+                except RuntimeError:  # no loop: write now
+                    self.flush()
+                    return
+                self._scheduled = True
             return
         self._fallback.get().info(event, **fields)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        lines, self._lines = self._lines, []
+        if not lines:
+            return
+        stream = self._stream
+        stream.flush()  # whatever structlog wrote before these lines goes first
+        raw = getattr(stream, "raw", None)
+        if raw is None:  # not a buffered file (a test's capture): one write
+            stream.write(b"".join(lines))
+            stream.flush()
+            return
+        # Whole lines, at most PIPE_BUF bytes a write: workers sharing one pipe never split a line.
+        batch: list[bytes] = []
+        size = 0
+        for line in [*lines, b""]:
+            if batch and (not line or size + len(line) > _PIPE_BUF):
+                _write_all(raw, b"".join(batch))
+                batch, size = [], 0
+            batch.append(line)
+            size += len(line)
+
+
+def _write_all(raw: Any, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[raw.write(view) :]
+
+
+_PIPE_BUF = 4096
 
 
 class CachedLogger:

@@ -75,7 +75,9 @@ class Verdict(enum.Enum):
 
 @functools.lru_cache(maxsize=256)
 def _client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_connect=t.connect_s)
+    # sock_connect bounds opening a new socket (TCP and TLS); a pooled connection costs no timer. Waiting
+    # for a free pool slot is bounded by the first-byte deadline around the whole request.
+    return aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s)
 
 
 def request_headers(incoming: Mapping[str, str], request_id: str) -> dict[str, str]:
