@@ -16,14 +16,14 @@ import aiohttp
 import orjson
 from aiohttp import WSMsgType, web
 
+from gateway.attempts import Attempts, Verdict
 from gateway.auth import INSECURE_KEY_PROTOCOL
 from gateway.context import CTX, RequestContext
 from gateway.endpoints import require_model
-from gateway.errors import AttemptError, GatewayError, UpstreamFailure, status_error, upstream_errors
+from gateway.errors import AttemptError, GatewayError, status_error, upstream_errors
 from gateway.relay import request_headers
-from gateway.routing import plan, request_tags
-from gateway.state import RUNTIME, SESSION
-from providers import PROVIDERS, Provider, Usage
+from gateway.state import SESSION
+from providers import Provider, Usage
 
 CLOSE_TIMEOUT_S = 10.0
 _NORMAL_CLOSE = frozenset({1000, 1001})
@@ -87,21 +87,13 @@ async def _connect(
     request: web.Request, ctx: RequestContext, protocols: list[str], limit: int
 ) -> tuple[aiohttp.ClientWebSocketResponse, Provider]:
     """Open the upstream socket on the first channel that accepts, like the relay's failover."""
-    assert ctx.model is not None
-    runtime = request.app[RUNTIME]
     session = request.app[SESSION]
-    tags = request_tags(request.headers.get("X-Gateway-Tag"))
-    channels = plan(ctx.config, runtime.health, ctx.key, ctx.model, ctx.platform, tags)
+    attempts = Attempts(request, ctx)
     base_headers = _upstream_headers(request, ctx)
-    last: AttemptError | None = None
-    for channel in channels:
-        provider = PROVIDERS[channel.provider]
-        api_key = runtime.health.pick_key(channel)
-        ctx.attempts += 1
-        ctx.channel, ctx.channel_platform = channel.name, channel.platform
-        ctx.upstream_model = channel.upstream_model(ctx.model)
-        # Never `?key=`: that may be the client's own key, which no vendor receives.
-        params = {**{k: v for k, v in request.query.items() if k != "key"}, "model": ctx.upstream_model}
+    # Never `?key=`: that may be the client's own key, which no vendor receives.
+    query = {k: v for k, v in request.query.items() if k != "key"}
+    for attempt in attempts:
+        channel, provider = attempt.channel, attempt.provider
         try:
             with upstream_errors("opening the realtime session"):
                 try:
@@ -109,19 +101,15 @@ async def _connect(
                         upstream = await session.ws_connect(
                             ws_url(provider.url(channel, "realtime")),
                             protocols=protocols,
-                            headers={**base_headers, **provider.headers(channel, api_key)},
-                            params=params,
+                            headers={**base_headers, **provider.headers(channel, attempt.api_key)},
+                            params={**query, "model": attempt.upstream_model},
                             max_msg_size=limit,
                             timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_S),
                         )
                 except aiohttp.WSServerHandshakeError as exc:
                     raise status_error(exc.status, exc.message.encode(), "text/plain", channel.api_keys) from exc
         except AttemptError as err:
-            last = err
-            if err.channel_fault:
-                runtime.health.failure(channel, api_key, ctx.config.routing, cool_now=err.cool_now, reason=err.message)
-            else:
-                runtime.health.success(channel, api_key)
+            attempts.failed(attempt, err)
             if not err.retryable:
                 raise GatewayError(
                     err.status or 502,
@@ -131,17 +119,11 @@ async def _connect(
                 ) from err
             continue
         except BaseException:
-            runtime.health.release(channel, api_key)
+            attempts.abandoned(attempt)
             raise
-        runtime.health.success(channel, api_key)
+        attempts.finished(attempt, Verdict.OK)
         return upstream, provider
-    assert last is not None
-    raise UpstreamFailure(
-        504 if last.timeout else 502,
-        f"All {ctx.attempts} upstream attempt(s) failed; last error from channel {ctx.channel!r}: {last.message}",
-        type="upstream_error",
-        code="upstream_timeout" if last.timeout else "upstream_error",
-    )
+    raise attempts.exhausted()
 
 
 async def _proxy(

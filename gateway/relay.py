@@ -10,7 +10,6 @@ small); SSE and binary bodies are forwarded chunk by chunk as they arrive, with 
 from __future__ import annotations
 
 import asyncio
-import enum
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -22,21 +21,20 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from config import Channel, Timeouts
+from gateway.attempts import Attempts, Verdict
 from gateway.context import RequestContext
 from gateway.drain import DRAIN, Slot
 from gateway.errors import (
     AttemptError,
     GatewayError,
     ShuttingDown,
-    UpstreamFailure,
     sentence,
     status_error,
     upstream_errors,
 )
-from gateway.routing import plan, request_tags
 from gateway.sse import SSETap
-from gateway.state import RUNTIME, SESSION
-from providers import PROVIDERS, Provider
+from gateway.state import SESSION
+from providers import Provider
 
 # Silence on a started stream after which the client gets an SSE comment, so idle proxies keep it open.
 # Read at call time: tests lower it rather than wait 15 s.
@@ -63,14 +61,6 @@ _DROP_RESPONSE = frozenset(
 
 # Builds the upstream body for one attempt: (provider, channel, upstream model) -> (data, content type).
 BodyBuilder = Callable[[Provider, Channel, str], tuple[Any, str | None]]
-
-
-class Verdict(enum.Enum):
-    """What an answered attempt says about the channel key, once the answer is over."""
-
-    OK = "ok"
-    FAULT = "fault"  # the upstream broke or went silent mid-stream
-    NONE = "none"  # the client left, or the gateway is shutting down: says nothing about the key
 
 
 @functools.lru_cache(maxsize=256)
@@ -125,63 +115,41 @@ async def relay(
     strip_usage: bool = False,
 ) -> web.StreamResponse:
     """Serve ctx.endpoint for ctx.model through the best channel that answers."""
-    assert ctx.model is not None and ctx.endpoint is not None
-    runtime = request.app[RUNTIME]
+    assert ctx.endpoint is not None
     drain = request.app[DRAIN]
-    health = runtime.health
-    config = ctx.config
-    tags = request_tags(request.headers.get("X-Gateway-Tag"))
-    channels = plan(config, health, ctx.key, ctx.model, ctx.platform, tags)
+    attempts = Attempts(request, ctx)
     base_headers = request_headers(request.headers, ctx.request_id)
-    last: AttemptError | None = None
     with drain.track() as slot:
-        for channel in channels:
+        for attempt in attempts:
             if drain.expired():
+                attempts.abandoned(attempt)
                 break
-            provider = PROVIDERS[channel.provider]
-            upstream_model = channel.upstream_model(ctx.model)
-            # Built afresh for each attempt (a multipart form cannot be sent twice) from the same client
-            # body: only the model name differs between channels.
-            data, content_type = build(provider, channel, upstream_model)
-            api_key = health.pick_key(channel)
-            ctx.attempts += 1
-            ctx.channel, ctx.channel_platform, ctx.upstream_model = channel.name, channel.platform, upstream_model
-            headers = {**base_headers, **provider.headers(channel, api_key)}
-            if content_type:
-                headers["Content-Type"] = content_type
             try:
-                response, verdict = await _attempt(request, ctx, channel, provider, data, headers, strip_usage, slot)
+                # Built afresh for each attempt (a multipart form cannot be sent twice) from the same client
+                # body: only the model name differs between channels.
+                data, content_type = build(attempt.provider, attempt.channel, attempt.upstream_model)
+                headers = {**base_headers, **attempt.provider.headers(attempt.channel, attempt.api_key)}
+                if content_type:
+                    headers["Content-Type"] = content_type
+                response, verdict = await _attempt(
+                    request, ctx, attempt.channel, attempt.provider, data, headers, strip_usage, slot
+                )
             except AttemptError as err:
                 if slot.cut():
-                    health.release(channel, api_key)  # the shutdown deadline, not the vendor, ended it
+                    attempts.abandoned(attempt)  # the shutdown deadline, not the vendor, ended it
                     break
-                last = err
-                if err.channel_fault:
-                    health.failure(channel, api_key, config.routing, cool_now=err.cool_now, reason=err.message)
-                else:
-                    health.success(channel, api_key)  # the vendor answered; the request was at fault
+                attempts.failed(attempt, err)
                 if not err.retryable:
-                    return _vendor_error(ctx, err, provider)
+                    return _vendor_error(ctx, err, attempt.provider)
                 continue
             except BaseException:
-                health.release(channel, api_key)  # the client left: no verdict on the key
+                attempts.abandoned(attempt)  # the client left, or the request itself was bad
                 raise
-            if verdict is Verdict.OK:
-                health.success(channel, api_key)
-            elif verdict is Verdict.FAULT:
-                health.failure(channel, api_key, config.routing, cool_now=False, reason=ctx.error or "stream broke")
-            else:
-                health.release(channel, api_key)
+            attempts.finished(attempt, verdict)
             return response
-    if last is None or drain.expired():
+    if attempts.last is None or drain.expired():
         raise ShuttingDown()
-    timeout = last.timeout
-    raise UpstreamFailure(
-        504 if timeout else 502,
-        sentence(f"All {ctx.attempts} upstream attempt(s) failed; the last, on channel {ctx.channel!r}: {last.message}"),
-        type="upstream_error",
-        code="upstream_timeout" if timeout else "upstream_error",
-    )
+    raise attempts.exhausted()
 
 
 def _upstream_query(request: web.Request) -> list[tuple[str, str]] | None:

@@ -1,0 +1,92 @@
+"""One request's upstream attempts: channels in routing order, a key for each, and each key's verdict.
+
+Both the HTTP relay and the realtime proxy walk an `Attempts`; it keeps the usage row's attempt
+count and channel current and reports every outcome to the key health tracker exactly once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from config import Channel
+from gateway.context import RequestContext
+from gateway.errors import AttemptError, UpstreamFailure, sentence
+from gateway.routing import plan, request_tags
+from gateway.state import RUNTIME
+from providers import PROVIDERS, Provider
+
+
+class Verdict(enum.Enum):
+    """What an answered attempt says about the channel key, once the answer is over."""
+
+    OK = "ok"
+    FAULT = "fault"  # the upstream broke or went silent mid-stream
+    NONE = "none"  # the client left, or the gateway is shutting down: says nothing about the key
+
+
+@dataclass(slots=True)
+class Attempt:
+    channel: Channel
+    provider: Provider
+    api_key: str
+    upstream_model: str
+
+
+class Attempts:
+    def __init__(self, request: web.Request, ctx: RequestContext) -> None:
+        assert ctx.model is not None
+        self._ctx = ctx
+        self._health = request.app[RUNTIME].health
+        tags = request_tags(request.headers.get("X-Gateway-Tag"))
+        self._channels = plan(ctx.config, self._health, ctx.key, ctx.model, ctx.platform, tags)
+        self.last: AttemptError | None = None  # the latest failure, for the final error
+
+    def __iter__(self) -> Iterator[Attempt]:
+        ctx = self._ctx
+        assert ctx.model is not None
+        for channel in self._channels:
+            upstream_model = channel.upstream_model(ctx.model)
+            api_key = self._health.pick_key(channel)
+            ctx.attempts += 1
+            ctx.channel, ctx.channel_platform, ctx.upstream_model = channel.name, channel.platform, upstream_model
+            yield Attempt(channel, PROVIDERS[channel.provider], api_key, upstream_model)
+
+    def failed(self, attempt: Attempt, err: AttemptError) -> None:
+        """The attempt failed before anything reached the client."""
+        self.last = err
+        if err.channel_fault:
+            self._health.failure(
+                attempt.channel, attempt.api_key, self._ctx.config.routing, cool_now=err.cool_now, reason=err.message
+            )
+        else:
+            self._health.success(attempt.channel, attempt.api_key)  # the vendor answered; the request was at fault
+
+    def finished(self, attempt: Attempt, verdict: Verdict) -> None:
+        """The attempt answered the client; `verdict` says how the answer ended."""
+        if verdict is Verdict.OK:
+            self._health.success(attempt.channel, attempt.api_key)
+        elif verdict is Verdict.FAULT:
+            reason = self._ctx.error or "stream broke"
+            self._health.failure(attempt.channel, attempt.api_key, self._ctx.config.routing, cool_now=False, reason=reason)
+        else:
+            self.abandoned(attempt)
+
+    def abandoned(self, attempt: Attempt) -> None:
+        """The attempt ended with no word on the key (client gone, shutdown): let another request probe it."""
+        self._health.release(attempt.channel, attempt.api_key)
+
+    def exhausted(self) -> UpstreamFailure:
+        """The error once every attempt has failed: 502, or 504 when the last one timed out."""
+        last = self.last
+        assert last is not None
+        ctx = self._ctx
+        return UpstreamFailure(
+            504 if last.timeout else 502,
+            sentence(f"All {ctx.attempts} upstream attempt(s) failed; the last, on channel {ctx.channel!r}: {last.message}"),
+            type="upstream_error",
+            code="upstream_timeout" if last.timeout else "upstream_error",
+        )
