@@ -99,7 +99,7 @@ class Channel:
     provider: str
     platform: str
     base_url: str  # without a trailing slash
-    api_keys: tuple[str, ...]
+    api_keys: tuple[str, ...] = field(repr=False)  # secrets: never in a repr, so never in a log or traceback
     models: GlobSet
     model_map: dict[str, str] = field(default_factory=dict)
     weight: float = 1.0

@@ -7,7 +7,7 @@ count and channel current and reports every outcome to the key health tracker ex
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -37,9 +37,10 @@ class Attempt:
 
 
 class Attempts:
-    def __init__(self, request: web.Request, ctx: RequestContext) -> None:
+    def __init__(self, request: web.Request, ctx: RequestContext, stop: Callable[[], bool] | None = None) -> None:
         assert ctx.model is not None
         self._ctx = ctx
+        self._stop = stop  # checked before each attempt: no new attempt once it says so (shutdown)
         self._health = request.app[RUNTIME].health
         tags = request_tags(request.headers.get("X-Gateway-Tag"))
         self._channels = plan(ctx.config, self._health, ctx.key, ctx.model, ctx.platform, tags)
@@ -49,6 +50,8 @@ class Attempts:
         ctx = self._ctx
         assert ctx.model is not None
         for channel in self._channels:
+            if self._stop is not None and self._stop():
+                return
             upstream_model = channel.upstream_model(ctx.model)
             api_key = self._health.pick_key(channel)
             ctx.attempts += 1

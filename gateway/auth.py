@@ -20,7 +20,9 @@ def presented_key(request: web.Request, protocol: str) -> str | None:
     key = request.headers.get("X-API-Key")  # case-insensitive: also Anthropic's x-api-key
     if key:
         return key.strip()
-    for offered in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+    # Only a WebSocket upgrade may carry the key as a subprotocol; elsewhere the header means nothing.
+    offers = request.headers.get("Sec-WebSocket-Protocol", "") if request.headers.get("Upgrade", "").lower() == "websocket" else ""
+    for offered in offers.split(","):
         offered = offered.strip()
         if offered.startswith(INSECURE_KEY_PROTOCOL) and len(offered) > len(INSECURE_KEY_PROTOCOL):
             return offered.removeprefix(INSECURE_KEY_PROTOCOL)

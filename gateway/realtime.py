@@ -107,6 +107,11 @@ async def _connect(
                             timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_S),
                         )
                 except aiohttp.WSServerHandshakeError as exc:
+                    if exc.status < 400:  # answered, but did not upgrade: not a WebSocket server
+                        raise AttemptError(
+                            f"upstream did not accept the WebSocket upgrade ({exc.status})", status=exc.status,
+                            retryable=True, channel_fault=True,
+                        ) from exc
                     raise status_error(exc.status, exc.message.encode(), "text/plain", channel.api_keys) from exc
         except AttemptError as err:
             attempts.failed(attempt, err)

@@ -48,6 +48,7 @@ _DROP_REQUEST = frozenset(
         "Host", "Authorization", "X-API-Key", "X-Goog-Api-Key", "Api-Key", "Cookie", "Content-Length",
         "Content-Type", "Accept-Encoding", "Connection", "Keep-Alive", "Transfer-Encoding", "TE", "Upgrade",
         "Proxy-Authorization", "Proxy-Connection", "X-Gateway-Tag", "Expect", "Content-Encoding",
+        "Sec-WebSocket-Protocol",  # may carry the client's key (see gateway.auth)
     )
 )
 # Never copied from the vendor to the client.
@@ -117,13 +118,10 @@ async def relay(
     """Serve ctx.endpoint for ctx.model through the best channel that answers."""
     assert ctx.endpoint is not None
     drain = request.app[DRAIN]
-    attempts = Attempts(request, ctx)
+    attempts = Attempts(request, ctx, stop=drain.expired)
     base_headers = request_headers(request.headers, ctx.request_id)
     with drain.track() as slot:
         for attempt in attempts:
-            if drain.expired():
-                attempts.abandoned(attempt)
-                break
             try:
                 # Built afresh for each attempt (a multipart form cannot be sent twice) from the same client
                 # body: only the model name differs between channels.
@@ -311,6 +309,9 @@ async def _forward_stream(
             if idle_at <= keepalive_at:
                 failure, verdict = _interrupted(504, f"upstream sent nothing for {idle_s:g}s"), Verdict.FAULT
                 break
+            if tap is not None and not tap.client_at_boundary:
+                last_sent = loop.time()  # a comment now would land inside the client's half-sent event
+                continue
             if not await _write(out, ctx, KEEPALIVE):
                 verdict = Verdict.NONE
                 break
@@ -327,7 +328,8 @@ async def _forward_stream(
             if request.transport is not None:
                 request.transport.close()
             return out, verdict
-        await _write(out, ctx, failure.sse_event(ctx.protocol))  # the row keeps the error's status
+        # End a half-sent event first, so the error event stands on its own. The row keeps its status.
+        await _write(out, ctx, (b"" if tap.client_at_boundary else b"\n\n") + failure.sse_event(ctx.protocol))
     if ctx.status != 499:
         try:
             await out.write_eof()

@@ -98,6 +98,13 @@ def plan(
         check_access(config, key, model, platform)
         found = tuple(candidates(config, key, model, platform, request_tags))
         if not found:
+            if key is not None and not candidates(config, key, model, platform, None) and candidates(
+                config, None, model, platform, None
+            ):
+                # Channels serve the model, but the key's platforms or tags rule out every one of them.
+                raise GatewayError(
+                    403, f"This key may not use any channel serving model {model!r}.", code="model_not_allowed", param="model"
+                )
             raise NoChannel(model)
         if len(routes) >= MAX_ROUTES:  # model names come from clients: bound what they can make us keep
             routes.clear()

@@ -75,6 +75,11 @@ class SSETap:
         for m in _TEXT_RE.finditer(data):
             self.text_bytes += len(m.group(1))
 
+    @property
+    def client_at_boundary(self) -> bool:
+        """True when the client has been sent whole events only, so a comment or event may follow."""
+        return self.strip_usage or not self._buf
+
     def flush(self) -> bytes:
         """End of stream: whatever partial event is left goes out as is."""
         rest, self._buf = self._buf, b""

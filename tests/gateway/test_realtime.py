@@ -142,3 +142,26 @@ async def test_vendor_refusal_is_not_retried_and_names_the_status(gateway_factor
         assert r.status == 404 and "refuser" in body["error"]["message"]
     finally:
         await server.close()
+
+
+async def test_vendor_that_answers_without_upgrading_is_failed_over(surface, gateway_factory):
+    async def plain(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.json_response({"ok": True})  # 200, but no WebSocket
+
+    app = aiohttp.web.Application()
+    app.router.add_get("/v1/realtime", plain)
+    server = aiohttp.test_utils.TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        channels = [
+            {"name": "plain", "provider": "openai", "base_url": str(server.make_url("/v1")),
+             "models": ["gpt-realtime"], "priority": 10},
+            ch(surface),
+        ]
+        gw = await gateway_factory({"keys": KEYS, "channels": channels})
+        async with gw.client().realtime.connect(model="gpt-realtime") as conn:
+            assert (await conn.recv()).type == "session.created"
+        row = (await rows_when_done(gw))[0]
+        assert (row["attempts"], row["channel"]) == (2, "surf")
+    finally:
+        await server.close()

@@ -122,3 +122,25 @@ async def test_disabled_channel_gives_503(vendor, gateway_factory):
         await gw.client().chat.completions.create(model="gpt-4o", messages=[])
     assert getattr(info.value, "status_code", None) == 503
     assert "gpt-4o" in str(info.value)
+
+
+async def test_key_whose_platforms_exclude_every_serving_channel_gets_403(vendor, gateway_factory):
+    gw = await gateway_factory({
+        "keys": [{"name": "ds-only", "key": "dk", "platforms": ["deepseek"]}, *KEYS],
+        "channels": [channel("oa", vendor, platform="openai"), channel("ds", vendor, platform="deepseek", models=["deepseek-*"])],
+    })
+    with pytest.raises(Exception) as info:
+        await gw.client("dk").chat.completions.create(model="gpt-4o", messages=[])
+    assert getattr(info.value, "status_code", None) == 403
+
+
+async def test_websocket_key_protocol_is_not_a_key_on_plain_requests(vendor, gateway_factory):
+    gw = await gateway_factory({"keys": KEYS, "channels": [channel("main", vendor)]})
+    async with aiohttp.ClientSession() as s:
+        hdrs = {"Sec-WebSocket-Protocol": "realtime, openai-insecure-api-key.test-key"}
+        async with s.post(f"{gw.url}/v1/chat/completions", json={"model": "gpt-4o", "messages": []}, headers=hdrs) as r:
+            assert r.status == 401
+        hdrs["Authorization"] = "Bearer test-key"
+        async with s.post(f"{gw.url}/v1/chat/completions", json={"model": "gpt-4o", "messages": []}, headers=hdrs) as r:
+            assert r.status == 200
+    assert "Sec-WebSocket-Protocol" not in vendor.requests[-1].headers  # the client's key stays here

@@ -5,8 +5,12 @@ Connect and first-byte timeouts fail over and are covered in test_failover.py.
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from gateway import relay
 from gateway.errors import ANTHROPIC, GEMINI, OPENAI, GatewayError
@@ -108,3 +112,29 @@ def test_error_event_in_each_protocol(protocol, prefix, shape):
     event = GatewayError(504, "m.", type="upstream_error", code="c").sse_event(protocol)
     assert event.startswith(prefix) and event.endswith(b"\n\n")
     assert orjson.loads(event[len(prefix):]) == shape
+
+
+async def test_keepalive_and_error_never_land_inside_a_half_sent_event(gateway_factory, monkeypatch):
+    """An upstream that stops mid-event: no comment goes into the event; the error event starts clean."""
+    monkeypatch.setattr(relay, "KEEPALIVE_S", 0.05)
+
+    async def half(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices":[{"index":0,"delta":{"content":"hel')
+        await asyncio.sleep(0.6)  # past the idle timeout, with keepalives due meanwhile
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", half)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        ch = {"name": "half", "provider": "openai", "base_url": str(server.make_url("/v1")), "models": ["gpt-*"],
+              "timeouts": {"idle_s": 0.3}}
+        gw = await gateway_factory({"keys": KEYS, "channels": [ch]})
+        _, body, _ = await post(gw, {**STREAM_BODY, "stream_options": {"include_usage": True}})
+    finally:
+        await server.close()
+    assert b"keepalive" not in body
+    assert body.startswith(b'data: {"choices":[{"index":0,"delta":{"content":"hel\n\ndata: {"error":')
