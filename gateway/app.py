@@ -41,7 +41,7 @@ def create_app(runtime: Runtime, *, usage: UsageWriter | None = None) -> web.App
     app.cleanup_ctx.append(_session_ctx)
     app.router.add_get("/healthz", endpoints.healthz)
     app.router.add_get("/readyz", endpoints.readyz)
-    add_api_route(app, "POST", "chat/completions", endpoints.chat_completions)
+    add_api_route(app, "POST", "chat/completions", openai_api.chat_completions)
     add_openai_routes(app)
     return app
 

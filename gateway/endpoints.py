@@ -7,9 +7,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.context import CTX, RequestContext
+from gateway.context import RequestContext
 from gateway.errors import GatewayError
-from gateway.relay import json_body, relay
 from gateway.state import RUNTIME, USAGE
 
 MAX_MODEL_NAME = 256
@@ -68,7 +67,8 @@ async def read_upload(request: web.Request, ctx: RequestContext) -> bytearray:
     return buf
 
 
-async def read_json(request: web.Request, ctx: RequestContext) -> dict[str, Any]:
+async def read_json(request: web.Request, ctx: RequestContext) -> tuple[dict[str, Any], bytes]:
+    """The body as a JSON object, and the bytes it came as."""
     raw = await read_body(request, ctx)
     if not raw.strip():
         raise GatewayError(400, "Request body is empty; send a JSON object.", code="invalid_json")
@@ -78,7 +78,7 @@ async def read_json(request: web.Request, ctx: RequestContext) -> dict[str, Any]
         raise GatewayError(400, f"Request body is not valid JSON: {exc}.", code="invalid_json") from exc
     if not isinstance(body, dict):
         raise GatewayError(400, "Request body must be a JSON object.", code="invalid_json")
-    return body
+    return body, raw
 
 
 def require_model(ctx: RequestContext, body: dict[str, Any]) -> str:
@@ -100,39 +100,6 @@ def require_bool(body: dict[str, Any], field: str) -> bool:
     if not isinstance(value, bool):
         raise GatewayError(400, f"Field {field!r} must be true or false.", code="invalid_type", param=field)
     return value
-
-
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    ctx = request[CTX]
-    ctx.endpoint = "chat/completions"
-    body = await read_json(request, ctx)
-    require_model(ctx, body)
-    if "messages" not in body and "prompt" not in body:
-        raise GatewayError(400, "Missing required field 'messages'.", code="missing_messages", param="messages")
-    if "messages" not in body:
-        body = prompt_to_messages(body)
-    if "messages" in body and not isinstance(body["messages"], list):
-        raise GatewayError(400, "Field 'messages' must be an array.", code="invalid_type", param="messages")
-    ctx.stream = require_bool(body, "stream")
-    opts = body.get("stream_options")
-    client_wants_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-    inject = ctx.stream and not client_wants_usage
-    return await relay(request, ctx, json_body(body, ctx.endpoint, inject), strip_usage=inject)
-
-
-def prompt_to_messages(body: dict[str, Any]) -> dict[str, Any]:
-    """The `prompt` / `sys_prompt` chat dialect some vendor platforms document, as standard `messages`."""
-    prompt = body.get("prompt")
-    system = body.get("sys_prompt")
-    if not isinstance(prompt, str | list):
-        raise GatewayError(400, "Field 'prompt' must be a string or an array of content parts.", code="invalid_type", param="prompt")
-    if system is not None and not isinstance(system, str):
-        raise GatewayError(400, "Field 'sys_prompt' must be a string.", code="invalid_type", param="sys_prompt")
-    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
-    messages.append({"role": "user", "content": prompt})
-    out = {k: v for k, v in body.items() if k not in ("prompt", "sys_prompt")}
-    out["messages"] = messages
-    return out
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ relay forwards them: JSON whole, SSE and binary (speech audio) as they arrive.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -33,22 +34,64 @@ async def _relay_json(
     stream_usage: bool = False,
     default_model: str | None = None,
     path_model: str | None = None,
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> tuple[RequestContext, dict[str, Any], BodyBuilder, bool]:
-    """Read and check a JSON request; return what `relay` needs. `tokens`: the endpoint bills by tokens."""
+    """Read and check a JSON request; return what `relay` needs.
+
+    `tokens`: the endpoint bills by tokens. `stream_usage`: ask a stream for usage. `transform` checks
+    the body and may return a new one. A body nobody changed goes upstream as the bytes it came as.
+    """
     ctx = request[CTX]
     ctx.endpoint = endpoint
     ctx.estimate_tokens = tokens
-    body = await read_json(request, ctx)
+    body, raw = await read_json(request, ctx)
+    unchanged: bytes | None = raw
     if path_model is not None:
         body["model"] = path_model
+        unchanged = None
     elif default_model is not None and body.get("model") in (None, ""):
         body["model"] = default_model
+        unchanged = None
     require_model(ctx, body)
+    if transform is not None:
+        checked = transform(body)
+        if checked is not body:
+            body, unchanged = checked, None
     ctx.stream = require_bool(body, "stream")
     opts = body.get("stream_options")
     # Ask a stream for usage the client did not ask for, and hide it from the client again.
     inject = stream_usage and ctx.stream and not (isinstance(opts, dict) and opts.get("include_usage"))
-    return ctx, body, json_body(body, endpoint, inject), inject
+    return ctx, body, json_body(body, endpoint, inject, raw=unchanged), inject
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    ctx, _, build, inject = await _relay_json(request, "chat/completions", stream_usage=True, transform=_chat_messages)
+    return await relay(request, ctx, build, strip_usage=inject)
+
+
+def _chat_messages(body: dict[str, Any]) -> dict[str, Any]:
+    if "messages" not in body:
+        if "prompt" not in body:
+            raise GatewayError(400, "Missing required field 'messages'.", code="missing_messages", param="messages")
+        return prompt_to_messages(body)
+    if not isinstance(body["messages"], list):
+        raise GatewayError(400, "Field 'messages' must be an array.", code="invalid_type", param="messages")
+    return body
+
+
+def prompt_to_messages(body: dict[str, Any]) -> dict[str, Any]:
+    """The `prompt` / `sys_prompt` chat dialect some vendor platforms document, as standard `messages`."""
+    prompt = body.get("prompt")
+    system = body.get("sys_prompt")
+    if not isinstance(prompt, str | list):
+        raise GatewayError(400, "Field 'prompt' must be a string or an array of content parts.", code="invalid_type", param="prompt")
+    if system is not None and not isinstance(system, str):
+        raise GatewayError(400, "Field 'sys_prompt' must be a string.", code="invalid_type", param="sys_prompt")
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    out = {k: v for k, v in body.items() if k not in ("prompt", "sys_prompt")}
+    out["messages"] = messages
+    return out
 
 
 async def completions(request: web.Request) -> web.StreamResponse:

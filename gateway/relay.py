@@ -25,6 +25,7 @@ from gateway.attempts import Attempts, Verdict
 from gateway.context import RequestContext
 from gateway.drain import DRAIN, Slot
 from gateway.errors import (
+    OPENAI,
     AttemptError,
     GatewayError,
     ShuttingDown,
@@ -95,10 +96,17 @@ def response_headers(upstream: CIMultiDictProxy[str], request_id: str) -> CIMult
     return out
 
 
-def json_body(body: dict[str, Any], endpoint: str, want_usage: bool) -> BodyBuilder:
-    """The usual builder: the client's JSON with the model renamed (and usage asked for in streams)."""
+def json_body(body: dict[str, Any], endpoint: str, want_usage: bool, raw: bytes | None = None) -> BodyBuilder:
+    """The usual builder: the client's JSON with the model renamed (and usage asked for in streams).
+
+    `raw`, the bytes the body came as, goes upstream untouched when the channel keeps the model name
+    and nothing is added: no re-encoding of a body that may carry megabytes of base64.
+    """
 
     def build(provider: Provider, channel: Channel, upstream_model: str) -> tuple[bytes, str]:
+        # Only a vendor that speaks the client's protocol (OpenAI here) can take the client's bytes.
+        if raw is not None and not want_usage and upstream_model == body.get("model") and provider.name == OPENAI:
+            return raw, "application/json"
         try:
             data = orjson.dumps(provider.prepare(endpoint, body, upstream_model, want_usage))
         except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits

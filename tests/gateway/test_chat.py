@@ -62,3 +62,18 @@ async def test_stream_usage_passed_when_client_asks(vendor, gateway_factory):
     )
     usages = [c.usage async for c in stream if c.usage is not None]
     assert len(usages) == 1 and usages[0].total_tokens == 16
+
+
+async def test_unchanged_body_goes_upstream_as_sent_and_a_mapped_one_is_rewritten(vendor, gateway_factory):
+    import aiohttp
+
+    gw = await gateway_factory({"keys": KEYS, "channels": [channel("main", vendor, model_map={"gpt-4o": "gpt-4o-2024"})]})
+    raw = b'{"model":  "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],  "big": 12345678901234567890}'
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer test-key"}) as s:
+        async with s.post(f"{gw.url}/v1/chat/completions", data=raw, headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 200
+        assert vendor.requests[-1].body == raw  # byte for byte: spacing and a 20-digit integer intact
+        mapped = raw.replace(b"gpt-4o-mini", b"gpt-4o").replace(b"12345678901234567890", b"1")
+        async with s.post(f"{gw.url}/v1/chat/completions", data=mapped, headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 200
+        assert vendor.requests[-1].json()["model"] == "gpt-4o-2024"
