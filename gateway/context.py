@@ -35,7 +35,6 @@ class RequestContext:
     tap: SSETap | None = None
     error: str | None = None
     request_bytes: int = 0
-    response_text_bytes: int = 0
     images: int = 0
     input_chars: int = 0
     audio_seconds: float = 0.0

@@ -249,7 +249,6 @@ async def _forward_json(
     except orjson.JSONDecodeError:
         payload = None
     ctx.usage = provider.usage(ctx.endpoint or "", payload)
-    ctx.response_text_bytes = len(body)
     ctx.mark_first_byte()
     return web.Response(status=upstream.status, body=body, headers=response_headers(upstream.headers, ctx.request_id))
 
