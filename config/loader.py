@@ -301,6 +301,9 @@ class _Validator:
                 self.fail(f"{path}.key_sha256", "must be 64 hex digits (sha256 of the key)")
             elif hexd is not None:
                 digest = hexd.lower()
+        unenforced = [f for f in ("rpm", "tpm", "budget") if m.get(f) is not None]
+        if unenforced:
+            self.warnings.append(f"{path}: {', '.join(unenforced)} accepted but not enforced yet by this gateway version")
         models = self.opt(m, "models", path, self.strings, None)
         platforms = self.opt(m, "platforms", path, self.strings, None)
         tags = self.opt(m, "tags", path, self.strings, None)

@@ -56,13 +56,13 @@ def test_good_config_is_typed():
     assert cfg.keys[0].key_sha256 == sha256_hex("k1")
     assert cfg.keys_by_hash[sha256_hex("second-secret")].name == "app2"
     assert cfg.models["gpt-4o"].price is not None and cfg.models["gpt-4o"].price.cached_input == 1.25
-    assert loaded.warnings == []
+    assert loaded.warnings == ["keys[0]: rpm accepted but not enforced yet by this gateway version"]
 
 
 def test_channel_with_empty_keys_is_disabled_with_warning():
     loaded = load(GOOD, APP1_KEY="k1")
     assert not loaded.config.channels[0].enabled
-    assert "channels[0]" in loaded.warnings[0] and "disabled" in loaded.warnings[0]
+    assert "channels[0]" in loaded.warnings[-1] and "disabled" in loaded.warnings[-1]
 
 
 def test_interpolation():
