@@ -21,10 +21,10 @@ _USAGE_RE = re.compile(rb'"usage"\s*:\s*\{')
 _TEXT_RE = re.compile(rb'"(?:content|text|delta|reasoning_content|arguments)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
 
 
-def _complete_end(buf: bytes) -> int:
-    """Where the last whole event in `buf` ends (0 when none has ended yet)."""
-    lf = buf.rfind(b"\n\n")  # also ends \r\n\n
-    crlf = buf.rfind(b"\n\r\n")  # also ends \r\n\r\n
+def _complete_end(buf: bytes | bytearray, start: int = 0) -> int:
+    """Where the last whole event in `buf` ends, looking from `start` on (0 when none has ended)."""
+    lf = buf.rfind(b"\n\n", start)  # also ends \r\n\n
+    crlf = buf.rfind(b"\n\r\n", start)  # also ends \r\n\r\n
     return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
 
 
@@ -38,16 +38,27 @@ class SSETap:
         self.usage: Usage | None = None
         self.text_bytes = 0
         self.events = 0
-        self._buf = b""
+        self._buf = bytearray()  # the start of an event not yet ended
 
     def feed(self, chunk: bytes) -> bytes:
         """Take the next chunk from upstream; return the bytes to send the client now."""
-        buf = self._buf + chunk if self._buf else chunk
-        end = _complete_end(buf)
-        if end == 0:  # no whole event yet
-            self._buf = buf
-            return b"" if self.strip_usage else chunk
-        whole, self._buf = (buf, b"") if end == len(buf) else (buf[:end], buf[end:])
+        if self._buf:
+            # Search only what is new (and the two bytes an ending may straddle), and append in place:
+            # an event of megabytes arriving in many chunks costs linear time, not quadratic.
+            start = max(len(self._buf) - 2, 0)
+            self._buf += chunk
+            end = _complete_end(self._buf, start)
+            if end == 0:
+                return b"" if self.strip_usage else chunk
+            buf = bytes(self._buf)
+        else:
+            buf = chunk
+            end = _complete_end(buf)
+            if end == 0:  # no whole event yet
+                self._buf = bytearray(buf)
+                return b"" if self.strip_usage else chunk
+        whole = buf if end == len(buf) else buf[:end]
+        self._buf = bytearray(buf[end:])
         # Events without a usage object (at most "usage":null) are only counted, all in one pass; the
         # events from the first one with usage on are taken one by one.
         m = _USAGE_RE.search(whole)
@@ -82,7 +93,7 @@ class SSETap:
 
     def flush(self) -> bytes:
         """End of stream: whatever partial event is left goes out as is."""
-        rest, self._buf = self._buf, b""
+        rest, self._buf = bytes(self._buf), bytearray()
         if rest:
             kept = self._event(rest)
             return kept if self.strip_usage else b""
