@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 from gateway.attempts import Attempts, Verdict
 from gateway.auth import INSECURE_KEY_PROTOCOL
 from gateway.context import CTX, RequestContext
+from gateway.drain import DRAIN
 from gateway.endpoints import require_model
 from gateway.errors import AttemptError, GatewayError, status_error, upstream_errors
 from gateway.relay import request_headers
@@ -76,7 +77,17 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         client.headers["X-Request-Id"] = ctx.request_id
         await client.prepare(request)
         ctx.usage = Usage()
-        await _proxy(ctx, provider, client, upstream)
+        with request.app[DRAIN].track() as slot:
+            try:
+                # No deadline of its own: only a shutdown's drain deadline ends a live session early.
+                async with slot.timeout_at(None):
+                    await _proxy(ctx, provider, client, upstream)
+            except TimeoutError:
+                if not slot.cut():
+                    raise
+                ctx.error = "gateway shutting down: realtime session closed at the drain deadline"
+                await _close(upstream, 1001)
+                await _close(client, 1001)  # 1001: going away
     finally:
         if not upstream.closed:
             await upstream.close()
