@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+_SECRET_HEADER_WORDS = ("key", "auth", "token", "secret")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
@@ -108,6 +109,12 @@ class Channel:
     headers: dict[str, str] = field(default_factory=dict)
     timeouts: Timeouts = Timeouts()
     enabled: bool = True
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What must never be echoed back: the vendor keys, and credential-like extra headers."""
+        creds = tuple(v for k, v in self.headers.items() if any(w in k.lower() for w in _SECRET_HEADER_WORDS))
+        return self.api_keys + creds
 
     def serves(self, model: str) -> bool:
         return self.models.match(model)

@@ -19,7 +19,7 @@ from config import ClientKey, Config
 from config.loader import CATALOGS
 from gateway.context import CTX, RequestContext
 from gateway.errors import ANTHROPIC, GatewayError
-from gateway.routing import candidates, request_tags
+from gateway.routing import candidates, check_platform, request_tags
 
 # The list APIs want a creation time; the gateway does not know one, so it says the epoch.
 CREATED = 0
@@ -96,8 +96,7 @@ def _start(request: web.Request) -> tuple[RequestContext, list[Listed]]:
     ctx.endpoint = "models"
     ctx.estimate_tokens = False
     key = ctx.key
-    if ctx.platform is not None and key is not None and key.platforms is not None and ctx.platform not in key.platforms:
-        raise GatewayError(403, f"This key may not use platform {ctx.platform!r}.", code="platform_not_allowed")
+    check_platform(key, ctx.platform)
     return ctx, visible_models(ctx.config, key, ctx.platform, request_tags(request.headers.get("X-Gateway-Tag")), _catalogs(request))
 
 

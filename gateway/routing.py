@@ -12,10 +12,15 @@ from gateway.health import Health
 MAX_ROUTES = 4096
 
 
-def check_access(config: Config, key: ClientKey | None, model: str, platform: str | None) -> None:
-    """Raise 404 for a model no channel knows, 403 when the key may not use it or the platform."""
+def check_platform(key: ClientKey | None, platform: str | None) -> None:
+    """Raise 403 when a /<platform>/v1 prefix names a platform the key may not use."""
     if platform is not None and key is not None and key.platforms is not None and platform not in key.platforms:
         raise GatewayError(403, f"This key may not use platform {platform!r}.", code="platform_not_allowed")
+
+
+def check_access(config: Config, key: ClientKey | None, model: str, platform: str | None) -> None:
+    """Raise 404 for a model no channel knows, 403 when the key may not use it or the platform."""
+    check_platform(key, platform)
     if not any(c.serves(model) and (platform is None or c.platform == platform) for c in config.channels):
         where = f" on platform {platform!r}" if platform else ""
         raise GatewayError(

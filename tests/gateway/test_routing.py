@@ -144,3 +144,16 @@ async def test_websocket_key_protocol_is_not_a_key_on_plain_requests(vendor, gat
         async with s.post(f"{gw.url}/v1/chat/completions", json={"model": "gpt-4o", "messages": []}, headers=hdrs) as r:
             assert r.status == 200
     assert "Sec-WebSocket-Protocol" not in vendor.requests[-1].headers  # the client's key stays here
+
+
+async def test_credential_headers_are_masked_when_a_vendor_echoes_them(vendor, gateway_factory):
+    from tests.fakevendor import Fault
+
+    token = "tenant-token-0123456789"
+    gw = await gateway_factory({"keys": KEYS, "channels": [channel("main", vendor, headers={"X-Tenant-Token": token})]})
+    vendor.faults.append(Fault("status", status=400, body={"error": {"message": f"bad tenant {token}"}}))
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer test-key"}) as s:
+        async with s.post(f"{gw.url}/v1/chat/completions", json={"model": "gpt-4o", "messages": []}) as r:
+            assert r.status == 400
+            assert token not in await r.text()
+    assert vendor.requests[-1].headers["X-Tenant-Token"] == token
