@@ -105,8 +105,9 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
         keepalive_timeout=30,  # below the idle cutoff of common vendor load balancers, so a reused connection is alive
     )
     # No skip_auto_headers: it sends every request down aiohttp's slow header path. A client that sent
-    # no User-Agent gets aiohttp's; one that did has its own forwarded.
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+    # no User-Agent gets aiohttp's; one that did has its own forwarded. No cookie jar: a cookie one
+    # client's request earned from a vendor must not ride along on the next client's.
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
     app[SESSION] = session
     yield
     await session.close()

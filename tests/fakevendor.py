@@ -62,6 +62,7 @@ class FakeVendor:
     chunk_delay: float = 0.0
     prompt_tokens: int = 11
     send_usage: bool = True
+    set_cookie: str | None = None  # sent with every JSON answer, as vendors behind Cloudflare do
     reject_keys: set[str] = field(default_factory=set)  # answer 401, echoing the key as some vendors do
     journal: list[str] | None = None  # shared between vendors: the order requests arrived in
     faults: deque[Fault] = field(default_factory=deque)
@@ -145,7 +146,10 @@ class FakeVendor:
         }
         if self.send_usage:
             answer["usage"] = self._usage(3)
-        return web.json_response(answer, headers={"X-Vendor": self.name})
+        headers = {"X-Vendor": self.name}
+        if self.set_cookie is not None:
+            headers["Set-Cookie"] = self.set_cookie
+        return web.json_response(answer, headers=headers)
 
     def _usage(self, completion: int) -> dict[str, Any]:
         return {

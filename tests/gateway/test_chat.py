@@ -77,3 +77,17 @@ async def test_unchanged_body_goes_upstream_as_sent_and_a_mapped_one_is_rewritte
         async with s.post(f"{gw.url}/v1/chat/completions", data=mapped, headers={"Content-Type": "application/json"}) as r:
             assert r.status == 200
         assert vendor.requests[-1].json()["model"] == "gpt-4o-2024"
+
+
+async def test_vendor_cookies_are_neither_kept_nor_shared_between_clients(vendor_factory, gateway_factory):
+    # A vendor's cookie (Cloudflare sets them on real vendor APIs) must not ride along on the next
+    # client's request. localhost, not 127.0.0.1: a cookie jar ignores cookies from bare IP hosts.
+    vendor = await vendor_factory("cookies", set_cookie="__cf_bm=first-client-session; Path=/")
+    route = channel("main", vendor, base_url=vendor.base_url.replace("127.0.0.1", "localhost"))
+    gw = await gateway_factory({"keys": KEYS, "channels": [route]})
+    client = gw.client()
+    for _ in range(2):
+        resp = await client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        assert "set-cookie" not in resp.headers
+    assert len(vendor.requests) == 2
+    assert "Cookie" not in vendor.requests[1].headers
