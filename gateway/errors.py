@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
@@ -163,17 +162,32 @@ def status_error(status: int, body: bytes, content_type: str | None, secrets: It
     return AttemptError(message, status=status, retryable=False, channel_fault=False, body=body, content_type=content_type)
 
 
-@contextmanager
-def upstream_errors(phase: str) -> Iterator[None]:
-    """Map aiohttp's exceptions for one attempt to AttemptError; `phase` names what was under way."""
-    try:
-        yield
-    except TimeoutError as exc:
-        raise AttemptError(f"upstream timed out ({phase})", retryable=True, channel_fault=True, timeout=True) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise AttemptError(f"cannot connect to upstream: {exc.os_error.strerror or exc}", retryable=True, channel_fault=True) from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise AttemptError(f"upstream connection failed ({phase}): {type(exc).__name__}", retryable=True, channel_fault=True) from exc
+class upstream_errors:  # noqa: N801  (used as a function: `with upstream_errors("phase"):`)
+    """Map aiohttp's exceptions for one attempt to AttemptError; `phase` names what was under way.
+
+    A class, not a generator-based context manager: it wraps every wait of every request, and
+    contextlib's machinery showed in profiles.
+    """
+
+    __slots__ = ("phase",)
+
+    def __init__(self, phase: str) -> None:
+        self.phase = phase
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is None:
+            return
+        phase = self.phase
+        if issubclass(exc_type, TimeoutError):
+            raise AttemptError(f"upstream timed out ({phase})", retryable=True, channel_fault=True, timeout=True) from exc
+        if issubclass(exc_type, aiohttp.ClientConnectorError):
+            assert isinstance(exc, aiohttp.ClientConnectorError)
+            raise AttemptError(f"cannot connect to upstream: {exc.os_error.strerror or exc}", retryable=True, channel_fault=True) from exc
+        if issubclass(exc_type, (aiohttp.ClientError, OSError)):
+            raise AttemptError(f"upstream connection failed ({phase}): {type(exc).__name__}", retryable=True, channel_fault=True) from exc
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
