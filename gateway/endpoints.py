@@ -70,7 +70,7 @@ async def read_upload(request: web.Request, ctx: RequestContext) -> bytearray:
 async def read_json(request: web.Request, ctx: RequestContext) -> tuple[dict[str, Any], bytes]:
     """The body as a JSON object, and the bytes it came as."""
     raw = await read_body(request, ctx)
-    if not raw.strip():
+    if not raw or raw.isspace():
         raise GatewayError(400, "Request body is empty; send a JSON object.", code="invalid_json")
     try:
         body = orjson.loads(raw)

@@ -162,7 +162,7 @@ def status_error(status: int, body: bytes, content_type: str | None, secrets: It
     return AttemptError(message, status=status, retryable=False, channel_fault=False, body=body, content_type=content_type)
 
 
-class upstream_errors:  # noqa: N801  (used as a function: `with upstream_errors("phase"):`)
+class upstream_errors:  # lower case: it reads as a function, `with upstream_errors("phase"):`
     """Map aiohttp's exceptions for one attempt to AttemptError; `phase` names what was under way.
 
     A class, not a generator-based context manager: it wraps every wait of every request, and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
@@ -95,9 +96,9 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
 def _check_headers(request: web.Request) -> None:
     """Refuse oversized headers in the client's protocol. The HTTP parser lets up to MAX_HEADER_FIELD
     through (see create_app); past that it answers a plain 400 itself, before any of this runs."""
-    size = 0
-    for name, value in request.raw_headers:
-        size += len(name) + len(value) + 4
+    # Each field counted with its ": " and CRLF; joining the raw fields is one C call, a Python loop ten.
+    raw = request.raw_headers
+    size = len(b"".join(itertools.chain.from_iterable(raw))) + 4 * len(raw)
     if size > MAX_HEADER_BYTES:
         raise GatewayError(
             431,
@@ -126,6 +127,7 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
     tap = ctx.tap
     if usage is None and tap is not None:
         usage = tap.usage
+    ttft_ms = ctx.ttft_ms
     row = UsageRow(
         request_id=ctx.request_id,
         ts=ctx.ts,
@@ -138,7 +140,7 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         stream=int(ctx.stream),
         status=status,
         latency_ms=round(ctx.elapsed_ms(), 3),
-        ttft_ms=round(ctx.ttft_ms, 3) if ctx.ttft_ms is not None else None,
+        ttft_ms=round(ttft_ms, 3) if ttft_ms is not None else None,
         attempts=ctx.attempts,
         error=ctx.error,
         images=ctx.images,
@@ -151,8 +153,10 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         row.total_tokens = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
         row.cached_tokens = usage.cached_tokens
         row.reasoning_tokens = usage.reasoning_tokens
-        row.images = max(row.images, usage.images)
-        row.audio_seconds = max(row.audio_seconds, usage.seconds)
+        if usage.images > row.images:
+            row.images = usage.images
+        if usage.seconds > row.audio_seconds:
+            row.audio_seconds = usage.seconds
     elif ctx.estimate_tokens and (tap is not None or (ctx.attempts and status < 400)):
         # An answer went out but the vendor reported no usage (stream cut, client gone, vendor silent):
         # estimate ~4 bytes a token. A request that got no answer is not billed. Endpoints not billed
@@ -163,7 +167,8 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         row.estimated = 1
     if ctx.model is not None:
         info = ctx.config.models.get(ctx.model)
-        row.cost = cost(row, info.price if info else None)
+        if info is not None and info.price is not None:
+            row.cost = cost(row, info.price)
     request.app[USAGE].record(row)
     access_log.info(
         "request",

@@ -110,6 +110,27 @@ async def test_when_even_the_spool_fails_rows_go_to_the_log(vendor, start, tmp_p
     assert unsaved["row"]["request_id"] == "last-resort" and unsaved["row"]["status"] == 200
 
 
+async def test_batches_of_any_size_are_written_whole_and_in_order(tmp_path):
+    # Batches go in as multi-row INSERTs of a power of two rows each: every size must add up.
+    db_path = tmp_path / "usage.db"
+    writer = UsageWriter(str(db_path), batch_size=700)
+    await writer.start()
+    expected = []
+    for size in (1, 3, 700, 1023, 6):
+        for i in range(size):
+            row = UsageRow(request_id=f"{size}-{i}", ts=1.0 + i, status=200, prompt_tokens=i, cost=i / 7, error=None if i % 2 else "e")
+            writer.record(row)
+            expected.append((row.request_id, row.ts, row.prompt_tokens, row.cost, row.error))
+        await writer.flush()
+    await writer.close()
+    db = sqlite3.connect(db_path)
+    try:
+        got = db.execute("SELECT request_id, ts, prompt_tokens, cost, error FROM usage ORDER BY id").fetchall()
+    finally:
+        db.close()
+    assert got == expected
+
+
 async def test_replay_skips_rows_already_in_the_table_and_logs_bad_lines(tmp_path):
     db_path = tmp_path / "usage.db"
     first = UsageWriter(str(db_path))
