@@ -14,6 +14,7 @@ profiles because a request waits on its upstream at least twice and a stream onc
 from __future__ import annotations
 
 import asyncio
+import math
 from types import TracebackType
 
 from aiohttp import web
@@ -42,9 +43,14 @@ class Drain:
 
 
 class Slot:
-    """One request's waits on its upstream; at most one is under way at a time, in the task that made it."""
+    """One request's waits on its upstream; at most one is under way at a time, in the task that made it.
 
-    __slots__ = ("_active", "_cancelling", "_drain", "_fired", "_handle", "_loop", "_task", "_when")
+    The slot keeps one loop timer across its waits: a wait whose deadline is no earlier than the armed
+    timer reuses it, and a timer that fires before the current deadline (the stream moved on since)
+    re-arms itself. A stream thus costs a timer per idle period, not one per chunk.
+    """
+
+    __slots__ = ("_active", "_armed_at", "_cancelling", "_drain", "_fired", "_handle", "_loop", "_task", "_when")
 
     def __init__(self, drain: Drain) -> None:
         self._drain = drain
@@ -52,8 +58,9 @@ class Slot:
         task = asyncio.current_task(self._loop)
         assert task is not None, "a Slot belongs to a task"
         self._task = task
-        self._when: float | None = None
+        self._when: float | None = None  # the deadline of the wait under way (or the last one)
         self._handle: asyncio.TimerHandle | None = None
+        self._armed_at = math.inf  # when the timer, if any, goes off
         self._active = self._fired = False
         self._cancelling = 0
 
@@ -77,14 +84,14 @@ class Slot:
     async def __aenter__(self) -> None:
         self._active = True
         self._cancelling = self._task.cancelling()
-        if self._when is not None:
-            self._handle = self._loop.call_at(self._when, self._fire)
+        when = self._when
+        if when is not None and (self._handle is None or self._armed_at > when):
+            self._arm(when)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._active = False
-        self._disarm()
+        self._active = False  # the timer stays armed for the next wait, or until the slot is left
         # As asyncio.Timeout: the cancellation it caused becomes TimeoutError; one from elsewhere stays.
         if self._fired and self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
             raise TimeoutError from exc
@@ -98,12 +105,24 @@ class Slot:
         """The drain began: bring a wait under way forward to the deadline."""
         if not self._active or self._fired or (self._when is not None and self._when <= deadline):
             return
-        self._disarm()
         self._when = deadline
-        self._handle = self._loop.call_at(deadline, self._fire)
+        if self._armed_at > deadline:
+            self._arm(deadline)
 
-    def _fire(self) -> None:
+    def _arm(self, when: float) -> None:
+        self._disarm()
+        self._armed_at = when
+        self._handle = self._loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
         self._handle = None
+        self._armed_at = math.inf
+        when = self._when
+        if not self._active or self._fired or when is None:
+            return  # no wait under way: the next one arms a timer of its own
+        if when > self._loop.time() + _CLOCK_SLACK:
+            self._arm(when)  # the wait under way has a later deadline than the one armed for
+            return
         self._fired = True
         self._task.cancel()
 
@@ -111,6 +130,11 @@ class Slot:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+            self._armed_at = math.inf
+
+
+# Loop timers have millisecond resolution and may go off that much early.
+_CLOCK_SLACK = 0.001
 
 
 DRAIN = web.AppKey("drain", Drain)

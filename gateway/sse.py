@@ -21,23 +21,33 @@ _USAGE_RE = re.compile(rb'"usage"\s*:\s*\{')
 _TEXT_RE = re.compile(rb'"(?:content|text|delta|reasoning_content|arguments)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
 
 
+_ENDINGS = (b"\n\n", b"\n\r\n")  # what every event ending ends with
+# Event bytes a tap holds before it counts their text: counting is only needed when no usage comes, and
+# one pass over many events costs a fraction of one pass per event.
+_SCAN_AT = 16 * 1024
+
+
 def _complete_end(buf: bytes | bytearray, start: int = 0) -> int:
     """Where the last whole event in `buf` ends, looking from `start` on (0 when none has ended)."""
+    if buf.endswith(_ENDINGS):  # the usual chunk: whole events
+        return len(buf)
     lf = buf.rfind(b"\n\n", start)  # also ends \r\n\n
     crlf = buf.rfind(b"\n\r\n", start)  # also ends \r\n\r\n
     return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
 
 
 class SSETap:
-    __slots__ = ("_buf", "endpoint", "events", "provider", "strip_usage", "text_bytes", "usage")
+    __slots__ = ("_buf", "_events", "_text_bytes", "_unscanned", "_unscanned_size", "endpoint", "provider", "strip_usage", "usage")
 
     def __init__(self, provider: Provider, endpoint: str, *, strip_usage: bool) -> None:
         self.provider = provider
         self.endpoint = endpoint
         self.strip_usage = strip_usage
         self.usage: Usage | None = None
-        self.text_bytes = 0
-        self.events = 0
+        self._text_bytes = 0
+        self._events = 0
+        self._unscanned: list[bytes] = []  # whole events not yet counted (see _SCAN_AT)
+        self._unscanned_size = 0
         self._buf = bytearray()  # the start of an event not yet ended
 
     def feed(self, chunk: bytes) -> bytes:
@@ -57,11 +67,16 @@ class SSETap:
             if end == 0:  # no whole event yet
                 self._buf = bytearray(buf)
                 return b"" if self.strip_usage else chunk
-        whole = buf if end == len(buf) else buf[:end]
-        self._buf = bytearray(buf[end:])
+        if end == len(buf):
+            whole = buf
+            if self._buf:
+                self._buf = bytearray()
+        else:
+            whole = buf[:end]
+            self._buf = bytearray(buf[end:])
         # Events without a usage object (at most "usage":null) are only counted, all in one pass; the
         # events from the first one with usage on are taken one by one.
-        m = _USAGE_RE.search(whole)
+        m = _USAGE_RE.search(whole) if b'"usage"' in whole else None
         if m is None:
             self._count(whole)
             return whole if self.strip_usage else chunk
@@ -79,12 +94,33 @@ class SSETap:
         return b"".join(out) if self.strip_usage else chunk
 
     def _count(self, events: bytes) -> None:
-        self.events += events.count(b"\n\n") + events.count(b"\n\r\n")
-        self._text(events)
+        self._unscanned.append(events)
+        self._unscanned_size += len(events)
+        if self._unscanned_size >= _SCAN_AT:
+            self._scan()
+
+    def _scan(self) -> None:
+        if self._unscanned:
+            data = b"".join(self._unscanned)
+            self._unscanned.clear()
+            self._unscanned_size = 0
+            self._events += data.count(b"\n\n") + data.count(b"\n\r\n")
+            self._text(data)
 
     def _text(self, data: bytes) -> None:
         for m in _TEXT_RE.finditer(data):
-            self.text_bytes += len(m.group(1))
+            self._text_bytes += len(m.group(1))
+
+    @property
+    def text_bytes(self) -> int:
+        """Bytes of generated text so far (for an estimate when the vendor reports no usage)."""
+        self._scan()
+        return self._text_bytes
+
+    @property
+    def events(self) -> int:
+        self._scan()
+        return self._events
 
     @property
     def client_at_boundary(self) -> bool:
@@ -100,7 +136,7 @@ class SSETap:
         return b""
 
     def _event(self, event: bytes) -> bytes:
-        self.events += 1
+        self._events += 1
         self._text(event)
         if not _USAGE_RE.search(event):
             return event

@@ -1,0 +1,75 @@
+"""The relay's timer (gateway.drain.Slot): asyncio.timeout_at semantics with one timer across waits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.drain import Drain, Slot
+
+
+async def test_moving_deadlines_reuse_one_timer_and_still_expire(monkeypatch):
+    loop = asyncio.get_running_loop()
+    armed: list[float] = []
+    arm = Slot._arm
+    monkeypatch.setattr(Slot, "_arm", lambda self, when: (armed.append(when), arm(self, when))[1])
+    drain = Drain()
+    with drain.track() as slot:
+        for _ in range(5):  # chunks keep coming: each wait ends well before its deadline
+            async with slot.timeout_at(loop.time() + 0.2):
+                await asyncio.sleep(0.05)
+        assert len(armed) <= 2  # the first timer, and at most one re-arm when it went off early
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            async with slot.timeout_at(loop.time() + 0.1):
+                await asyncio.sleep(10)
+        assert 0.09 <= loop.time() - started < 1.0
+        assert not slot.cut()
+
+
+async def test_an_earlier_deadline_than_the_armed_timer_is_kept():
+    loop = asyncio.get_running_loop()
+    with Drain().track() as slot:
+        async with slot.timeout_at(loop.time() + 30):
+            await asyncio.sleep(0)
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            async with slot.timeout_at(loop.time() + 0.05):
+                await asyncio.sleep(10)
+        assert loop.time() - started < 1.0
+
+
+async def test_drain_pulls_the_wait_under_way_forward_and_says_so():
+    loop = asyncio.get_running_loop()
+    drain = Drain()
+    with drain.track() as slot:
+        loop.call_later(0.05, drain.begin, 0.05)
+        with pytest.raises(TimeoutError):
+            async with slot.timeout_at(loop.time() + 30):
+                await asyncio.sleep(10)
+        assert slot.cut()
+
+
+async def test_a_cancellation_from_elsewhere_is_not_turned_into_a_timeout():
+    loop = asyncio.get_running_loop()
+
+    async def wait() -> None:
+        with Drain().track() as slot:
+            async with slot.timeout_at(loop.time() + 30):
+                await asyncio.sleep(10)
+
+    task = asyncio.create_task(wait())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_no_deadline_waits_for_ever_and_a_stale_timer_does_not_fire_on_a_later_wait():
+    loop = asyncio.get_running_loop()
+    with Drain().track() as slot:
+        async with slot.timeout_at(loop.time() + 0.02):
+            pass  # done at once; its timer stays armed
+        async with slot.timeout_at(None):
+            await asyncio.sleep(0.1)  # the old timer goes off meanwhile and must not cut this wait
