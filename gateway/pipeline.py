@@ -127,7 +127,6 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
     tap = ctx.tap
     if usage is None and tap is not None:
         usage = tap.usage
-    ttft_ms = ctx.ttft_ms
     row = UsageRow(
         request_id=ctx.request_id,
         ts=ctx.ts,
@@ -140,7 +139,7 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         stream=int(ctx.stream),
         status=status,
         latency_ms=round(ctx.elapsed_ms(), 3),
-        ttft_ms=round(ttft_ms, 3) if ttft_ms is not None else None,
+        ttft_ms=round(ctx.ttft_ms, 3) if ctx.ttft_ms is not None else None,
         attempts=ctx.attempts,
         error=ctx.error,
         images=ctx.images,
@@ -153,10 +152,8 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         row.total_tokens = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
         row.cached_tokens = usage.cached_tokens
         row.reasoning_tokens = usage.reasoning_tokens
-        if usage.images > row.images:
-            row.images = usage.images
-        if usage.seconds > row.audio_seconds:
-            row.audio_seconds = usage.seconds
+        row.images = max(row.images, usage.images)
+        row.audio_seconds = max(row.audio_seconds, usage.seconds)
     elif ctx.estimate_tokens and (tap is not None or (ctx.attempts and status < 400)):
         # An answer went out but the vendor reported no usage (stream cut, client gone, vendor silent):
         # estimate ~4 bytes a token. A request that got no answer is not billed. Endpoints not billed
@@ -167,8 +164,7 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         row.estimated = 1
     if ctx.model is not None:
         info = ctx.config.models.get(ctx.model)
-        if info is not None and info.price is not None:
-            row.cost = cost(row, info.price)
+        row.cost = cost(row, info.price if info else None)
     request.app[USAGE].record(row)
     access_log.info(
         "request",

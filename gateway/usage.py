@@ -59,23 +59,25 @@ class UsageRow:
 COLUMNS = tuple(f.name for f in fields(UsageRow))
 # One row's values in column order. dataclasses.astuple deep-copies every field: ~30 us a row, on the event loop.
 _values = operator.attrgetter(*COLUMNS)
-_PLACEHOLDERS = f"({', '.join('?' for _ in COLUMNS)})"
+_COLUMN_LIST = ", ".join(COLUMNS)
+_PLACEHOLDERS = ", ".join("?" for _ in COLUMNS)
 # A batch goes in as multi-row INSERTs, not executemany: the sqlite3 module lets go of the GIL around
 # every statement step, and a step per row made the writer thread and the event loop trade the GIL
 # hundreds of times a second under load (about a fifth of the CPU per request, measured). Statements
 # carry a power of two of rows, so a handful of statement texts serve every batch size from the
 # statement cache, each within SQLite's limit on bound parameters.
-_MAX_ROWS_PER_INSERT = 1 << (((32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) // len(COLUMNS)).bit_length() - 1)
+_MAX_PARAMETERS = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+_MAX_ROWS_PER_INSERT = 1 << ((_MAX_PARAMETERS // len(COLUMNS)).bit_length() - 1)  # the largest power of two that fits
 
 
 @functools.lru_cache(maxsize=64)
 def _insert_rows(n: int) -> str:
-    return f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES {', '.join([_PLACEHOLDERS] * n)}"
+    return f"INSERT INTO usage ({_COLUMN_LIST}) VALUES " + ", ".join([f"({_PLACEHOLDERS})"] * n)
 
 
 # A replayed spool row goes in only if it is not there yet (a replay cut short may be run again).
 _INSERT_ONCE = (
-    f"INSERT INTO usage ({', '.join(COLUMNS)}) SELECT {', '.join('?' for _ in COLUMNS)} "
+    f"INSERT INTO usage ({_COLUMN_LIST}) SELECT {_PLACEHOLDERS} "
     "WHERE NOT EXISTS (SELECT 1 FROM usage WHERE ts = ? AND request_id = ?)"
 )
 

@@ -13,7 +13,12 @@ async def test_moving_deadlines_reuse_one_timer_and_still_expire(monkeypatch):
     loop = asyncio.get_running_loop()
     armed: list[float] = []
     arm = Slot._arm
-    monkeypatch.setattr(Slot, "_arm", lambda self, when: (armed.append(when), arm(self, when))[1])
+
+    def counting_arm(self: Slot, when: float) -> None:
+        armed.append(when)
+        arm(self, when)
+
+    monkeypatch.setattr(Slot, "_arm", counting_arm)
     drain = Drain()
     with drain.track() as slot:
         for _ in range(5):  # chunks keep coming: each wait ends well before its deadline
