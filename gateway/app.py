@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import resource
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
-from gateway import endpoints, models_api, openai_api, realtime
+from gateway import endpoints, memory, models_api, openai_api, realtime, upstream
 from gateway.drain import DRAIN, Drain
 from gateway.errors import HTTPLayerLog
 from gateway.pipeline import MAX_HEADER_FIELD, Handler, pipeline
@@ -39,6 +37,7 @@ def create_app(runtime: Runtime, *, usage: UsageWriter | None = None) -> web.App
     app.on_shutdown.append(_begin_drain)
     app.cleanup_ctx.append(_usage_ctx)
     app.cleanup_ctx.append(_session_ctx)
+    app.cleanup_ctx.append(_trim_ctx)
     app.router.add_get("/healthz", endpoints.healthz)
     app.router.add_get("/readyz", endpoints.readyz)
     add_api_route(app, "POST", "chat/completions", openai_api.chat_completions)
@@ -84,30 +83,15 @@ async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
     await writer.close()
 
 
-def upstream_connection_limit() -> int:
-    """How many upstream connections the pool may hold at once.
-
-    Every request in flight holds one (a stream, for minutes), so a cap below the number of clients
-    would queue requests until their first-byte timeout. The real bound is file descriptors: each
-    request uses one towards the client and one towards the vendor, so half the process's budget.
-    """
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 32768
-    return max(100, soft // 2 - 64)  # 64 for the listener, the database, logs and spare
-
-
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
-    connector = aiohttp.TCPConnector(
-        limit=upstream_connection_limit(),
-        limit_per_host=0,  # vendors are few hosts; one cap for all is enough
-        ttl_dns_cache=300,
-        keepalive_timeout=30,  # below the idle cutoff of common vendor load balancers, so a reused connection is alive
-    )
-    # No skip_auto_headers: it sends every request down aiohttp's slow header path. A client that sent
-    # no User-Agent gets aiohttp's; one that did has its own forwarded. No cookie jar: a cookie one
-    # client's request earned from a vendor must not ride along on the next client's.
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
+    session = upstream.open_session()
     app[SESSION] = session
     yield
     await session.close()
+
+
+async def _trim_ctx(app: web.Application) -> AsyncIterator[None]:
+    trimmer = memory.Trimmer(lambda: app[DRAIN].in_flight)
+    trimmer.start()
+    yield
+    trimmer.stop()

@@ -34,6 +34,11 @@ class Drain:
         for slot in self._slots:
             slot.cap(deadline)
 
+    @property
+    def in_flight(self) -> int:
+        """Requests waiting on or reading from an upstream now."""
+        return len(self._slots)
+
     def expired(self) -> bool:
         return self.deadline is not None and asyncio.get_running_loop().time() >= self.deadline
 

@@ -37,7 +37,7 @@ def _complete_end(buf: bytes | bytearray, start: int = 0) -> int:
 
 
 class SSETap:
-    __slots__ = ("_buf", "_events", "_text_bytes", "_unscanned", "_unscanned_size", "endpoint", "provider", "strip_usage", "usage")
+    __slots__ = ("_buf", "_events", "_text_bytes", "_unscanned", "endpoint", "provider", "strip_usage", "usage")
 
     def __init__(self, provider: Provider, endpoint: str, *, strip_usage: bool) -> None:
         self.provider = provider
@@ -46,8 +46,10 @@ class SSETap:
         self.usage: Usage | None = None
         self._text_bytes = 0
         self._events = 0
-        self._unscanned: list[bytes] = []  # whole events not yet counted (see _SCAN_AT)
-        self._unscanned_size = 0
+        # Whole events not yet counted (see _SCAN_AT), copied: holding on to the chunks themselves kept
+        # thousands of small objects alive across a burst of streams, and Python's allocator then could
+        # not give their memory back.
+        self._unscanned = bytearray()
         self._buf = bytearray()  # the start of an event not yet ended
 
     def feed(self, chunk: bytes) -> bytes:
@@ -94,20 +96,17 @@ class SSETap:
         return b"".join(out) if self.strip_usage else chunk
 
     def _count(self, events: bytes) -> None:
-        self._unscanned.append(events)
-        self._unscanned_size += len(events)
-        if self._unscanned_size >= _SCAN_AT:
+        self._unscanned += events
+        if len(self._unscanned) >= _SCAN_AT:
             self._scan()
 
     def _scan(self) -> None:
-        if self._unscanned:
-            data = b"".join(self._unscanned)
-            self._unscanned.clear()
-            self._unscanned_size = 0
+        if data := self._unscanned:
+            self._unscanned = bytearray()
             self._events += data.count(b"\n\n") + data.count(b"\n\r\n")
             self._text(data)
 
-    def _text(self, data: bytes) -> None:
+    def _text(self, data: bytes | bytearray) -> None:
         for m in _TEXT_RE.finditer(data):
             self._text_bytes += len(m.group(1))
 

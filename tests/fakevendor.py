@@ -50,6 +50,7 @@ class Seen:
     headers: dict[str, str]
     body: bytes
     query: dict[str, str]
+    peer_port: int  # the gateway's end of the connection: tells connections apart
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -102,7 +103,9 @@ class FakeVendor:
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.requests.append(Seen(request.path, request.method, dict(request.headers), body, dict(request.query)))
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        seen = Seen(request.path, request.method, dict(request.headers), body, dict(request.query), peer[1] if peer else 0)
+        self.requests.append(seen)
         self.received.set()
         if self.journal is not None:
             self.journal.append(self.name)
