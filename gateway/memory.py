@@ -4,10 +4,11 @@ After a burst (a thousand streams at once) the process holds tens of megabytes i
 reference cycles the burst left behind wait for a full garbage collection, Python keeps freed objects
 in 1 MB arenas that go back only when wholly empty, and the C library gives heap pages back on its own
 only from the top of its heap. So once the requests in flight have fallen to a quarter of a big enough
-peak, one full collection runs and then glibc's `malloc_trim(0)`, which returns every whole free page.
-Both together take a millisecond or two (start-up objects are frozen out of collections, see
-gateway.server), and they run once a burst, not per request. Checked once a second. Where the C
-library has no `malloc_trim` (musl) only the collection runs.
+peak, one full collection runs and then glibc's `malloc_trim(0)`, which returns every whole free page;
+the peak then counts as a quarter of itself, so the last of a big burst is cleaned up after too. Both
+together take a millisecond or two (start-up objects are frozen out of collections, see
+gateway.server), and they run a couple of times a burst, not per request. Where the C library has no
+`malloc_trim` (musl) only the collection runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable
 
 # The fewest requests in flight that count as a burst worth cleaning up after.
 BURST = 200
-CHECK_EVERY_S = 1.0
+CHECK_EVERY_S = 0.25
 
 
 def libc_malloc_trim() -> Callable[[], object] | None:
@@ -74,5 +75,5 @@ class Trimmer:
             self._peak = now
         elif self._peak >= self._burst and now <= self._peak // 4:
             self._release()
-            self._peak = now
+            self._peak //= 4
         self._handle = asyncio.get_running_loop().call_later(self._every_s, self._check)

@@ -33,7 +33,8 @@ class Connector(aiohttp.TCPConnector):
     aiohttp keeps every connection it opened until its keep-alive runs out, and reuses them in turn,
     so after a burst of a thousand streams a thousand connections (and their buffers) stay open for
     as long as any request comes by. Here, once a host has more than `max_idle_per_host` idle
-    connections, the one idle longest is closed.
+    connections, the one idle longest is closed. aiohttp has no setting for this, so it hooks the
+    connector's internal `_release`; tests/gateway/test_memory.py fails if an upgrade moves it.
     """
 
     def __init__(self, *, max_idle_per_host: int, **kwargs: Any) -> None:
@@ -46,9 +47,6 @@ class Connector(aiohttp.TCPConnector):
         while idle is not None and len(idle) > self._max_idle_per_host:
             oldest, _ = idle.popleft()
             oldest.close()
-
-    def idle_connections(self) -> int:
-        return sum(len(idle) for idle in self._conns.values())
 
 
 def open_session() -> aiohttp.ClientSession:

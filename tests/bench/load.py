@@ -289,9 +289,9 @@ async def main() -> None:
         op = cmd["op"]
         try:
             if op == "latency":
-                result = await latency(cmd["target"], cmd["n"])
+                result = await latency(cmd["target"], cmd["n"], cmd.get("warmup", 20))
             elif op == "stream":
-                result = await stream(cmd["target"], cmd["n"])
+                result = await stream(cmd["target"], cmd["n"], cmd.get("warmup", 10))
             elif op == "rps":
                 result = await rps(cmd["target"], cmd["conns"], cmd["seconds"], cmd.get("warmup", 0.5))
             elif op == "open":

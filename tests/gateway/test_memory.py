@@ -47,14 +47,16 @@ async def test_memory_is_released_once_a_burst_has_passed():
 
     try:
         await hold(10)
-        await hold(300)  # a burst
-        await hold(100)  # still draining: above a quarter of the peak
+        await hold(900)  # a burst
+        await hold(300)  # still draining: above a quarter of the peak
         assert trims == []
-        await hold(20)
-        assert trims == [20]  # once, not at every check while load stays low
+        await hold(200)
+        assert trims == [200]  # once, not at every check while load stays at 200
+        await hold(40)  # the rest of the burst: a quarter of what counts as its peak now (225)
+        assert trims == [200, 40]
         await hold(90)
         await hold(5)  # the peak since was too small to count as a burst
-        assert trims == [20]
+        assert trims == [200, 40]
     finally:
         trimmer.stop()
 
