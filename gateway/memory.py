@@ -23,7 +23,7 @@ BURST = 200
 CHECK_EVERY_S = 0.25
 
 
-def libc_malloc_trim() -> Callable[[], object] | None:
+def _libc_malloc_trim() -> Callable[[], object] | None:
     """glibc's malloc_trim(0), or None where the C library has none."""
     try:
         trim = ctypes.CDLL(None).malloc_trim
@@ -34,7 +34,7 @@ def libc_malloc_trim() -> Callable[[], object] | None:
     return lambda: trim(0)
 
 
-_malloc_trim = libc_malloc_trim()
+_malloc_trim = _libc_malloc_trim()
 
 
 def release() -> None:
@@ -58,7 +58,7 @@ class Trimmer:
         self._release = release
         self._burst = burst
         self._every_s = every_s
-        self._peak = 0  # the most requests seen in flight since the last release
+        self._peak = 0  # the most requests in flight since the last release (then a quarter of the one before)
         self._handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
