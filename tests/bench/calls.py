@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 from tests.bench.procs import free_port, use_uvloop, wait_port
-from tests.bench.run import BENCH_KEY, PATH, ROOT, LoadGen, gateway_config, spawn, stop
+from tests.bench.run import BENCH_KEY, PATH, ROOT, LoadGen, gateway_config, mock_and_load, spawn, stop
 
 
 def _where(frame: FrameType) -> str:
@@ -115,22 +115,10 @@ def report(floor: collections.Counter[str], gateway: collections.Counter[str], n
 
 async def main(mode: str, n: int, top: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-calls-"))
-    mock_port = free_port()
-    mock = await spawn("-m", "tests.bench.mock", "--port", str(mock_port))
-    gen = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.bench.load", cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-    )
-    load = LoadGen(gen)
-    try:
-        await asyncio.to_thread(wait_port, mock_port)
+    async with mock_and_load() as (mock_port, load):
         floor = await measure("floor", tmp, mock_port, load, mode, n)
         gateway = await measure("gateway", tmp, mock_port, load, mode, n)
-        report(floor, gateway, n, top)
-    finally:
-        assert gen.stdin is not None
-        gen.stdin.write(b'{"op":"quit"}\n')
-        await gen.wait()
-        await stop(mock)
+    report(floor, gateway, n, top)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from tests.bench.procs import free_port, use_uvloop, wait_port
-from tests.bench.run import BENCH_KEY, PATH, ROOT, LoadGen, gateway_config
+from tests.bench.run import BENCH_KEY, PATH, ROOT, LoadGen, gateway_config, mock_and_load
 
 
 def _total(out: Path) -> int:
@@ -76,30 +76,17 @@ async def main(targets: list[str], mode: str, n: int) -> None:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind (with callgrind_control) is needed: apt-get install valgrind")
     tmp = Path(tempfile.mkdtemp(prefix="bench-instr-"))
-    mock_port = free_port()
-    mock = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.bench.mock", "--port", str(mock_port), cwd=ROOT, stdout=asyncio.subprocess.DEVNULL
-    )
-    gen = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.bench.load", cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-    )
-    load = LoadGen(gen)
     try:
-        await asyncio.to_thread(wait_port, mock_port)
-        counts = {}
-        for target in targets:
-            counts[target] = await measure(target, tmp, mock_port, load, mode, n)
-            print(f"{target:40s} {counts[target] / 1000:10.1f} k instructions per {'stream' if mode == 'stream' else 'request'}", flush=True)
-        if "floor" in counts:
-            for target, count in counts.items():
-                if target != "floor":
-                    print(f"{target} / floor: {count / counts['floor']:.2f}x")
+        async with mock_and_load() as (mock_port, load):
+            counts = {}
+            for target in targets:
+                counts[target] = await measure(target, tmp, mock_port, load, mode, n)
+                print(f"{target:40s} {counts[target] / 1000:10.1f} k instructions per {'stream' if mode == 'stream' else 'request'}", flush=True)
+            if "floor" in counts:
+                for target, count in counts.items():
+                    if target != "floor":
+                        print(f"{target} / floor: {count / counts['floor']:.2f}x")
     finally:
-        assert gen.stdin is not None
-        gen.stdin.write(b'{"op":"quit"}\n')
-        await gen.wait()
-        mock.terminate()
-        await mock.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

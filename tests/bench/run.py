@@ -112,6 +112,24 @@ async def spawn(*args: str, log: Path | None = None) -> asyncio.subprocess.Proce
             stderr.close()
 
 
+@contextlib.asynccontextmanager
+async def mock_and_load() -> AsyncIterator[tuple[int, LoadGen]]:
+    """The mock vendor (its port) and a load generator, for tools that measure one target at a time."""
+    mock_port = free_port()
+    mock = await spawn("-m", "tests.bench.mock", "--port", str(mock_port))
+    gen = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bench.load", cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        await asyncio.to_thread(wait_port, mock_port)
+        yield mock_port, LoadGen(gen)
+    finally:
+        assert gen.stdin is not None
+        gen.stdin.write(b'{"op":"quit"}\n')
+        await gen.wait()
+        await stop(mock)
+
+
 def gateway_config(tmp: Path, name: str, port: int, mock_port: int, *, level: str, workers: int) -> Path:
     raw = {
         "listen": f"127.0.0.1:{port}",
