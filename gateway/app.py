@@ -91,7 +91,12 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _trim_ctx(app: web.Application) -> AsyncIterator[None]:
-    trimmer = memory.Trimmer(lambda: app[DRAIN].in_flight)
+    def release() -> None:
+        # The burst's spare upstream connections first, so the collection and trim after free their buffers.
+        upstream.close_idle(app[SESSION], upstream.MAX_IDLE_PER_HOST)
+        memory.release()
+
+    trimmer = memory.Trimmer(lambda: app[DRAIN].in_flight, release)
     trimmer.start()
     yield
     trimmer.stop()

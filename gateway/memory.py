@@ -51,13 +51,14 @@ class Trimmer:
         in_flight: Callable[[], int],
         release: Callable[[], object] = release,
         *,
-        burst: int = BURST,
-        every_s: float = CHECK_EVERY_S,
+        burst: int | None = None,
+        every_s: float | None = None,
     ) -> None:
         self._in_flight = in_flight
         self._release = release
-        self._burst = burst
-        self._every_s = every_s
+        # Read at construction, not import: tests lower them rather than hold 200 requests.
+        self._burst = BURST if burst is None else burst
+        self._every_s = CHECK_EVERY_S if every_s is None else every_s
         self._peak = 0  # the most requests in flight since the last release (then a quarter of the one before)
         self._handle: asyncio.TimerHandle | None = None
 
