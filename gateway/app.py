@@ -7,41 +7,41 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import endpoints, memory, models_api, openai_api, realtime, upstream
-from gateway.drain import DRAIN, Drain
+from gateway.drain import Drain
 from gateway.errors import HTTPLayerLog
-from gateway.pipeline import MAX_HEADER_FIELD, Handler, pipeline
-from gateway.state import RUNTIME, SESSION, USAGE, Runtime
+from gateway.pipeline import MAX_HEADER_FIELD, Handler, metered, probe, unknown_route
+from gateway.state import SERVICES, Runtime, Services
 from gateway.usage import UsageWriter
 
 PLATFORM = "{platform:[a-z0-9][a-z0-9_-]*}"
 
 
 def add_api_route(app: web.Application, method: str, endpoint: str, handler: Handler) -> None:
-    """Serve `endpoint` at /v1/<endpoint> and /<platform>/v1/<endpoint>."""
-    app.router.add_route(method, f"/v1/{endpoint}", handler)
-    app.router.add_route(method, f"/{PLATFORM}/v1/{endpoint}", handler)
+    """Serve `endpoint` at /v1/<endpoint> and /<platform>/v1/<endpoint>, metered."""
+    served = metered(app[SERVICES], handler)
+    app.router.add_route(method, f"/v1/{endpoint}", served)
+    app.router.add_route(method, f"/{PLATFORM}/v1/{endpoint}", served)
 
 
 def create_app(runtime: Runtime, *, usage: UsageWriter | None = None) -> web.Application:
     # Bodies are read by the handlers against limits.max_body_mb, which a reload may change.
     app = web.Application(
-        middlewares=[pipeline],
         client_max_size=1 << 40,
         # Big headers get as far as the pipeline, which refuses them in the client's protocol; the
         # HTTP layer logs what it cannot parse as one line, not a traceback.
         handler_args={"logger": HTTPLayerLog(), "max_line_size": MAX_HEADER_FIELD, "max_field_size": MAX_HEADER_FIELD},
     )
-    app[RUNTIME] = runtime
-    app[USAGE] = usage or UsageWriter(runtime.config.database)
-    app[DRAIN] = Drain()
+    services = app[SERVICES] = Services(runtime, usage or UsageWriter(runtime.config.database), Drain())
     app.on_shutdown.append(_begin_drain)
     app.cleanup_ctx.append(_usage_ctx)
     app.cleanup_ctx.append(_session_ctx)
     app.cleanup_ctx.append(_trim_ctx)
-    app.router.add_get("/healthz", endpoints.healthz)
-    app.router.add_get("/readyz", endpoints.readyz)
+    app.router.add_get("/healthz", probe(endpoints.healthz))
+    app.router.add_get("/readyz", probe(endpoints.readyz))
     add_api_route(app, "POST", "chat/completions", openai_api.chat_completions)
     add_openai_routes(app)
+    # Last, so it answers only what no route above serves: 404, or 405 with the methods that are.
+    app.router.add_route("*", "/{path:.*}", metered(services, unknown_route, authenticated=False))
     return app
 
 
@@ -66,37 +66,40 @@ def add_openai_routes(app: web.Application) -> None:
     add_api_route(app, "GET", "realtime", realtime.realtime)
     add_api_route(app, "*", "files", openai_api.files)
     add_api_route(app, "*", "files/{tail:.*}", openai_api.files)
+    services = app[SERVICES]
     for prefix in ("", f"/{PLATFORM}"):
-        app.router.add_get(f"{prefix}/v1beta/models", models_api.gemini_list_models)
-        app.router.add_get(f"{prefix}/v1beta/models/{{model:[^:]+}}", models_api.gemini_get_model)
+        app.router.add_get(f"{prefix}/v1beta/models", metered(services, models_api.gemini_list_models))
+        app.router.add_get(f"{prefix}/v1beta/models/{{model:[^:]+}}", metered(services, models_api.gemini_get_model))
 
 
 async def _begin_drain(app: web.Application) -> None:
     # on_shutdown runs once the listener is closed and before aiohttp waits for handlers.
-    app[DRAIN].begin(app[RUNTIME].config.shutdown_grace_s)
+    services = app[SERVICES]
+    services.drain.begin(services.runtime.config.shutdown_grace_s)
 
 
 async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
-    writer = app[USAGE]
+    writer = app[SERVICES].usage
     await writer.start()
     yield
     await writer.close()
 
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
-    session = upstream.open_session()
-    app[SESSION] = session
+    session = app[SERVICES].session = upstream.open_session()
     yield
     await session.close()
 
 
 async def _trim_ctx(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+
     def release() -> None:
         # The burst's spare upstream connections first, so the collection and trim after free their buffers.
-        upstream.close_idle(app[SESSION], upstream.MAX_IDLE_PER_HOST)
+        upstream.close_idle(services.upstream, upstream.MAX_IDLE_PER_HOST)
         memory.release()
 
-    trimmer = memory.Trimmer(lambda: app[DRAIN].in_flight, release)
+    trimmer = memory.Trimmer(lambda: services.drain.in_flight, release)
     trimmer.start()
     yield
     trimmer.stop()

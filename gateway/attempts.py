@@ -16,7 +16,6 @@ from config import Channel
 from gateway.context import RequestContext
 from gateway.errors import AttemptError, UpstreamFailure, sentence
 from gateway.routing import plan, request_tags
-from gateway.state import RUNTIME
 from providers import PROVIDERS, Provider
 
 
@@ -41,7 +40,7 @@ class Attempts:
         assert ctx.model is not None
         self._ctx = ctx
         self._stop = stop  # checked before each attempt: no new attempt once it says so (shutdown)
-        self._health = request.app[RUNTIME].health
+        self._health = ctx.services.runtime.health
         tags = request_tags(request.headers.get("X-Gateway-Tag"))
         self._channels = plan(ctx.config, self._health, ctx.key, ctx.model, ctx.platform, tags)
         self.last: AttemptError | None = None  # the latest failure, for the final error

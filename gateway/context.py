@@ -6,10 +6,9 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from aiohttp import web
-
 from config import ClientKey, Config
 from gateway.sse import SSETap
+from gateway.state import Services
 from providers import Usage
 
 
@@ -17,6 +16,7 @@ from providers import Usage
 class RequestContext:
     request_id: str
     config: Config  # the config this request started on; a reload does not change it
+    services: Services  # the process's session, drain, usage writer and key health
     protocol: str  # openai | anthropic | gemini: the shape errors are rendered in
     platform: str | None  # from a /<platform>/v1 prefix
     ts: float = field(default_factory=time.time)
@@ -47,9 +47,6 @@ class RequestContext:
     def mark_first_byte(self) -> None:
         if self.ttft_ms is None:
             self.ttft_ms = self.elapsed_ms()
-
-
-CTX = web.RequestKey("ctx", RequestContext)
 
 
 def new_request_id(incoming: str | None) -> str:

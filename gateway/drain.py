@@ -17,8 +17,6 @@ import asyncio
 import math
 from types import TracebackType
 
-from aiohttp import web
-
 
 class Drain:
     def __init__(self) -> None:
@@ -141,5 +139,3 @@ class Slot:
 # Loop timers have millisecond resolution and may go off that much early.
 _CLOCK_SLACK = 0.001
 
-
-DRAIN = web.AppKey("drain", Drain)

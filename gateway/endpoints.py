@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
-from gateway.state import RUNTIME, USAGE
+from gateway.state import SERVICES
 
 MAX_MODEL_NAME = 256
 
@@ -107,7 +107,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    if not await request.app[USAGE].writable():
+    services = request.app[SERVICES]
+    if not await services.usage.writable():
         return web.json_response({"status": "not ready", "reason": "usage database is not writable"}, status=503)
-    return web.json_response({"status": "ready", "config_generation": runtime.generation})
+    return web.json_response({"status": "ready", "config_generation": services.runtime.generation})

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from config import ClientKey, Config
 from config.loader import CATALOGS
-from gateway.context import CTX, RequestContext
+from gateway.context import RequestContext
 from gateway.errors import ANTHROPIC, GatewayError
 from gateway.routing import candidates, check_platform, request_tags
 
@@ -91,17 +91,15 @@ def _catalogs(request: web.Request) -> frozenset[str] | None:
     return wanted
 
 
-def _start(request: web.Request) -> tuple[RequestContext, list[Listed]]:
-    ctx = request[CTX]
+def _start(request: web.Request, ctx: RequestContext) -> list[Listed]:
     ctx.endpoint = "models"
     ctx.estimate_tokens = False
     key = ctx.key
     check_platform(key, ctx.platform)
-    return ctx, visible_models(ctx.config, key, ctx.platform, request_tags(request.headers.get("X-Gateway-Tag")), _catalogs(request))
+    return visible_models(ctx.config, key, ctx.platform, request_tags(request.headers.get("X-Gateway-Tag")), _catalogs(request))
 
 
-def _find(request: web.Request, model: str) -> Listed:
-    ctx = request[CTX]
+def _find(request: web.Request, ctx: RequestContext, model: str) -> Listed:
     ctx.endpoint = "models"
     ctx.estimate_tokens = False
     listed = describe(ctx.config, ctx.key, ctx.platform, request_tags(request.headers.get("X-Gateway-Tag")), model)
@@ -142,9 +140,9 @@ def _int_query(request: web.Request, name: str, default: int, high: int) -> int:
     return int(raw)
 
 
-async def list_models(request: web.Request) -> web.Response:
+async def list_models(request: web.Request, ctx: RequestContext) -> web.Response:
     """GET /v1/models: OpenAI's list, or Anthropic's when the request carries its headers."""
-    ctx, models = _start(request)
+    models = _start(request, ctx)
     if ctx.protocol == ANTHROPIC:
         return web.json_response(_anthropic_page(request, models))
     return web.json_response({"object": "list", "data": [_openai(m) for m in models]})
@@ -168,15 +166,15 @@ def _anthropic_page(request: web.Request, models: list[Listed]) -> dict[str, Any
     }
 
 
-async def get_model(request: web.Request) -> web.Response:
-    listed = _find(request, request.match_info["model"])
-    body = _anthropic(listed) if request[CTX].protocol == ANTHROPIC else _openai(listed)
+async def get_model(request: web.Request, ctx: RequestContext) -> web.Response:
+    listed = _find(request, ctx, request.match_info["model"])
+    body = _anthropic(listed) if ctx.protocol == ANTHROPIC else _openai(listed)
     return web.json_response(body)
 
 
-async def gemini_list_models(request: web.Request) -> web.Response:
+async def gemini_list_models(request: web.Request, ctx: RequestContext) -> web.Response:
     """GET /v1beta/models, paged by pageSize / pageToken (the last name of the previous page)."""
-    _, models = _start(request)
+    models = _start(request, ctx)
     size = _int_query(request, "pageSize", 50, 1000)
     token = request.query.get("pageToken")
     later = [m for m in models if not token or m.id > token]
@@ -187,6 +185,6 @@ async def gemini_list_models(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-async def gemini_get_model(request: web.Request) -> web.Response:
+async def gemini_get_model(request: web.Request, ctx: RequestContext) -> web.Response:
     name = request.match_info["model"]
-    return web.json_response(_gemini(_find(request, name.removeprefix("models/"))))
+    return web.json_response(_gemini(_find(request, ctx, name.removeprefix("models/"))))

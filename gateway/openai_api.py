@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from config import Channel
-from gateway.context import CTX, RequestContext
+from gateway.context import RequestContext
 from gateway.endpoints import read_json, read_upload, require_bool, require_model
 from gateway.errors import GatewayError
 from gateway.multipart import MultipartError, SegmentsPayload, parse_form
@@ -28,6 +28,7 @@ DEFAULT_IMAGE_MODEL = "dall-e-2"
 
 async def _relay_json(
     request: web.Request,
+    ctx: RequestContext,
     endpoint: str,
     *,
     tokens: bool = True,
@@ -35,13 +36,12 @@ async def _relay_json(
     default_model: str | None = None,
     path_model: str | None = None,
     transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-) -> tuple[RequestContext, dict[str, Any], BodyBuilder, bool]:
+) -> tuple[dict[str, Any], BodyBuilder, bool]:
     """Read and check a JSON request; return what `relay` needs.
 
     `tokens`: the endpoint bills by tokens. `stream_usage`: ask a stream for usage. `transform` checks
     the body and may return a new one. A body nobody changed goes upstream as the bytes it came as.
     """
-    ctx = request[CTX]
     ctx.endpoint = endpoint
     ctx.estimate_tokens = tokens
     body, raw = await read_json(request, ctx)
@@ -61,11 +61,11 @@ async def _relay_json(
     opts = body.get("stream_options")
     # Ask a stream for usage the client did not ask for, and hide it from the client again.
     inject = stream_usage and ctx.stream and not (isinstance(opts, dict) and opts.get("include_usage"))
-    return ctx, body, json_body(body, endpoint, inject, raw=unchanged), inject
+    return body, json_body(body, endpoint, inject, raw=unchanged), inject
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    ctx, _, build, inject = await _relay_json(request, "chat/completions", stream_usage=True, transform=_chat_messages)
+async def chat_completions(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    _, build, inject = await _relay_json(request, ctx, "chat/completions", stream_usage=True, transform=_chat_messages)
     return await relay(request, ctx, build, strip_usage=inject)
 
 
@@ -94,46 +94,46 @@ def prompt_to_messages(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    ctx, _, build, inject = await _relay_json(request, "completions", stream_usage=True)
+async def completions(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    _, build, inject = await _relay_json(request, ctx, "completions", stream_usage=True)
     return await relay(request, ctx, build, strip_usage=inject)
 
 
-async def responses(request: web.Request) -> web.StreamResponse:
+async def responses(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
     # Responses streams always end with response.completed carrying usage: nothing to inject.
-    ctx, _, build, _ = await _relay_json(request, "responses")
+    _, build, _ = await _relay_json(request, ctx, "responses")
     return await relay(request, ctx, build)
 
 
-async def embeddings(request: web.Request) -> web.StreamResponse:
-    ctx, _, build, _ = await _relay_json(request, "embeddings")
+async def embeddings(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    _, build, _ = await _relay_json(request, ctx, "embeddings")
     return await relay(request, ctx, build)
 
 
-async def engine_embeddings(request: web.Request) -> web.StreamResponse:
+async def engine_embeddings(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
     """The legacy /v1/engines/{model}/embeddings: the model comes from the path."""
-    ctx, _, build, _ = await _relay_json(request, "embeddings", path_model=request.match_info["model"])
+    _, build, _ = await _relay_json(request, ctx, "embeddings", path_model=request.match_info["model"])
     return await relay(request, ctx, build)
 
 
-async def moderations(request: web.Request) -> web.StreamResponse:
-    ctx, _, build, _ = await _relay_json(request, "moderations", tokens=False, default_model=DEFAULT_MODERATION_MODEL)
+async def moderations(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    _, build, _ = await _relay_json(request, ctx, "moderations", tokens=False, default_model=DEFAULT_MODERATION_MODEL)
     return await relay(request, ctx, build)
 
 
-async def rerank(request: web.Request) -> web.StreamResponse:
+async def rerank(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
     # Billed by tokens or "search units" depending on the vendor: record what it reports, estimate nothing.
-    ctx, _, build, _ = await _relay_json(request, "rerank", tokens=False)
+    _, build, _ = await _relay_json(request, ctx, "rerank", tokens=False)
     return await relay(request, ctx, build)
 
 
-async def image_generations(request: web.Request) -> web.StreamResponse:
-    ctx, _, build, _ = await _relay_json(request, "images/generations", tokens=False, default_model=DEFAULT_IMAGE_MODEL)
+async def image_generations(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    _, build, _ = await _relay_json(request, ctx, "images/generations", tokens=False, default_model=DEFAULT_IMAGE_MODEL)
     return await relay(request, ctx, build)
 
 
-async def audio_speech(request: web.Request) -> web.StreamResponse:
-    ctx, body, build, _ = await _relay_json(request, "audio/speech", tokens=False)
+async def audio_speech(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    body, build, _ = await _relay_json(request, ctx, "audio/speech", tokens=False)
     text = body.get("input")
     if not isinstance(text, str):
         raise GatewayError(400, "Field 'input' must be the text to speak, as a string.", code="invalid_type", param="input")
@@ -142,9 +142,10 @@ async def audio_speech(request: web.Request) -> web.StreamResponse:
     return await relay(request, ctx, build)
 
 
-async def _relay_form(request: web.Request, endpoint: str, default_model: str | None = None) -> web.StreamResponse:
+async def _relay_form(
+    request: web.Request, ctx: RequestContext, endpoint: str, default_model: str | None = None
+) -> web.StreamResponse:
     """A multipart upload: read once, find the model in the form, forward the same bytes."""
-    ctx = request[CTX]
     ctx.endpoint = endpoint
     ctx.estimate_tokens = False
     content_type = request.headers.get("Content-Type", "")
@@ -171,20 +172,20 @@ async def _relay_form(request: web.Request, endpoint: str, default_model: str | 
     return await relay(request, ctx, build)
 
 
-async def image_edits(request: web.Request) -> web.StreamResponse:
-    return await _relay_form(request, "images/edits", DEFAULT_IMAGE_MODEL)
+async def image_edits(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    return await _relay_form(request, ctx, "images/edits", DEFAULT_IMAGE_MODEL)
 
 
-async def audio_transcriptions(request: web.Request) -> web.StreamResponse:
-    return await _relay_form(request, "audio/transcriptions")
+async def audio_transcriptions(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    return await _relay_form(request, ctx, "audio/transcriptions")
 
 
-async def audio_translations(request: web.Request) -> web.StreamResponse:
-    return await _relay_form(request, "audio/translations")
+async def audio_translations(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    return await _relay_form(request, ctx, "audio/translations")
 
 
-async def files(request: web.Request) -> web.StreamResponse:
-    request[CTX].endpoint = "files"
+async def files(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    ctx.endpoint = "files"
     raise GatewayError(
         501,
         "The Files API is not available through this gateway; upload files to the vendor directly.",

@@ -1,4 +1,4 @@
-"""The middleware every API request passes through: id, auth, error rendering, usage row, access line."""
+"""What every API request passes through: id, auth, error rendering, usage row, access line."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ import structlog
 from aiohttp import web
 
 from gateway.auth import authenticate
-from gateway.context import CTX, RequestContext, new_request_id
+from gateway.context import RequestContext, new_request_id
 from gateway.errors import ANTHROPIC, GEMINI, OPENAI, GatewayError
 from gateway.logs import AccessLog
 from gateway.pricing import cost
-from gateway.state import RUNTIME, USAGE
+from gateway.state import Services
 from gateway.usage import UsageRow
 
 log = structlog.get_logger("gateway.access")
 access_log = AccessLog("gateway.access")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-UNMETERED = frozenset({"/healthz", "/readyz"})
+Handler = Callable[[web.Request, RequestContext], Awaitable[web.StreamResponse]]  # an API route's handler
+Served = Callable[[web.Request], Awaitable[web.StreamResponse]]  # what aiohttp calls
 MAX_HEADER_BYTES = 64 * 1024  # all request headers together
 MAX_HEADER_FIELD = 128 * 1024  # one header line, and the request line: the HTTP parser's own limit
 
@@ -38,59 +38,92 @@ def protocol_for(path: str, headers: Mapping[str, str] | None = None) -> str:
     return OPENAI
 
 
-def platform_of(request: web.Request) -> str | None:
-    return request.match_info.get("platform")
+def metered(services: Services, handler: Handler, *, authenticated: bool = True) -> Served:
+    """Serve `handler` as an API route: the context, auth, error rendering, the usage row and the access line.
+
+    Each route's handler is wrapped here rather than by an aiohttp middleware, which costs a few call
+    layers a request (measured: ~35k instructions, 6% of what a bare forwarder spends on a request).
+    """
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        ctx = RequestContext(
+            request_id=new_request_id(request.headers.get("X-Request-Id")),
+            config=services.runtime.config,
+            services=services,
+            protocol=protocol_for(request.path, request.headers),
+            platform=request.match_info.get("platform"),
+        )
+        response: web.StreamResponse | None = None
+        try:
+            _check_headers(request)
+            if ctx.platform is not None and ctx.platform not in ctx.config.platforms:
+                raise GatewayError(404, f"Unknown platform {ctx.platform!r}; known: {', '.join(sorted(ctx.config.platforms))}.", code="unknown_platform")
+            if authenticated:
+                ctx.key = authenticate(request, ctx.config, ctx.protocol)
+            response = await handler(request, ctx)
+        except GatewayError as err:
+            ctx.error = ctx.error or err.message[:500]
+            response = err.response(ctx.protocol)
+        except web.HTTPException as exc:
+            http_err = GatewayError(exc.status, exc.text or exc.reason)
+            ctx.error = http_err.message
+            response = http_err.response(ctx.protocol)
+        except web.RequestPayloadError as exc:  # bad gzip, broken chunked framing: the client's fault
+            detail = str(getattr(exc.__cause__, "message", "") or exc).strip()
+            body_err = GatewayError(400, f"The request body could not be read ({detail}); send it again, uncompressed.", code="invalid_body")
+            ctx.error = body_err.message[:500]
+            response = body_err.response(ctx.protocol)
+        except asyncio.CancelledError:
+            ctx.status = 499
+            ctx.error = ctx.error or "client closed the connection"
+            raise
+        except Exception:
+            log.exception("unhandled_error", request_id=ctx.request_id, path=request.path)
+            ctx.error = "internal error"
+            response = GatewayError(500, "The gateway failed on this request; it has been logged.", type="server_error").response(ctx.protocol)
+        finally:
+            finish(request, ctx, response)
+        if not response.prepared:
+            response.headers["X-Request-Id"] = ctx.request_id
+        return response
+
+    return serve
 
 
-@web.middleware
-async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in UNMETERED:
-        probe = await handler(request)
-        probe.headers["X-Request-Id"] = new_request_id(request.headers.get("X-Request-Id"))
-        return probe
-    runtime = request.app[RUNTIME]
-    ctx = RequestContext(
-        request_id=new_request_id(request.headers.get("X-Request-Id")),
-        config=runtime.config,
-        protocol=protocol_for(request.path, request.headers),
-        platform=platform_of(request),
-    )
-    request[CTX] = ctx
-    response: web.StreamResponse | None = None
-    try:
-        _check_headers(request)
-        route_error = request.match_info.http_exception
-        if route_error is not None:
-            raise _route_error(request, route_error)
-        if ctx.platform is not None and ctx.platform not in ctx.config.platforms:
-            raise GatewayError(404, f"Unknown platform {ctx.platform!r}; known: {', '.join(sorted(ctx.config.platforms))}.", code="unknown_platform")
-        ctx.key = authenticate(request, ctx.config, ctx.protocol)
+def probe(handler: Served) -> Served:
+    """A health probe: no auth, usage row or access line, but an X-Request-Id like every answer."""
+
+    async def serve(request: web.Request) -> web.StreamResponse:
         response = await handler(request)
-    except GatewayError as err:
-        ctx.error = ctx.error or err.message[:500]
-        response = err.response(ctx.protocol)
-    except web.HTTPException as exc:
-        http_err = GatewayError(exc.status, exc.text or exc.reason)
-        ctx.error = http_err.message
-        response = http_err.response(ctx.protocol)
-    except web.RequestPayloadError as exc:  # bad gzip, broken chunked framing: the client's fault
-        detail = str(getattr(exc.__cause__, "message", "") or exc).strip()
-        body_err = GatewayError(400, f"The request body could not be read ({detail}); send it again, uncompressed.", code="invalid_body")
-        ctx.error = body_err.message[:500]
-        response = body_err.response(ctx.protocol)
-    except asyncio.CancelledError:
-        ctx.status = 499
-        ctx.error = ctx.error or "client closed the connection"
-        raise
-    except Exception:
-        log.exception("unhandled_error", request_id=ctx.request_id, path=request.path)
-        ctx.error = "internal error"
-        response = GatewayError(500, "The gateway failed on this request; it has been logged.", type="server_error").response(ctx.protocol)
-    finally:
-        finish(request, ctx, response)
-    if not response.prepared:
-        response.headers["X-Request-Id"] = ctx.request_id
-    return response
+        response.headers["X-Request-Id"] = new_request_id(request.headers.get("X-Request-Id"))
+        return response
+
+    return serve
+
+
+async def unknown_route(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    """The catch-all route's handler: 405 where another route serves the path, else 404."""
+    path = request.path if len(request.path) <= 200 else request.path[:200] + "..."  # never echo a 100 KB URL
+    allowed = sorted(await _allowed_methods(request))
+    if allowed:
+        raise GatewayError(
+            405,
+            f"Method {request.method} is not allowed on {path}; use {', '.join(allowed)}.",
+            code="method_not_allowed",
+            headers={"Allow": ", ".join(allowed)},
+        )
+    raise GatewayError(404, f"Unknown route {request.method} {path}.", code="unknown_route")
+
+
+async def _allowed_methods(request: web.Request) -> set[str]:
+    """The methods the routes other than the catch-all serve at the request's path."""
+    catch_all = request.match_info.route.resource
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not catch_all:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    return allowed
 
 
 def _check_headers(request: web.Request) -> None:
@@ -105,19 +138,6 @@ def _check_headers(request: web.Request) -> None:
             f"Request headers are {size} bytes; the gateway accepts at most {MAX_HEADER_BYTES}. Send less in headers.",
             code="headers_too_large",
         )
-
-
-def _route_error(request: web.Request, exc: web.HTTPException) -> GatewayError:
-    path = request.path if len(request.path) <= 200 else request.path[:200] + "..."  # never echo a 100 KB URL
-    if exc.status == 405:
-        allowed = getattr(exc, "allowed_methods", ())
-        return GatewayError(
-            405,
-            f"Method {request.method} is not allowed on {path}; use {', '.join(sorted(allowed)) or 'another method'}.",
-            code="method_not_allowed",
-            headers={"Allow": ", ".join(sorted(allowed))},
-        )
-    return GatewayError(404, f"Unknown route {request.method} {path}.", code="unknown_route")
 
 
 def finish(request: web.Request, ctx: RequestContext, response: web.StreamResponse | None) -> None:
@@ -165,7 +185,7 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
     if ctx.model is not None:
         info = ctx.config.models.get(ctx.model)
         row.cost = cost(row, info.price if info else None)
-    request.app[USAGE].record(row)
+    ctx.services.usage.record(row)
     access_log.info(
         "request",
         request_id=ctx.request_id,

@@ -18,12 +18,10 @@ from aiohttp import WSMsgType, web
 
 from gateway.attempts import Attempts, Verdict
 from gateway.auth import INSECURE_KEY_PROTOCOL
-from gateway.context import CTX, RequestContext
-from gateway.drain import DRAIN
+from gateway.context import RequestContext
 from gateway.endpoints import require_model
 from gateway.errors import AttemptError, GatewayError, status_error, upstream_errors
 from gateway.relay import request_headers
-from gateway.state import SESSION
 from providers import Provider, Usage
 
 CLOSE_TIMEOUT_S = 10.0
@@ -52,8 +50,7 @@ def _upstream_headers(request: web.Request, ctx: RequestContext) -> dict[str, st
     return headers
 
 
-async def realtime(request: web.Request) -> web.StreamResponse:
-    ctx = request[CTX]
+async def realtime(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
     ctx.endpoint = "realtime"
     ctx.stream = True
     ctx.estimate_tokens = False
@@ -77,7 +74,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         client.headers["X-Request-Id"] = ctx.request_id
         await client.prepare(request)
         ctx.usage = Usage()
-        with request.app[DRAIN].track() as slot:
+        with ctx.services.drain.track() as slot:
             try:
                 # No deadline of its own: only a shutdown's drain deadline ends a live session early.
                 async with slot.timeout_at(None):
@@ -98,7 +95,7 @@ async def _connect(
     request: web.Request, ctx: RequestContext, protocols: list[str], limit: int
 ) -> tuple[aiohttp.ClientWebSocketResponse, Provider]:
     """Open the upstream socket on the first channel that accepts, like the relay's failover."""
-    session = request.app[SESSION]
+    session = ctx.services.upstream
     attempts = Attempts(request, ctx)
     base_headers = _upstream_headers(request, ctx)
     # Never `?key=`: that may be the client's own key, which no vendor receives.

@@ -23,7 +23,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from config import Channel, Timeouts
 from gateway.attempts import Attempts, Verdict
 from gateway.context import RequestContext
-from gateway.drain import DRAIN, Slot
+from gateway.drain import Slot
 from gateway.errors import (
     OPENAI,
     AttemptError,
@@ -34,7 +34,6 @@ from gateway.errors import (
     upstream_errors,
 )
 from gateway.sse import SSETap
-from gateway.state import SESSION
 from providers import Provider
 
 # Silence on a started stream after which the client gets an SSE comment, so idle proxies keep it open.
@@ -125,7 +124,7 @@ async def relay(
 ) -> web.StreamResponse:
     """Serve ctx.endpoint for ctx.model through the best channel that answers."""
     assert ctx.endpoint is not None
-    drain = request.app[DRAIN]
+    drain = ctx.services.drain
     attempts = Attempts(request, ctx, stop=drain.expired)
     base_headers = request_headers(request.headers, ctx.request_id)
     with drain.track() as slot:
@@ -201,7 +200,7 @@ async def _attempt(
     strip_usage: bool,
     slot: Slot,
 ) -> tuple[web.StreamResponse, Verdict]:
-    session = request.app[SESSION]
+    session = ctx.services.upstream
     timeouts = channel.timeouts
     url = provider.url(channel, ctx.endpoint or "")
     first_byte_at = asyncio.get_running_loop().time() + timeouts.first_byte_s

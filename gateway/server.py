@@ -14,10 +14,9 @@ from aiohttp import web
 
 from config import Config, Listen
 from gateway.app import create_app
-from gateway.drain import DRAIN
 from gateway.logs import setup_logging
 from gateway.pipeline import access_log
-from gateway.state import Runtime
+from gateway.state import SERVICES, Runtime
 from gateway.workers import run_loop, supervise
 
 log = structlog.get_logger("gateway")
@@ -98,7 +97,7 @@ async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyn
         for sig in (signal.SIGTERM, signal.SIGINT):
             # A second signal cuts the grace short instead of killing the process: streams still end
             # with an error event and the usage rows are still flushed.
-            loop.add_signal_handler(sig, app[DRAIN].begin, 0.0)
+            loop.add_signal_handler(sig, app[SERVICES].drain.begin, 0.0)
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiohttp
 import structlog
 from aiohttp import web
 
 from config import Config, ConfigError, load_config
+from gateway.drain import Drain
 from gateway.health import Health
 from gateway.usage import UsageWriter
 from providers import PROVIDERS
@@ -47,6 +49,20 @@ class Runtime:
         return True
 
 
-RUNTIME = web.AppKey("runtime", Runtime)
-SESSION = web.AppKey("session", aiohttp.ClientSession)
-USAGE = web.AppKey("usage", UsageWriter)
+@dataclass(slots=True, eq=False)
+class Services:
+    """The process's long-lived resources. Every request reaches them through its context
+    (`ctx.services`), not through app lookups: those are a few property calls deep each."""
+
+    runtime: Runtime
+    usage: UsageWriter
+    drain: Drain
+    session: aiohttp.ClientSession | None = None  # opened when the app starts
+
+    @property
+    def upstream(self) -> aiohttp.ClientSession:
+        assert self.session is not None, "the upstream session opens when the app starts"
+        return self.session
+
+
+SERVICES = web.AppKey("services", Services)

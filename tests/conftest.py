@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from config import Config, parse_config
 from gateway.app import create_app
-from gateway.state import USAGE, Runtime
+from gateway.state import SERVICES, Runtime
 from providers import PROVIDERS
 from tests.fakevendor import FakeVendor
 
@@ -38,7 +38,7 @@ class Gateway:
         return client
 
     async def rows(self) -> list[dict[str, Any]]:
-        await self.server.app[USAGE].flush()
+        await self.server.app[SERVICES].usage.flush()
         db = sqlite3.connect(self.db_path)
         db.row_factory = sqlite3.Row
         try:

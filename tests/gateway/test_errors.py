@@ -53,6 +53,9 @@ OK_BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
         ({"body": OK_BODY, "path": "/nowhere/v1/chat/completions"}, 404, "unknown_platform"),
         ({"body": OK_BODY, "path": "/v1/chat/complete"}, 404, "unknown_route"),
         ({"body": OK_BODY, "method": "GET"}, 405, "method_not_allowed"),
+        # A route that does not exist says so before asking for a key.
+        ({"body": OK_BODY, "path": "/v1/chat/complete", "key": None}, 404, "unknown_route"),
+        ({"body": OK_BODY, "method": "GET", "key": None}, 405, "method_not_allowed"),
         ({"body": {**OK_BODY, "pad": "x" * 20000}}, 413, "request_too_large"),
         ({"body": {**OK_BODY, "model": "m" * 10000}}, 400, "invalid_value"),
     ],

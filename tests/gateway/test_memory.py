@@ -9,7 +9,7 @@ import aiohttp
 
 from gateway import memory, upstream
 from gateway.sse import SSETap
-from gateway.state import SESSION
+from gateway.state import SERVICES
 from providers import PROVIDERS
 from tests.conftest import KEYS, channel
 from tests.fakevendor import Fault
@@ -25,7 +25,7 @@ async def _burst(gw, vendor, n: int) -> set[int]:
 
 
 def _session(gw) -> aiohttp.ClientSession:
-    return gw.server.app[SESSION]
+    return gw.server.app[SERVICES].upstream
 
 
 async def test_a_busy_pool_keeps_its_connections_and_reuses_the_newest_first(vendor, gateway_factory):

@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 import pytest
 
+from gateway.state import SERVICES
 from tests.conftest import KEYS
 from tests.fakesurface import FakeSurface
 
@@ -168,13 +169,11 @@ async def test_vendor_that_answers_without_upgrading_is_failed_over(surface, gat
 
 
 async def test_session_closed_going_away_at_the_drain_deadline(surface, gateway_factory):
-    from gateway.drain import DRAIN
-
     gw = await gateway_factory({"keys": KEYS, "channels": [ch(surface)]})
     headers = {"Authorization": "Bearer test-key"}
     async with aiohttp.ClientSession() as http, http.ws_connect(f"{gw.url}/v1/realtime?model=gpt-realtime", headers=headers) as ws:
         await ws.receive_json()
-        gw.server.app[DRAIN].begin(0.1)  # what SIGTERM does, with a short grace
+        gw.server.app[SERVICES].drain.begin(0.1)  # what SIGTERM does, with a short grace
         msg = await asyncio.wait_for(ws.receive(), 5)
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001
     row = (await rows_when_done(gw))[0]

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway import spool
 from gateway.app import create_app
-from gateway.state import USAGE, Runtime
+from gateway.state import SERVICES, Runtime
 from gateway.usage import UsageRow, UsageWriter
 from tests.conftest import KEYS, Gateway, channel, make_config
 from tests.faultkit import post
@@ -66,7 +66,7 @@ async def test_locked_database_spools_then_replays_when_it_recovers(vendor, star
             status, _, headers = await post(gw, BODY, headers={"X-Request-Id": f"req-{i}"})
             assert status == 200
             ids.append(headers["X-Request-Id"])
-        await gw.server.app[USAGE].flush()
+        await gw.server.app[SERVICES].usage.flush()
         assert [r["request_id"] for r in spool_lines(writer_spool)] == ids
         locker.execute("ROLLBACK")
         status, _, _ = await post(gw, BODY, headers={"X-Request-Id": "req-after"})
