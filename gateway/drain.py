@@ -6,9 +6,10 @@ stream with no word to the client and books it as a client hang-up. Instead ever
 upstream goes through a `Slot`, whose timeout is pulled in to the deadline when the drain begins, so
 the relay can end a stream with a proper error event and record why.
 
-A `Slot` is also the relay's timer: `async with slot.timeout_at(when)` behaves as `asyncio.timeout_at`
-(TimeoutError on expiry, other cancellations pass through) at a fraction of its cost, which showed in
-profiles because a request waits on its upstream at least twice and a stream once per idle read.
+A `Slot` is also the relay's timer: `with slot.timeout_at(when)` behaves as `async with
+asyncio.timeout_at(when)` (TimeoutError on expiry, other cancellations pass through) at a fraction of
+its cost, which showed in profiles because a request waits on its upstream at least twice and a
+stream once per idle read. Arming a timer needs no await, so it is a plain `with`: no coroutines.
 """
 
 from __future__ import annotations
@@ -40,9 +41,27 @@ class Drain:
     def expired(self) -> bool:
         return self.deadline is not None and asyncio.get_running_loop().time() >= self.deadline
 
-    def track(self) -> Slot:
-        """A slot for the current task's waits, counted in the drain while its `with` block runs."""
-        return Slot(self)
+    def track(self) -> Tracked:
+        """`with drain.track() as slot`: a slot for the current task's waits, counted while the block runs."""
+        return Tracked(self)
+
+
+class Tracked:
+    """A request's slot, counted in the drain while its `with` block runs."""
+
+    __slots__ = ("_drain", "_slot")
+
+    def __init__(self, drain: Drain) -> None:
+        self._drain = drain
+        self._slot = Slot(drain)
+
+    def __enter__(self) -> Slot:
+        self._drain._slots.add(self._slot)
+        return self._slot
+
+    def __exit__(self, *exc: object) -> None:
+        self._drain._slots.discard(self._slot)
+        self._slot._disarm()
 
 
 class Slot:
@@ -67,14 +86,6 @@ class Slot:
         self._active = self._fired = False
         self._cancelling = 0
 
-    def __enter__(self) -> Slot:
-        self._drain._slots.add(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._drain._slots.discard(self)
-        self._disarm()
-
     def timeout_at(self, when: float | None) -> Slot:
         """`asyncio.timeout_at(when)`, but never past the shutdown deadline. Enter it at once."""
         deadline = self._drain.deadline
@@ -84,16 +95,14 @@ class Slot:
         self._fired = False
         return self
 
-    async def __aenter__(self) -> None:
+    def __enter__(self) -> None:
         self._active = True
         self._cancelling = self._task.cancelling()
         when = self._when
         if when is not None and (self._handle is None or self._armed_at > when):
             self._arm(when)
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._active = False  # the timer stays armed for the next wait, or until the slot is left
         # As asyncio.Timeout: the cancellation it caused becomes TimeoutError; one from elsewhere stays.
         if self._fired and self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:

@@ -7,23 +7,29 @@ import logging
 import sys
 import time
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 import structlog
 
+# structlog's live configuration. Its public get_config() builds a dict of five entries a call (~3k
+# instructions, on every request here); tests/gateway/test_logs.py fails if a release moves this.
+from structlog._config import _CONFIG
+
 from config import LogConfig
 
 
-def setup_logging(cfg: LogConfig) -> None:
+def setup_logging(cfg: LogConfig, stream: TextIO | None = None) -> None:
+    """Log to `stream` (stderr unless given) as `cfg` says."""
+    out = stream or sys.stderr
     level = getattr(logging, cfg.level.upper())
     renderer: structlog.types.Processor
     if cfg.format == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)
-        factory: structlog.types.WrappedLogger = structlog.PrintLoggerFactory(sys.stderr)
+        factory: structlog.types.WrappedLogger = structlog.PrintLoggerFactory(out)
     else:
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
-        factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
+        factory = structlog.BytesLoggerFactory(out.buffer)
     processors: list[structlog.types.Processor] = [
         structlog.processors.add_log_level, timestamp, structlog.processors.format_exc_info, renderer,
     ]
@@ -33,8 +39,8 @@ def setup_logging(cfg: LogConfig) -> None:
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
-    _json_lines[:] = [processors, level, sys.stderr.buffer] if cfg.format != "console" else []
-    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    _json_lines[:] = [renderer, level, out.buffer] if cfg.format != "console" else []
+    logging.basicConfig(level=max(level, logging.WARNING), stream=out, format="%(levelname)s %(name)s: %(message)s")
 
 
 _second: list[Any] = [-1, ""]  # the last whole second seen, and its formatted prefix
@@ -51,7 +57,7 @@ def timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableM
     return event_dict
 
 
-# While the JSON set-up above is in force: its processors list, level, and stream (see AccessLog).
+# While the JSON set-up above is in force: its renderer, level, and stream (see AccessLog).
 _json_lines: list[Any] = []
 
 
@@ -74,9 +80,13 @@ class AccessLog:
         self._stream: Any = None
         self._scheduled = False
 
-    def info(self, event: str, **fields: Any) -> None:
+    def info(self, event: str, fields: dict[str, Any]) -> None:
+        """Log `fields` (taken over, not copied) as structlog's `log.info(event, **fields)` would."""
         fast = _json_lines
-        if fast and structlog.get_config()["processors"] is fast[0]:
+        processors: Any = _CONFIG.default_processors  # a list, typed as any iterable
+        # structlog.testing.capture_logs() refills the same processors list, so its last entry (the
+        # renderer) is what tells that the set-up still holds.
+        if fast and processors and processors[-1] is fast[0]:
             if fast[1] > logging.INFO:
                 return
             fields["event"] = event

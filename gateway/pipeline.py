@@ -46,12 +46,14 @@ def metered(services: Services, handler: Handler, *, authenticated: bool = True)
     """
 
     async def serve(request: web.Request) -> web.StreamResponse:
+        # request_id, config, services, protocol, platform: positional, as keywords cost ~500
+        # instructions each on a signature this wide.
         ctx = RequestContext(
-            request_id=new_request_id(request.headers.get("X-Request-Id")),
-            config=services.runtime.config,
-            services=services,
-            protocol=protocol_for(request.path, request.headers),
-            platform=request.match_info.get("platform"),
+            new_request_id(request.headers.get("X-Request-Id")),
+            services.runtime.config,
+            services,
+            protocol_for(request.path, request.headers),
+            request.match_info.get("platform"),
         )
         response: web.StreamResponse | None = None
         try:
@@ -147,58 +149,48 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
     tap = ctx.tap
     if usage is None and tap is not None:
         usage = tap.usage
-    row = UsageRow(
-        request_id=ctx.request_id,
-        ts=ctx.ts,
-        key_name=ctx.key.name if ctx.key else None,
-        platform=ctx.platform or ctx.channel_platform,
-        endpoint=ctx.endpoint,
-        model=ctx.model,
-        upstream_model=ctx.upstream_model,
-        channel=ctx.channel,
-        stream=int(ctx.stream),
-        status=status,
-        latency_ms=round(ctx.elapsed_ms(), 3),
-        ttft_ms=round(ctx.ttft_ms, 3) if ctx.ttft_ms is not None else None,
-        attempts=ctx.attempts,
-        error=ctx.error,
-        images=ctx.images,
-        input_chars=ctx.input_chars,
-        audio_seconds=ctx.audio_seconds,
-    )
+    images, audio_seconds, estimated = ctx.images, ctx.audio_seconds, 0
     if usage is not None:
-        row.prompt_tokens = usage.prompt_tokens
-        row.completion_tokens = usage.completion_tokens
-        row.total_tokens = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
-        row.cached_tokens = usage.cached_tokens
-        row.reasoning_tokens = usage.reasoning_tokens
-        row.images = max(row.images, usage.images)
-        row.audio_seconds = max(row.audio_seconds, usage.seconds)
+        prompt, completion = usage.prompt_tokens, usage.completion_tokens
+        total = usage.total_tokens or prompt + completion
+        cached, reasoning = usage.cached_tokens, usage.reasoning_tokens
+        images = max(images, usage.images)
+        audio_seconds = max(audio_seconds, usage.seconds)
     elif ctx.estimate_tokens and (tap is not None or (ctx.attempts and status < 400)):
         # An answer went out but the vendor reported no usage (stream cut, client gone, vendor silent):
         # estimate ~4 bytes a token. A request that got no answer is not billed. Endpoints not billed
         # by tokens (images, audio) estimate nothing.
-        row.prompt_tokens = ctx.request_bytes // 4
-        row.completion_tokens = (tap.text_bytes if tap is not None else 0) // 4
-        row.total_tokens = row.prompt_tokens + row.completion_tokens
-        row.estimated = 1
+        prompt = ctx.request_bytes // 4
+        completion = (tap.text_bytes if tap is not None else 0) // 4
+        total, cached, reasoning, estimated = prompt + completion, 0, 0, 1
+    else:
+        prompt = completion = total = cached = reasoning = 0
+    key_name = ctx.key.name if ctx.key else None
+    latency_ms = round(ctx.elapsed_ms(), 3)
+    ttft_ms = round(ctx.ttft_ms, 3) if ctx.ttft_ms is not None else None
+    # Positional, in UsageRow's field (and column) order: 24 keyword arguments cost ~8k instructions,
+    # measured, about 1% of a request.
+    row = UsageRow(
+        ctx.request_id, ctx.ts, key_name, ctx.platform or ctx.channel_platform, ctx.endpoint, ctx.model,
+        ctx.upstream_model, ctx.channel, int(ctx.stream), status, prompt, completion, total, cached, reasoning,
+        latency_ms, ttft_ms, ctx.attempts, None, ctx.error, estimated, images, ctx.input_chars, audio_seconds,
+    )  # fmt: skip
     if ctx.model is not None:
         info = ctx.config.models.get(ctx.model)
         row.cost = cost(row, info.price if info else None)
     ctx.services.usage.record(row)
-    access_log.info(
-        "request",
-        request_id=ctx.request_id,
-        method=request.method,
-        path=request.path,
-        key_name=row.key_name,
-        model=ctx.model,
-        channel=ctx.channel,
-        status=status,
-        latency_ms=row.latency_ms,
-        ttft_ms=row.ttft_ms,
-        attempts=ctx.attempts,
-        stream=ctx.stream,
-        tokens=row.total_tokens,
-        error=ctx.error,
-    )
+    access_log.info("request", {
+        "request_id": ctx.request_id,
+        "method": request.method,
+        "path": request.path,
+        "key_name": key_name,
+        "model": ctx.model,
+        "channel": ctx.channel,
+        "status": status,
+        "latency_ms": latency_ms,
+        "ttft_ms": ttft_ms,
+        "attempts": ctx.attempts,
+        "stream": ctx.stream,
+        "tokens": total,
+        "error": ctx.error,
+    })  # fmt: skip

@@ -77,7 +77,7 @@ async def realtime(request: web.Request, ctx: RequestContext) -> web.StreamRespo
         with ctx.services.drain.track() as slot:
             try:
                 # No deadline of its own: only a shutdown's drain deadline ends a live session early.
-                async with slot.timeout_at(None):
+                with slot.timeout_at(None):
                     await _proxy(ctx, provider, client, upstream)
             except TimeoutError:
                 if not slot.cut():

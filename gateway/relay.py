@@ -205,7 +205,7 @@ async def _attempt(
     url = provider.url(channel, ctx.endpoint or "")
     first_byte_at = asyncio.get_running_loop().time() + timeouts.first_byte_s
     with upstream_errors("waiting for the first byte"):
-        async with slot.timeout_at(first_byte_at):
+        with slot.timeout_at(first_byte_at):
             upstream = await session.request(
                 request.method, url, data=data, headers=headers, params=_upstream_query(request),
                 timeout=_client_timeout(timeouts), allow_redirects=False,
@@ -214,7 +214,7 @@ async def _attempt(
     try:
         if upstream.status >= 400:
             with upstream_errors("reading the error body"):
-                async with slot.timeout_at(asyncio.get_running_loop().time() + timeouts.idle_s):
+                with slot.timeout_at(asyncio.get_running_loop().time() + timeouts.idle_s):
                     body = await upstream.read()
             done = True
             raise status_error(upstream.status, body, upstream.content_type, channel.secrets)
@@ -241,7 +241,7 @@ async def _forward_json(
         if upstream.content.is_eof():  # the whole body came with the headers: nothing to wait for, no timer
             body = await upstream.read()
         else:
-            async with slot.timeout_at(asyncio.get_running_loop().time() + timeouts.idle_s):
+            with slot.timeout_at(asyncio.get_running_loop().time() + timeouts.idle_s):
                 body = await upstream.read()
     try:
         payload = orjson.loads(body)
@@ -266,7 +266,7 @@ async def _forward_stream(
     # Nothing goes to the client before the first chunk is in hand, so a vendor that answers with
     # headers and then stalls or hangs up can still be failed over.
     with upstream_errors("waiting for the first byte"):
-        async with slot.timeout_at(first_byte_at):
+        with slot.timeout_at(first_byte_at):
             chunk = await content.readany()
     if tap is not None:
         ctx.tap = tap
@@ -305,7 +305,7 @@ async def _forward_stream(
             # Bytes already here need no timer (one per chunk showed in profiles); only a real wait does.
             pending = content.read_nowait()
             if not pending and not content.at_eof():
-                async with slot.timeout_at(min(idle_at, keepalive_at)):
+                with slot.timeout_at(min(idle_at, keepalive_at)):
                     pending = await content.readany()
         except TimeoutError:
             pending = None

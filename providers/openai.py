@@ -57,16 +57,21 @@ class OpenAIProvider:
 
 
 def _tokens(raw: dict[str, Any]) -> Usage:
-    prompt = _int(raw.get("prompt_tokens", raw.get("input_tokens")))
-    completion = _int(raw.get("completion_tokens", raw.get("output_tokens")))
-    in_details = _first_dict(raw, "prompt_tokens_details", "input_tokens_details", "input_token_details")
-    out_details = _first_dict(raw, "completion_tokens_details", "output_tokens_details", "output_token_details")
+    # Read on every answer: counts are checked inline (`type(v) is int` keeps bools and floats out)
+    # rather than through a helper call each.
+    prompt = raw.get("prompt_tokens", raw.get("input_tokens"))
+    prompt = prompt if type(prompt) is int else 0
+    completion = raw.get("completion_tokens", raw.get("output_tokens"))
+    completion = completion if type(completion) is int else 0
+    total = raw.get("total_tokens")
+    cached = _first_dict(raw, "prompt_tokens_details", "input_tokens_details", "input_token_details").get("cached_tokens")
+    reasoning = _first_dict(raw, "completion_tokens_details", "output_tokens_details", "output_token_details").get("reasoning_tokens")
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        total_tokens=_int(raw.get("total_tokens")) or prompt + completion,
-        cached_tokens=_int(in_details.get("cached_tokens")),
-        reasoning_tokens=_int(out_details.get("reasoning_tokens")),
+        total_tokens=total if type(total) is int and total else prompt + completion,
+        cached_tokens=cached if type(cached) is int else 0,
+        reasoning_tokens=reasoning if type(reasoning) is int else 0,
         seconds=_number(raw.get("seconds")) if raw.get("type") == "duration" else 0.0,
     )
 
@@ -88,10 +93,6 @@ def _first_dict(raw: dict[str, Any], *names: str) -> dict[str, Any]:
         if isinstance(value, dict):
             return value
     return {}
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _number(value: Any) -> float:

@@ -22,12 +22,12 @@ async def test_moving_deadlines_reuse_one_timer_and_still_expire(monkeypatch):
     drain = Drain()
     with drain.track() as slot:
         for _ in range(5):  # chunks keep coming: each wait ends well before its deadline
-            async with slot.timeout_at(loop.time() + 0.2):
+            with slot.timeout_at(loop.time() + 0.2):
                 await asyncio.sleep(0.05)
         assert len(armed) <= 2  # the first timer, and at most one re-arm when it went off early
         started = loop.time()
         with pytest.raises(TimeoutError):
-            async with slot.timeout_at(loop.time() + 0.1):
+            with slot.timeout_at(loop.time() + 0.1):
                 await asyncio.sleep(10)
         assert 0.09 <= loop.time() - started < 1.0
         assert not slot.cut()
@@ -36,11 +36,11 @@ async def test_moving_deadlines_reuse_one_timer_and_still_expire(monkeypatch):
 async def test_an_earlier_deadline_than_the_armed_timer_is_kept():
     loop = asyncio.get_running_loop()
     with Drain().track() as slot:
-        async with slot.timeout_at(loop.time() + 30):
+        with slot.timeout_at(loop.time() + 30):
             await asyncio.sleep(0)
         started = loop.time()
         with pytest.raises(TimeoutError):
-            async with slot.timeout_at(loop.time() + 0.05):
+            with slot.timeout_at(loop.time() + 0.05):
                 await asyncio.sleep(10)
         assert loop.time() - started < 1.0
 
@@ -51,7 +51,7 @@ async def test_drain_pulls_the_wait_under_way_forward_and_says_so():
     with drain.track() as slot:
         loop.call_later(0.05, drain.begin, 0.05)
         with pytest.raises(TimeoutError):
-            async with slot.timeout_at(loop.time() + 30):
+            with slot.timeout_at(loop.time() + 30):
                 await asyncio.sleep(10)
         assert slot.cut()
 
@@ -61,7 +61,7 @@ async def test_a_cancellation_from_elsewhere_is_not_turned_into_a_timeout():
 
     async def wait() -> None:
         with Drain().track() as slot:
-            async with slot.timeout_at(loop.time() + 30):
+            with slot.timeout_at(loop.time() + 30):
                 await asyncio.sleep(10)
 
     task = asyncio.create_task(wait())
@@ -74,7 +74,7 @@ async def test_a_cancellation_from_elsewhere_is_not_turned_into_a_timeout():
 async def test_no_deadline_waits_for_ever_and_a_stale_timer_does_not_fire_on_a_later_wait():
     loop = asyncio.get_running_loop()
     with Drain().track() as slot:
-        async with slot.timeout_at(loop.time() + 0.02):
+        with slot.timeout_at(loop.time() + 0.02):
             pass  # done at once; its timer stays armed
-        async with slot.timeout_at(None):
+        with slot.timeout_at(None):
             await asyncio.sleep(0.1)  # the old timer goes off meanwhile and must not cut this wait
