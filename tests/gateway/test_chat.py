@@ -29,6 +29,9 @@ async def test_non_stream_passthrough_and_usage_row(vendor, gateway_factory):
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (11, 3, 14)
     assert (row["cached_tokens"], row["reasoning_tokens"]) == (2, 1)
     assert row["platform"] == "main" or row["platform"] == "openai"
+    assert abs(row["ts"] - time.time()) < 60 and 0 < row["ttft_ms"] <= row["latency_ms"]
+    assert (row["endpoint"], row["cost"], row["error"], row["estimated"]) == ("chat/completions", None, None, 0)
+    assert (row["images"], row["input_chars"], row["audio_seconds"]) == (0, 0, 0.0)
 
 
 async def test_stream_arrives_chunk_by_chunk(vendor_factory, gateway_factory):
