@@ -295,7 +295,13 @@ async def _forward_stream(
             last_data = loop.time()
             data = tap.feed(pending) if tap is not None else pending
             if data:
-                if not await _write(out, ctx, data):
+                # `_write`, inlined: this runs for every chunk of every stream.
+                if ctx.ttft_ms is None:
+                    ctx.mark_first_byte()
+                try:
+                    await out.write(data)
+                except ConnectionError:
+                    _client_gone(ctx)
                     verdict = Verdict.NONE
                     break
                 last_sent = last_data
