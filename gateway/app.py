@@ -1,4 +1,4 @@
-"""The app factory: routes, middleware, and the long-lived resources opened and closed with the app."""
+"""The app factory: the routes, each wrapped by the pipeline, and the resources opened and closed with the app."""
 
 from __future__ import annotations
 
