@@ -86,9 +86,9 @@ async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
-    session = app[SERVICES].session = upstream.open_session()
+    client = app[SERVICES].client = upstream.Upstream()
     yield
-    await session.close()
+    await client.close()
 
 
 async def _trim_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -96,7 +96,7 @@ async def _trim_ctx(app: web.Application) -> AsyncIterator[None]:
 
     def release() -> None:
         # The burst's spare upstream connections first, so the collection and trim after free their buffers.
-        upstream.close_idle(services.upstream, upstream.MAX_IDLE_PER_HOST)
+        services.upstream.close_idle(upstream.MAX_IDLE_PER_HOST)
         memory.release()
 
     trimmer = memory.Trimmer(lambda: services.drain.in_flight, release)

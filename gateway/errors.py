@@ -186,6 +186,8 @@ class upstream_errors:  # lower case: it reads as a function, `with upstream_err
         if issubclass(exc_type, aiohttp.ClientConnectorError):
             assert isinstance(exc, aiohttp.ClientConnectorError)
             raise AttemptError(f"cannot connect to upstream: {exc.os_error.strerror or exc}", retryable=True, channel_fault=True) from exc
+        if issubclass(exc_type, HttpProcessingError):  # the answer was not HTTP
+            raise AttemptError(f"upstream sent a malformed answer ({phase})", retryable=True, channel_fault=True) from exc
         if issubclass(exc_type, (aiohttp.ClientError, OSError)):
             raise AttemptError(f"upstream connection failed ({phase}): {type(exc).__name__}", retryable=True, channel_fault=True) from exc
 

@@ -95,7 +95,7 @@ async def _connect(
     request: web.Request, ctx: RequestContext, protocols: list[str], limit: int
 ) -> tuple[aiohttp.ClientWebSocketResponse, Provider]:
     """Open the upstream socket on the first channel that accepts, like the relay's failover."""
-    session = ctx.services.upstream
+    session = ctx.services.upstream.session
     attempts = Attempts(request, ctx)
     base_headers = _upstream_headers(request, ctx)
     # Never `?key=`: that may be the client's own key, which no vendor receives.

@@ -10,7 +10,6 @@ small); SSE and binary bodies are forwarded chunk by chunk as they arrive, with 
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.payload import Payload
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from config import Channel, Timeouts
@@ -34,6 +34,7 @@ from gateway.errors import (
     upstream_errors,
 )
 from gateway.sse import SSETap
+from gateway.upstream import Response, upstream_query
 from providers import Provider
 
 # Silence on a started stream after which the client gets an SSE comment, so idle proxies keep it open.
@@ -61,14 +62,7 @@ _DROP_RESPONSE = frozenset(
 )
 
 # Builds the upstream body for one attempt: (provider, channel, upstream model) -> (data, content type).
-BodyBuilder = Callable[[Provider, Channel, str], tuple[Any, str | None]]
-
-
-@functools.lru_cache(maxsize=256)
-def _client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
-    # sock_connect bounds opening a new socket (TCP and TLS); a pooled connection costs no timer. Waiting
-    # for a free pool slot is bounded by the first-byte deadline around the whole request.
-    return aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s)
+BodyBuilder = Callable[[Provider, Channel, str], tuple[bytes | Payload, str | None]]
 
 
 def request_headers(incoming: Mapping[str, str], request_id: str) -> dict[str, str]:
@@ -157,13 +151,6 @@ async def relay(
     raise attempts.exhausted()
 
 
-def _upstream_query(request: web.Request) -> list[tuple[str, str]] | None:
-    """The client's query string minus `?key=`, which carries the client's own key on some routes."""
-    if not request.query_string:
-        return None
-    return [(k, v) for k, v in request.query.items() if k != "key"] or None
-
-
 def _vendor_error(ctx: RequestContext, err: AttemptError, provider: Provider) -> web.Response:
     """Pass a vendor's own error answer (status and message, keys masked) to the client.
 
@@ -195,20 +182,18 @@ async def _attempt(
     ctx: RequestContext,
     channel: Channel,
     provider: Provider,
-    data: Any,
+    data: bytes | Payload,
     headers: dict[str, str],
     strip_usage: bool,
     slot: Slot,
 ) -> tuple[web.StreamResponse, Verdict]:
-    session = ctx.services.upstream
     timeouts = channel.timeouts
     url = provider.url(channel, ctx.endpoint or "")
     first_byte_at = asyncio.get_running_loop().time() + timeouts.first_byte_s
     with upstream_errors("waiting for the first byte"):
         with slot.timeout_at(first_byte_at):
-            upstream = await session.request(
-                request.method, url, data=data, headers=headers, params=_upstream_query(request),
-                timeout=_client_timeout(timeouts), allow_redirects=False,
+            upstream = await ctx.services.upstream.request(
+                request.method, url, headers, data, upstream_query(request.rel_url.raw_query_string), timeouts.connect_s
             )
     done = False
     try:
@@ -235,7 +220,7 @@ async def _attempt(
 
 
 async def _forward_json(
-    ctx: RequestContext, upstream: aiohttp.ClientResponse, timeouts: Timeouts, provider: Provider, slot: Slot
+    ctx: RequestContext, upstream: Response, timeouts: Timeouts, provider: Provider, slot: Slot
 ) -> web.Response:
     with upstream_errors("reading the response"):
         if upstream.content.is_eof():  # the whole body came with the headers: nothing to wait for, no timer
@@ -255,7 +240,7 @@ async def _forward_json(
 async def _forward_stream(
     request: web.Request,
     ctx: RequestContext,
-    upstream: aiohttp.ClientResponse,
+    upstream: Response,
     timeouts: Timeouts,
     tap: SSETap | None,
     slot: Slot,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
 import structlog
 from aiohttp import web
 
 from config import Config, ConfigError, load_config
 from gateway.drain import Drain
 from gateway.health import Health
+from gateway.upstream import Upstream
 from gateway.usage import UsageWriter
 from providers import PROVIDERS
 
@@ -57,12 +57,12 @@ class Services:
     runtime: Runtime
     usage: UsageWriter
     drain: Drain
-    session: aiohttp.ClientSession | None = None  # opened when the app starts
+    client: Upstream | None = None  # opened when the app starts
 
     @property
-    def upstream(self) -> aiohttp.ClientSession:
-        assert self.session is not None, "the upstream session opens when the app starts"
-        return self.session
+    def upstream(self) -> Upstream:
+        assert self.client is not None, "the upstream session opens when the app starts"
+        return self.client
 
 
 SERVICES = web.AppKey("services", Services)

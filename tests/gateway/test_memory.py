@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import aiohttp
-
 from gateway import memory, upstream
 from gateway.sse import SSETap
 from gateway.state import SERVICES
@@ -24,7 +22,7 @@ async def _burst(gw, vendor, n: int) -> set[int]:
     return {seen.peer_port for seen in vendor.requests[first:]}
 
 
-def _session(gw) -> aiohttp.ClientSession:
+def _upstream(gw) -> upstream.Upstream:
     return gw.server.app[SERVICES].upstream
 
 
@@ -51,8 +49,8 @@ async def test_closing_idle_connections_keeps_the_ones_used_last(vendor, gateway
     before = len(vendor.requests)
     await client.chat.completions.create(model="gpt-4o", messages=[])
     last_used = vendor.requests[before].peer_port
-    assert upstream.close_idle(_session(gw), 2) == 6
-    assert upstream.close_idle(_session(gw), 2) == 0
+    assert _upstream(gw).close_idle(2) == 6
+    assert _upstream(gw).close_idle(2) == 0
     third = await _burst(gw, vendor, 8)
     assert len(third) == 8
     assert last_used in third
