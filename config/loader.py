@@ -38,6 +38,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
 RESERVED_PLATFORMS = frozenset({"v1", "v1beta", "healthz", "readyz"})
 _PLATFORM_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: what a header name may be
+# Framing headers the gateway writes for every upstream request.
+_GATEWAY_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "upgrade"})
 _HEX64_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -378,6 +382,7 @@ class _Validator:
         priority = self.opt(m, "priority", path, lambda n, p: self.integer(n, p, -(10**9)), 0)
         tags = self.opt(m, "tags", path, self.strings, tuple[str, ...]())
         headers = self.opt(m, "headers", path, self.str_map, dict[str, str]())
+        self.sendable(api_keys, headers, path)
         if not (name and provider and platform and base_url and models):
             return None
         return Channel(
@@ -395,6 +400,21 @@ class _Validator:
             timeouts=timeouts,
             enabled=enabled,
         )
+
+    def sendable(self, api_keys: tuple[str, ...], headers: dict[str, str], path: str) -> None:
+        """Keys and headers go into the upstream request head as they are: no line breaks or other
+        control characters (a key's value is never echoed), header names that are HTTP tokens, and
+        none of the headers the gateway sets itself."""
+        for i, key in enumerate(api_keys):
+            if _CONTROL_RE.search(key):
+                self.fail(f"{path}.api_keys[{i}]", "holds a line break or another control character")
+        for name, value in headers.items():
+            if not _TOKEN_RE.fullmatch(name):
+                self.fail(f"{path}.headers.{name}", "is not a valid header name")
+            elif name.lower() in _GATEWAY_HEADERS:
+                self.fail(f"{path}.headers.{name}", "is set by the gateway and cannot be configured")
+            if _CONTROL_RE.search(value):
+                self.fail(f"{path}.headers.{name}", "holds a line break or another control character")
 
     def strings_allow_empty(self, node: Any, path: str) -> tuple[str, ...] | None:
         if not isinstance(node, list):

@@ -41,6 +41,7 @@ from providers import Provider
 # Read at call time: tests lower it rather than wait 15 s.
 KEEPALIVE_S = 15.0
 KEEPALIVE = b": keepalive\n\n"
+USER_AGENT = "llm-gateway"  # sent upstream for clients that send none
 
 # Never copied from the client to the vendor: credentials, hop-by-hop, and what the gateway sets itself.
 _DROP_REQUEST = frozenset(
@@ -69,6 +70,8 @@ def request_headers(incoming: Mapping[str, str], request_id: str) -> dict[str, s
     out = {k: v for k, v in incoming.items() if k.lower() not in _DROP_REQUEST and (v.isascii() or _sendable(v))}
     out["X-Request-Id"] = request_id
     out["Accept-Encoding"] = "identity"  # the gateway reads usage from the body: no compression upstream
+    if "User-Agent" not in incoming:  # some vendor front ends refuse requests without one
+        out["User-Agent"] = USER_AGENT
     return out
 
 

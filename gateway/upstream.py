@@ -158,6 +158,18 @@ def _head(method: str, target: str, host: str, headers: dict[str, str], length: 
     return f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{lines}{size}\r\n".encode()
 
 
+def _send(transport: asyncio.Transport, head: bytes, body: bytes | None) -> None:
+    """Write one request, unless its connection closed meanwhile (reading the answer then fails)."""
+    if transport.is_closing():
+        return
+    if not body:
+        transport.write(head)
+    elif len(body) <= _JOIN_BODY_BYTES:
+        transport.write(head + body)  # one segment
+    else:
+        transport.writelines((head, body))
+
+
 class Upstream:
     """The process's one pooled client session towards the vendors, and requests sent over its pool."""
 
@@ -201,18 +213,15 @@ class Upstream:
             if transport is None or transport.is_closing():
                 raise aiohttp.ServerDisconnectedError()
             protocol.set_response_params(skip_payload=method == "HEAD", auto_decompress=False)
-            if body is None:
+            loop = asyncio.get_running_loop()
+            if isinstance(body, Payload):  # a multipart upload: written in bounded pieces, minding flow control
                 transport.write(head)
-            elif isinstance(body, bytes):
-                if len(body) <= _JOIN_BODY_BYTES:
-                    transport.write(head + body)
-                else:
-                    transport.write(head)
-                    transport.write(body)
-            else:  # a streamed payload (a multipart upload): written in bounded pieces, minding flow control
-                transport.write(head)
-                writer = StreamWriter(protocol, asyncio.get_running_loop())
-                await body.write(writer)
+                await body.write(StreamWriter(protocol, loop))
+            else:
+                # Sent when the loop next turns, with the other requests this turn made, as aiohttp's
+                # client does through a task: written at once, each request woke the vendor's side
+                # on its own (measured: 1.8 inter-processor interrupts a request against 1.0).
+                loop.call_soon(_send, transport, head, body)
             while True:
                 try:
                     message, payload = await protocol.read()

@@ -143,3 +143,23 @@ def test_check_command(tmp_path: Path, text: str, rc: int):
     else:
         assert "OK" in proc.stdout
         assert "sk-x" not in proc.stdout + proc.stderr
+
+
+def test_keys_and_headers_must_be_sendable_in_a_request_head():
+    text = """
+channels:
+  - name: c
+    provider: openai
+    base_url: http://x/v1
+    models: [m]
+    api_keys: ["sk-secret-value\\r\\n", ok]
+    headers: {"Bad Name": v, Host: other, X-Ok: "line\\nbreak", X-Fine: fine}
+"""
+    found = problems(text)
+    assert found == [
+        "channels[0].api_keys[0]: holds a line break or another control character",
+        "channels[0].headers.Bad Name: is not a valid header name",
+        "channels[0].headers.Host: is set by the gateway and cannot be configured",
+        "channels[0].headers.X-Ok: holds a line break or another control character",
+    ]
+    assert not any("sk-secret-value" in p for p in found)  # a key's value is never echoed

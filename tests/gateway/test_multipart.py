@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import tracemalloc
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.multipart import MultipartError, boundary_of, parse_form
+from gateway.upstream import Upstream
 
 CT = "multipart/form-data; boundary=XyZ"
 
@@ -99,10 +99,13 @@ async def test_payload_sends_in_bounded_writes_with_content_length():
     await server.start_server()
     raw = body(("model", None, b"m"), ("file", "big.bin", os.urandom(3 * 1024 * 1024)))
     payload = parse_form(bytearray(raw), CT).payload(CT, {"model": "model-2"})
+    upstream = Upstream()
     try:
-        async with aiohttp.ClientSession() as http, http.post(server.make_url("/"), data=payload) as r:
-            assert r.status == 200
+        response = await upstream.request("POST", str(server.make_url("/")), {"Content-Type": CT}, payload, "", 5.0)
+        assert response.status == 200
+        response.release()
     finally:
+        await upstream.close()
         await server.close()
     expected = raw.replace(b"\r\n\r\nm\r\n", b"\r\n\r\nmodel-2\r\n", 1)
     assert seen == {"length": len(expected), "chunked": False, "body": expected}

@@ -1,0 +1,202 @@
+"""The lean upstream client: what goes on the wire, and what it makes of what comes back.
+
+The vendor here is a raw TCP server on a local port, so a test sees the exact request bytes and can
+answer with bytes no HTTP server library would send (interim answers, garbage, a closed connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from aiohttp.http import HttpProcessingError
+
+from gateway.upstream import Upstream, upstream_query
+from tests.conftest import KEYS, channel
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+@dataclass
+class RawVendor:
+    """Reads one request at a time off each connection and answers with `answer(request bytes)`."""
+
+    answer: Callable[[bytes], bytes] = lambda _: OK
+    requests: list[bytes] = field(default_factory=list)
+    peers: list[int] = field(default_factory=list)  # the client's port, per request
+    close_after: bool = False  # close each connection after its answer
+    server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+                    0,
+                )
+                self.requests.append(head + await reader.readexactly(length))
+                self.peers.append(writer.get_extra_info("peername")[1])
+                writer.write(self.answer(self.requests[-1]))
+                await writer.drain()
+                if self.close_after:
+                    break
+        writer.close()
+
+
+@pytest.fixture
+async def raw_vendor() -> AsyncIterator[RawVendor]:
+    vendor = RawVendor()
+    vendor.server = await asyncio.start_server(vendor._serve, "127.0.0.1", 0)
+    yield vendor
+    vendor.server.close()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    client = Upstream()
+    yield client
+    await client.close()
+
+
+async def fetch(upstream: Upstream, url: str, body: bytes = b"{}", query: str = "", **headers: str) -> tuple[int, bytes]:
+    response = await upstream.request("POST", url, {"Content-Type": "application/json", **headers}, body, query, 5.0)
+    try:
+        return response.status, await response.read()
+    finally:
+        response.release()
+
+
+async def test_the_request_on_the_wire(raw_vendor, upstream):
+    status, body = await fetch(upstream, f"{raw_vendor.url}/v1/chat/completions", b'{"a":1}', **{"X-Request-Id": "r1"})
+    assert (status, body) == (200, b"{}")
+    assert raw_vendor.requests == [
+        b"POST /v1/chat/completions HTTP/1.1\r\n"
+        b"Host: 127.0.0.1:%d\r\n"
+        b"Content-Type: application/json\r\n"
+        b"X-Request-Id: r1\r\n"
+        b"Content-Length: 7\r\n"
+        b"\r\n"
+        b'{"a":1}' % raw_vendor.port
+    ]
+
+
+async def test_connections_are_reused_until_the_vendor_closes_them(raw_vendor, upstream):
+    url = f"{raw_vendor.url}/v1/x"
+    for _ in range(3):
+        assert (await fetch(upstream, url))[0] == 200
+    assert len(set(raw_vendor.peers)) == 1
+    raw_vendor.answer = lambda _: OK.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+    for _ in range(2):
+        assert (await fetch(upstream, url))[0] == 200
+    first, *_, fourth, fifth = raw_vendor.peers
+    assert fourth == first  # the first answer that said close came on the pooled connection,
+    assert fifth != fourth  # and was the last on it
+
+
+async def test_a_connection_the_vendor_closed_while_idle_is_not_reused(raw_vendor, upstream):
+    raw_vendor.close_after = True
+    url = f"{raw_vendor.url}/v1/x"
+    assert (await fetch(upstream, url))[0] == 200
+    await asyncio.sleep(0.05)  # the vendor's FIN arrives
+    assert (await fetch(upstream, url))[0] == 200
+    assert len(set(raw_vendor.peers)) == 2
+
+
+async def test_a_body_not_read_to_its_end_does_not_go_back_to_the_pool(raw_vendor, upstream):
+    raw_vendor.answer = lambda _: b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100
+    url = f"{raw_vendor.url}/v1/x"
+    response = await upstream.request("POST", url, {}, b"", "", 5.0)
+    response.release()  # 99,900 bytes still to come on that connection: it cannot carry another request
+    raw_vendor.answer = lambda _: OK
+    assert (await fetch(upstream, url))[0] == 200
+    assert len(set(raw_vendor.peers)) == 2
+
+
+async def test_a_large_body_arrives_whole(raw_vendor, upstream):
+    body = bytes(range(256)) * 1024  # 256 KiB: written apart from the head
+    await fetch(upstream, f"{raw_vendor.url}/v1/x", body)
+    assert raw_vendor.requests[0].endswith(b"\r\nContent-Length: 262144\r\n\r\n" + body)
+
+
+async def test_interim_answers_are_skipped(raw_vendor, upstream):
+    raw_vendor.answer = lambda _: b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK
+    assert await fetch(upstream, f"{raw_vendor.url}/v1/x") == (200, b"{}")
+
+
+async def test_an_answer_that_is_not_http_raises(raw_vendor, upstream):
+    raw_vendor.answer = lambda _: b"SSH-2.0-OpenSSH_9.6\r\n\r\n"
+    with pytest.raises(HttpProcessingError):
+        await fetch(upstream, f"{raw_vendor.url}/v1/x")
+
+
+async def test_a_header_with_a_line_break_is_never_sent(raw_vendor, upstream):
+    with pytest.raises(ValueError, match="line break"):
+        await fetch(upstream, f"{raw_vendor.url}/v1/x", **{"X-Evil": "a\r\nX-Injected: 1"})
+    assert raw_vendor.requests == []
+
+
+async def test_connect_failures_raise_aiohttps_connector_error(upstream):
+    with socket_closed() as port, pytest.raises(aiohttp.ClientConnectorError):
+        await fetch(upstream, f"http://127.0.0.1:{port}/v1/x")
+
+
+@contextlib.contextmanager
+def socket_closed():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    yield port
+
+
+@pytest.mark.parametrize(("raw", "sent"), [
+    ("", ""),
+    ("api-version=2024-10&x=%20y", "api-version=2024-10&x=%20y"),  # percent-encoding kept as the client sent it
+    ("key=sk-client&api-version=1", "api-version=1"),
+    ("api-version=1&k%65y=sk-client&keys=2", "api-version=1&keys=2"),
+    ("key", ""),
+])
+def test_the_clients_query_goes_upstream_without_its_key(raw, sent):
+    assert upstream_query(raw) == sent
+
+
+async def test_the_query_joins_one_already_in_the_channel_url(raw_vendor, upstream):
+    await fetch(upstream, f"{raw_vendor.url}/v1/x?api-version=1", query="a=b")
+    assert raw_vendor.requests[0].startswith(b"POST /v1/x?api-version=1&a=b HTTP/1.1\r\n")
+
+
+async def test_a_vendor_answering_garbage_is_failed_over(raw_vendor, vendor, gateway_factory):
+    raw_vendor.answer = lambda _: b"garbage\r\n\r\n"
+    gw = await gateway_factory({"keys": KEYS, "channels": [
+        {**channel("bad", vendor, priority=10), "base_url": f"{raw_vendor.url}/v1"},
+        channel("good", vendor),
+    ]})
+    answer = await gw.client().chat.completions.create(model="gpt-4o", messages=[])
+    assert answer.choices
+    rows = await gw.rows()
+    assert rows[-1]["channel"] == "good" and rows[-1]["attempts"] == 2
+
+
+async def test_a_client_without_a_user_agent_is_named_upstream(vendor, gateway_factory):
+    gw = await gateway_factory({"keys": KEYS, "channels": [channel("main", vendor)]})
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer test-key"}, skip_auto_headers=["User-Agent"]) as s:
+        async with s.post(f"{gw.url}/v1/chat/completions", json={"model": "gpt-4o", "messages": []}) as r:
+            assert r.status == 200
+    assert vendor.requests[-1].headers["User-Agent"] == "llm-gateway"
+    await gw.client().chat.completions.create(model="gpt-4o", messages=[])
+    assert vendor.requests[-1].headers["User-Agent"].startswith("AsyncOpenAI/Python")
