@@ -19,14 +19,15 @@ def cost(row: UsageRow, price: Price | None) -> float | None:
     if price.output is not None:
         total += row.completion_tokens * price.output / 1e6
         known = True
-    for unit, amount in (
-        (price.per_image, row.images),
-        (price.per_second, row.audio_seconds),
-        (price.per_1k_chars, row.input_chars / 1000),
-    ):
-        if unit is not None:
-            total += unit * amount
-            known = True
+    if price.per_image is not None:
+        total += price.per_image * row.images
+        known = True
+    if price.per_second is not None:
+        total += price.per_second * row.audio_seconds
+        known = True
+    if price.per_1k_chars is not None:
+        total += price.per_1k_chars * row.input_chars / 1000
+        known = True
     if price.per_request is not None:
         total += price.per_request
         known = True

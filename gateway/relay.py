@@ -10,6 +10,7 @@ small); SSE and binary bodies are forwarded chunk by chunk as they arrive, with 
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -62,6 +63,8 @@ _DROP_RESPONSE = frozenset(
     )
 )
 
+_NONE_EACH = (None,) * len(_DROP_RESPONSE)  # popall's default, for each name
+
 # Builds the upstream body for one attempt: (provider, channel, upstream model) -> (data, content type).
 BodyBuilder = Callable[[Provider, Channel, str], tuple[bytes | Payload, str | None]]
 
@@ -86,8 +89,7 @@ def _sendable(value: str) -> bool:
 
 def response_headers(upstream: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:
     out = CIMultiDict(upstream)  # copied whole and pruned: cheaper than filtering item by item
-    for name in _DROP_RESPONSE:
-        out.popall(name, None)
+    collections.deque(map(out.popall, _DROP_RESPONSE, _NONE_EACH), maxlen=0)  # a C loop, not a Python one
     out["X-Request-Id"] = request_id
     return out
 
