@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
+import aiohttp.connector
 import pytest
 from aiohttp.http import HttpProcessingError
 
@@ -62,6 +67,31 @@ class RawVendor:
 async def raw_vendor() -> AsyncIterator[RawVendor]:
     vendor = RawVendor()
     vendor.server = await asyncio.start_server(vendor._serve, "127.0.0.1", 0)
+    yield vendor
+    vendor.server.close()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, from the openssl command line tool."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+async def tls_vendor(certificate: tuple[Path, Path]) -> AsyncIterator[RawVendor]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    vendor = RawVendor()
+    vendor.server = await asyncio.start_server(vendor._serve, "127.0.0.1", 0, ssl=context)
     yield vendor
     vendor.server.close()
 
@@ -178,6 +208,22 @@ def test_the_clients_query_goes_upstream_without_its_key(raw, sent):
 async def test_the_query_joins_one_already_in_the_channel_url(raw_vendor, upstream):
     await fetch(upstream, f"{raw_vendor.url}/v1/x?api-version=1", query="a=b")
     assert raw_vendor.requests[0].startswith(b"POST /v1/x?api-version=1&a=b HTTP/1.1\r\n")
+
+
+async def test_tls_is_verified(tls_vendor, upstream):
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):  # self-signed: not trusted by default
+        await fetch(upstream, f"https://127.0.0.1:{tls_vendor.port}/v1/x")
+    assert tls_vendor.requests == []
+
+
+async def test_requests_over_tls_to_a_trusted_vendor(monkeypatch, certificate, tls_vendor, upstream):
+    trusted = ssl.create_default_context(cafile=str(certificate[0]))
+    monkeypatch.setattr(aiohttp.connector, "_SSL_CONTEXT_VERIFIED", trusted)  # what aiohttp verifies against
+    url = f"https://127.0.0.1:{tls_vendor.port}/v1/x"
+    assert await fetch(upstream, url) == (200, b"{}")
+    assert await fetch(upstream, url) == (200, b"{}")
+    assert tls_vendor.requests[0].startswith(b"POST /v1/x HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % tls_vendor.port)
+    assert len(set(tls_vendor.peers)) == 1  # one TLS connection, reused
 
 
 async def test_a_vendor_answering_garbage_is_failed_over(raw_vendor, vendor, gateway_factory):
