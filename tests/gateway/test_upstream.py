@@ -12,7 +12,7 @@ import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +103,16 @@ async def upstream() -> AsyncIterator[Upstream]:
     await client.close()
 
 
+@contextlib.contextmanager
+def socket_closed() -> Iterator[int]:
+    """A local port nothing listens on."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    yield port
+
+
 async def fetch(upstream: Upstream, url: str, body: bytes = b"{}", query: str = "", **headers: str) -> tuple[int, bytes]:
     response = await upstream.request("POST", url, {"Content-Type": "application/json", **headers}, body, query, 5.0)
     try:
@@ -183,15 +193,6 @@ async def test_a_header_with_a_line_break_is_never_sent(raw_vendor, upstream):
 async def test_connect_failures_raise_aiohttps_connector_error(upstream):
     with socket_closed() as port, pytest.raises(aiohttp.ClientConnectorError):
         await fetch(upstream, f"http://127.0.0.1:{port}/v1/x")
-
-
-@contextlib.contextmanager
-def socket_closed():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now
-    yield port
 
 
 @pytest.mark.parametrize(("raw", "sent"), [
