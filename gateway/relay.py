@@ -22,6 +22,7 @@ from aiohttp.payload import Payload
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from config import Channel, Timeouts
+from gateway.answer import Answer
 from gateway.attempts import Attempts, Verdict
 from gateway.context import RequestContext
 from gateway.drain import Slot
@@ -239,7 +240,7 @@ async def _forward_json(
         payload = None
     ctx.usage = provider.usage(ctx.endpoint or "", payload)
     ctx.mark_first_byte()
-    return web.Response(status=upstream.status, body=body, headers=response_headers(upstream.headers, ctx.request_id))
+    return Answer(upstream.status, body, response_headers(upstream.headers, ctx.request_id))
 
 
 async def _forward_stream(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Iterator
 
 import orjson
@@ -50,6 +51,7 @@ def test_the_fast_line_is_the_line_structlog_writes(json_logs):
     structlog.get_logger("gateway.access").info("request", **FIELDS)
     fast, slow = _lines(json_logs)
     assert list(fast) == list(slow)  # same keys in the same order
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", fast["timestamp"])
     assert fast.pop("timestamp")[:-8] == slow.pop("timestamp")[:-8]  # same format, to the second
     assert fast == slow == {**FIELDS, "event": "request", "level": "info"}
 
@@ -59,6 +61,43 @@ def test_a_reconfigured_structlog_gets_the_line(json_logs):
         AccessLog("gateway.access").info("request", dict(FIELDS))
     assert captured == [{**FIELDS, "event": "request", "log_level": "info"}]
     assert _lines(json_logs) == []
+
+
+class _Pipe(io.RawIOBase):
+    """A raw stream that keeps each write as it came, as a pipe takes it."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+async def test_lines_go_out_whole_in_writes_of_at_most_pipe_buf():
+    """Workers share one stderr pipe: a write of at most PIPE_BUF bytes is never interleaved with another."""
+    raw = _Pipe()
+    out = io.TextIOWrapper(io.BufferedWriter(raw))  # held: collecting it would close the stream
+    setup_logging(LogConfig(level="info", format="json"), out)
+    errors = [f"{n}:" + "x" * (40 * n) for n in range(40)] + ["long:" + "y" * 5000, "last"]
+    try:
+        log = AccessLog("gateway.access")
+        for error in errors:  # one loop turn: the lines go out together
+            log.info("request", {**FIELDS, "error": error})
+        log.flush()
+    finally:
+        structlog.reset_defaults()
+        logs._json_lines.clear()
+    lines = b"".join(raw.writes).splitlines(keepends=True)
+    assert [orjson.loads(line)["error"] for line in lines] == errors
+    assert all(w.endswith(b"\n") for w in raw.writes)  # whole lines only
+    assert [w for w in raw.writes if len(w) > 4096] == [lines[-2]]  # the line longer than PIPE_BUF goes alone
+    for w, following in zip(raw.writes, raw.writes[1:], strict=False):  # each write as full as it can be
+        assert len(w) + len(following.splitlines(keepends=True)[0]) > 4096
+    assert len(raw.writes) < len(lines) / 2
 
 
 def test_above_info_there_is_no_line():
