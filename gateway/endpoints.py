@@ -25,7 +25,8 @@ def _too_large(ctx: RequestContext) -> GatewayError:
 async def read_body(request: web.Request, ctx: RequestContext) -> bytes:
     """The whole request body, refusing (413) as soon as it passes `limits.max_body_mb`."""
     limit = ctx.config.limits.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
+    declared = request.content_length  # parsed from the header on each call
+    if declared is not None and declared > limit:
         raise _too_large(ctx)
     parts: list[bytes] = []
     size = 0
