@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
+import contextlib
+import functools
+import io
 import itertools
 import logging
+import os
+import socket
+import stat
 import sys
 import time
-from collections.abc import MutableMapping
-from typing import Any, TextIO
+from collections.abc import Callable, MutableMapping
+from typing import Any, BinaryIO, TextIO, cast
 
 import orjson
 import structlog
@@ -25,13 +32,18 @@ def setup_logging(cfg: LogConfig, stream: TextIO | None = None) -> None:
     """Log to `stream` (stderr unless given) as `cfg` says."""
     out = stream or sys.stderr
     level = getattr(logging, cfg.level.upper())
+    outlet: _Outlet | None = _json_lines[2] if _json_lines else None
+    if outlet is not None and (cfg.format == "console" or outlet.stream is not out.buffer):
+        outlet.close()
+        outlet = None
     renderer: structlog.types.Processor
     if cfg.format == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)
         factory: structlog.types.WrappedLogger = structlog.PrintLoggerFactory(out)
     else:
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
-        factory = structlog.BytesLoggerFactory(out.buffer)
+        outlet = outlet or _Outlet(out.buffer)  # a reload keeps it, and any lines waiting for a full pipe
+        factory = structlog.BytesLoggerFactory(cast(BinaryIO, _LineFile(outlet)))  # every JSON line the same way
     processors: list[structlog.types.Processor] = [
         structlog.processors.add_log_level, timestamp, structlog.processors.format_exc_info, renderer,
     ]
@@ -41,7 +53,7 @@ def setup_logging(cfg: LogConfig, stream: TextIO | None = None) -> None:
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
-    _json_lines[:] = [renderer, level, out.buffer] if cfg.format != "console" else []
+    _json_lines[:] = [renderer, level, outlet] if outlet is not None else []
     logging.basicConfig(level=max(level, logging.WARNING), stream=out, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -60,7 +72,7 @@ def timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableM
     return event_dict
 
 
-# While the JSON set-up above is in force: its renderer, level, and stream (see AccessLog).
+# While the JSON set-up above is in force: its renderer, level, and where lines go (see AccessLog).
 _json_lines: list[Any] = []
 
 
@@ -75,12 +87,12 @@ class AccessLog:
     through structlog.
     """
 
-    __slots__ = ("_fallback", "_lines", "_scheduled", "_stream")
+    __slots__ = ("_fallback", "_lines", "_outlet", "_scheduled")
 
     def __init__(self, name: str) -> None:
         self._fallback = CachedLogger(name)
         self._lines: list[bytes] = []
-        self._stream: Any = None
+        self._outlet: _Outlet | None = None
         self._scheduled = False
 
     def info(self, event: str, fields: dict[str, Any]) -> None:
@@ -95,7 +107,7 @@ class AccessLog:
             fields["event"] = event
             fields["level"] = "info"
             timestamp(None, "", fields)
-            self._stream = fast[2]
+            self._outlet = fast[2]
             self._lines.append(orjson.dumps(fields) + b"\n")
             if not self._scheduled:
                 try:
@@ -110,25 +122,145 @@ class AccessLog:
     def flush(self) -> None:
         self._scheduled = False
         lines, self._lines = self._lines, []
-        if not lines:
+        if lines and self._outlet is not None:
+            self._outlet.write(lines)
+
+
+_PIPE_BUF = 4096  # a pipe takes a write of at most this many bytes whole, never interleaved with another
+_BACKLOG_BYTES = 8 << 20  # lines held for a pipe or socket whose reader has stopped; beyond, dropped and counted
+
+
+class _Outlet:
+    """Where the JSON lines go (the access lines and structlog's): the stream's raw file. A regular
+    file takes them in one write; anything else in runs of whole lines of at most PIPE_BUF bytes, so
+    workers sharing one pipe never split a line.
+
+    A pipe or a socket (docker's and systemd's stderr) is written through a handle of its own that
+    never waits. When the reader stops reading and the pipe fills, the lines wait here, up to
+    _BACKLOG_BYTES, for the loop to say it is writable again; past that they are dropped and counted,
+    and a line says how many once the pipe drains. A plain write would stop the event loop, and every
+    request in the process, until the reader came back. A regular file or a terminal is written at once.
+    A line that cannot be written (the reader gone, a full disk) is counted, never raised: a log line
+    must not abort a request or the shutdown that writes the last usage rows.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        # Python's stderr is a bare FileIO when it is not a terminal; other files have a buffer over one.
+        # None: not a file at all (a test's capture).
+        self.raw: Any = stream if isinstance(stream, io.FileIO) else getattr(stream, "raw", None)
+        self._handle: Any = None  # the pipe's own descriptor or the socket, while open
+        self._send: Callable[[memoryview], int] | None = None
+        self._pending: collections.deque[memoryview] = collections.deque()
+        self._backlog = 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # watching for writability on it
+        self._gone = False  # the reader has gone for good (EPIPE)
+        self._file = False  # a regular file: one write holds any number of lines whole
+        self.dropped = 0
+        if self.raw is not None:
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                self._open_nonblocking(self.raw.fileno())
+
+    def _open_nonblocking(self, fd: int) -> None:
+        mode = os.fstat(fd).st_mode
+        self._file = stat.S_ISREG(mode)
+        if stat.S_ISFIFO(mode):
+            # Opened anew, not dup()ed: non-blocking must not spill onto the descriptor others share.
+            self._handle = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            self._send = functools.partial(os.write, self._handle)
+        elif stat.S_ISSOCK(mode):
+            self._handle = sock = socket.socket(fileno=os.dup(fd))
+            self._send = lambda data: sock.send(data, socket.MSG_DONTWAIT)
+
+    def write(self, lines: list[bytes]) -> None:
+        if self._gone:
+            self.dropped += len(lines)
             return
-        stream = self._stream
-        stream.flush()  # whatever structlog wrote before these lines goes first
         data = b"".join(lines)
-        raw = getattr(stream, "raw", None)
-        if raw is None:  # not a buffered file (a test's capture): one write
-            stream.write(data)
-            stream.flush()
+        if self.raw is None:
+            self.stream.write(data)
+            self.stream.flush()
             return
-        # Whole lines, at most PIPE_BUF bytes a write: workers sharing one pipe never split a line.
+        if self._file:
+            try:
+                _write_all(self.raw, memoryview(data))
+            except OSError:  # a full disk: counted, as the lines that went are not known
+                self.dropped += len(lines)
+            return
         # A Python step per write, not per line: where each run of lines ends is found by bisection.
         view = memoryview(data)
         ends = list(itertools.accumulate(map(len, lines)))
         start = i = 0
         while i < len(ends):
             i = max(bisect.bisect_right(ends, start + _PIPE_BUF, i), i + 1)  # a longer line goes alone
-            _write_all(raw, view[start : ends[i - 1]])
+            run = view[start : ends[i - 1]]
+            if self._send is None:  # a terminal, or a pipe that could not be opened anew
+                try:
+                    _write_all(self.raw, run)
+                except OSError as exc:
+                    self.dropped += len(lines) - bisect.bisect_right(ends, start)  # this run and the rest
+                    self._gone = isinstance(exc, BrokenPipeError)
+                    return
+            elif self._backlog + len(run) <= _BACKLOG_BYTES:
+                self._pending.append(run)
+                self._backlog += len(run)
+            else:
+                self.dropped += i - bisect.bisect_right(ends, start)
             start = ends[i - 1]
+        if self._pending and (self._loop is None or self._loop.is_closed()):  # else the loop calls _drain
+            self._loop = None
+            self._drain()
+
+    def _drain(self) -> None:
+        pending = self._pending
+        assert self._send is not None
+        try:
+            while pending:
+                run = pending[0]
+                sent = self._send(run)
+                self._backlog -= sent
+                if sent < len(run):  # in part: a line longer than PIPE_BUF, or a socket
+                    pending[0] = run[sent:]
+                else:
+                    pending.popleft()
+        except BlockingIOError:
+            self._watch()
+            return
+        except OSError:  # the reader has gone for good (EPIPE): no line can go anywhere now
+            self.dropped += sum(bytes(run).count(b"\n") for run in pending)
+            pending.clear()
+            self._backlog = 0
+            self._gone = True
+        self._unwatch()
+        if self.dropped and not self._gone and self._handle is not None:
+            report = timestamp(None, "", {"lines": self.dropped, "event": "access_lines_dropped", "level": "warning"})
+            self.dropped = 0
+            line = memoryview(orjson.dumps(report) + b"\n")
+            pending.append(line)
+            self._backlog += len(line)
+            self._drain()
+
+    def _watch(self) -> None:
+        if self._loop is None:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop: the lines wait for the next write
+                return
+            self._loop.add_writer(self._handle, self._drain)
+
+    def _unwatch(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                self._loop.remove_writer(self._handle)
+            self._loop = None
+
+    def close(self) -> None:
+        self._unwatch()
+        handle, self._handle, self._send = self._handle, None, None
+        if isinstance(handle, int):
+            os.close(handle)
+        elif handle is not None:
+            handle.close()
 
 
 def _write_all(raw: Any, view: memoryview) -> None:
@@ -136,7 +268,19 @@ def _write_all(raw: Any, view: memoryview) -> None:
         view = view[raw.write(view) :]
 
 
-_PIPE_BUF = 4096
+class _LineFile:
+    """The file structlog's JSON logger writes to: each line goes to the outlet at once."""
+
+    __slots__ = ("__weakref__", "_outlet")  # structlog keeps a lock per file, in a weak mapping
+
+    def __init__(self, outlet: _Outlet) -> None:
+        self._outlet = outlet
+
+    def write(self, data: bytes) -> None:
+        self._outlet.write([data])
+
+    def flush(self) -> None:
+        pass
 
 
 class CachedLogger:

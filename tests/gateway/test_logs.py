@@ -3,21 +3,33 @@ would write it, and through structlog whenever structlog has been configured oth
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import io
+import os
 import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 import structlog
+import yaml
 
 from config import LogConfig
 from gateway import logs
 from gateway.logs import AccessLog, setup_logging
 from gateway.pipeline import access_log
 from tests.conftest import KEYS, channel
+from tests.procs import free_port
 
 
 @contextlib.contextmanager
@@ -105,6 +117,82 @@ async def test_lines_go_out_whole_in_writes_of_at_most_pipe_buf():
     assert len(raw.writes) < len(lines) / 2
 
 
+@contextlib.contextmanager
+def _logging_to(kind: str) -> Iterator[tuple[int, io.TextIOWrapper]]:
+    """The JSON set-up writing to a small pipe or a socket; yields the reading end's descriptor."""
+    if kind == "pipe":
+        reader, writer = os.pipe()
+        fcntl.fcntl(writer, 1031, 4096)  # F_SETPIPE_SZ: a pipe of one page fills fast
+    else:
+        a, b = socket.socketpair()
+        reader, writer = os.dup(b.fileno()), os.dup(a.fileno())
+        a.close(), b.close()
+    out = io.TextIOWrapper(io.BufferedWriter(io.FileIO(writer, "w")))
+    setup_logging(LogConfig(level="info", format="json"), out)
+    try:
+        yield reader, out
+    finally:
+        logs._json_lines[2].close()
+        structlog.reset_defaults()
+        logs._json_lines.clear()
+        out.close()
+        with contextlib.suppress(OSError):  # a test may have closed it
+            os.close(reader)
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socket"])
+async def test_a_reader_that_stops_does_not_stop_the_loop(kind, monkeypatch):
+    """Lines wait for a full pipe (up to the backlog), the rest are dropped and counted; the loop runs on."""
+    monkeypatch.setattr(logs, "_BACKLOG_BYTES", 64 * 1024)
+    unblocked: list[bool] = []
+    with _logging_to(kind) as (reader, _):
+
+        def unblock() -> None:  # only if the loop is stuck in a write: drain the pipe so the test ends
+            unblocked.append(True)
+            with contextlib.suppress(OSError):
+                while os.read(reader, 1 << 20):
+                    pass
+
+        watchdog = threading.Timer(10, unblock)
+        watchdog.start()
+        try:
+            log = AccessLog("gateway.access")
+            for n in range(2000):  # ~450 KB: past the pipe and the backlog
+                log.info("request", {**FIELDS, "request_id": f"r{n}"})
+                if n % 50 == 49:
+                    await asyncio.sleep(0)  # a loop turn: the lines so far go out (or wait)
+            await asyncio.sleep(0)
+        finally:
+            watchdog.cancel()
+        assert not unblocked, "a write stopped the event loop"
+        os.set_blocking(reader, False)
+        got = b""
+        for _ in range(500):  # the loop writes what waited as the reader makes room
+            with contextlib.suppress(BlockingIOError):
+                got += os.read(reader, 1 << 16)
+            if b"access_lines_dropped" in got and got.endswith(b"\n"):
+                break
+            await asyncio.sleep(0.01)
+    lines = [orjson.loads(line) for line in got.splitlines()]
+    kept = [line["request_id"] for line in lines[:-1]]
+    assert kept == [f"r{n}" for n in range(len(kept))]  # whole, in order: the first ones
+    assert len(kept) > 64 * 1024 // 250  # the backlog's worth at least
+    assert lines[-1]["event"] == "access_lines_dropped"
+    assert lines[-1]["lines"] == 2000 - len(kept)
+
+
+async def test_lines_for_a_reader_gone_for_good_are_counted_not_raised():
+    with _logging_to("pipe") as (reader, _):
+        os.close(reader)  # EPIPE from here on
+        log = AccessLog("gateway.access")
+        for n in range(10):
+            log.info("request", {**FIELDS, "request_id": f"r{n}"})
+        log.flush()
+        log.info("request", dict(FIELDS))
+        log.flush()
+        assert logs._json_lines[2].dropped == 11
+
+
 def test_above_info_there_is_no_line():
     with logging_to_buffer("warning") as out:
         AccessLog("gateway.access").info("request", dict(FIELDS))
@@ -125,3 +213,66 @@ async def test_every_request_has_one_line_and_no_key(json_logs, vendor, gateway_
     assert chat["model"] == "gpt-4o" and chat["channel"] == "v" and chat["attempts"] == 1 and chat["tokens"] > 0
     raw = json_logs.buffer.getvalue()
     assert b"test-key" not in raw and b"vk-v-secret" not in raw
+
+
+async def test_a_gateway_whose_stderr_nobody_reads_keeps_serving(vendor, tmp_path):
+    """`serve` with stderr a pipe nobody reads (a stuck log shipper), then one nobody will read (gone):
+    requests go on, lines wait and then drop, and the shutdown still writes every usage row."""
+    port = free_port()
+    config = {"listen": f"127.0.0.1:{port}", "database": str(tmp_path / "usage.db"), "keys": KEYS,
+              "channels": [channel("v", vendor)]}
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
+    reader, writer = os.pipe()
+    proc = subprocess.Popen(  # noqa: ASYNC220 (Popen only forks)
+        [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "gateway.yaml")],
+        stdout=subprocess.DEVNULL, stderr=writer, cwd=Path(__file__).parents[2],
+    )
+    os.close(writer)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer test-key"}) as s:
+            await eventually_ready(s, url + "/healthz", proc)
+
+            async def send(n: int) -> list[int]:
+                statuses = []
+                for _ in range(n):
+                    async with s.post(url + "/v1/chat/completions", json=body) as r:
+                        await r.read()
+                        statuses.append(r.status)
+                return statuses
+
+            # ~300 bytes of access line each: 1,200 lines are several times what a pipe holds (64 KB).
+            done = await asyncio.wait_for(asyncio.gather(*(send(150) for _ in range(8))), 30)
+            assert [status for statuses in done for status in statuses] == [200] * 1200
+            os.set_blocking(reader, False)
+            head = os.read(reader, 1 << 16)  # the lines that fit are there, whole
+            assert head.count(b'"event":"request"') > 100
+            os.close(reader)  # the reader is gone: every write now fails (EPIPE)
+            reader = -1
+            assert await asyncio.wait_for(send(100), 30) == [200] * 100
+        proc.terminate()
+        assert proc.wait(15) == 0  # the shutdown's own log lines fail too, and do not stop it
+    finally:
+        if reader >= 0:
+            os.close(reader)  # a gateway stuck in a write gets EPIPE and can take the signal
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    db = sqlite3.connect(tmp_path / "usage.db")
+    assert db.execute("SELECT COUNT(*) FROM usage").fetchone()[0] == 1300  # the rows never depended on the log
+    db.close()
+
+
+async def eventually_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(400):
+        assert proc.poll() is None, "the gateway exited"
+        with contextlib.suppress(aiohttp.ClientError):
+            async with session.get(url) as r:
+                if r.status == 200:
+                    return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the gateway did not come up")
