@@ -233,7 +233,7 @@ class _Outlet:
             self._gone = True
         self._unwatch()
         if self.dropped and not self._gone and self._handle is not None:
-            report = timestamp(None, "", {"lines": self.dropped, "event": "access_lines_dropped", "level": "warning"})
+            report = timestamp(None, "", {"lines": self.dropped, "event": "log_lines_dropped", "level": "warning"})
             self.dropped = 0
             line = memoryview(orjson.dumps(report) + b"\n")
             pending.append(line)

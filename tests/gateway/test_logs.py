@@ -170,14 +170,14 @@ async def test_a_reader_that_stops_does_not_stop_the_loop(kind, monkeypatch):
         for _ in range(500):  # the loop writes what waited as the reader makes room
             with contextlib.suppress(BlockingIOError):
                 got += os.read(reader, 1 << 16)
-            if b"access_lines_dropped" in got and got.endswith(b"\n"):
+            if b"log_lines_dropped" in got and got.endswith(b"\n"):
                 break
             await asyncio.sleep(0.01)
     lines = [orjson.loads(line) for line in got.splitlines()]
     kept = [line["request_id"] for line in lines[:-1]]
     assert kept == [f"r{n}" for n in range(len(kept))]  # whole, in order: the first ones
     assert len(kept) > 64 * 1024 // 250  # the backlog's worth at least
-    assert lines[-1]["event"] == "access_lines_dropped"
+    assert lines[-1]["event"] == "log_lines_dropped"
     assert lines[-1]["lines"] == 2000 - len(kept)
 
 
