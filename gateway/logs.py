@@ -11,6 +11,7 @@ import io
 import itertools
 import logging
 import os
+import select
 import socket
 import stat
 import sys
@@ -55,6 +56,12 @@ def setup_logging(cfg: LogConfig, stream: TextIO | None = None) -> None:
     )
     _json_lines[:] = [renderer, level, outlet] if outlet is not None else []
     logging.basicConfig(level=max(level, logging.WARNING), stream=out, format="%(levelname)s %(name)s: %(message)s")
+
+
+def finish_logging(within_s: float = 1.0) -> None:
+    """At exit: lines still waiting for a full pipe get up to `within_s` to go (see _Outlet)."""
+    if _json_lines:
+        _json_lines[2].finish(within_s)
 
 
 _second: list[Any] = [-1, ""]  # the last whole second seen, and its formatted prefix
@@ -253,6 +260,18 @@ class _Outlet:
             with contextlib.suppress(RuntimeError):  # the loop has closed
                 self._loop.remove_writer(self._handle)
             self._loop = None
+
+    def finish(self, within_s: float) -> None:
+        """At exit: give a full pipe up to `within_s` to take the lines still waiting, so a reader that
+        is only slow gets them all; what is left then goes with the process."""
+        deadline = time.monotonic() + within_s
+        while self._pending and self._send is not None:
+            self._unwatch()  # waited for here, not by the loop
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [self._handle], [], left)[1]:
+                return
+            self._drain()
+        self._unwatch()
 
     def close(self) -> None:
         self._unwatch()

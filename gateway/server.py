@@ -14,7 +14,7 @@ from aiohttp import web
 
 from config import Config, Listen
 from gateway.app import create_app
-from gateway.logs import setup_logging
+from gateway.logs import finish_logging, setup_logging
 from gateway.pipeline import access_log
 from gateway.state import SERVICES, Runtime
 from gateway.workers import run_loop, supervise
@@ -103,3 +103,4 @@ async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyn
             loop.remove_signal_handler(sig)
         access_log.flush()
         log.info("stopped")
+        finish_logging()

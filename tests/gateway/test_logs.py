@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -179,6 +180,30 @@ async def test_a_reader_that_stops_does_not_stop_the_loop(kind, monkeypatch):
     assert len(kept) > 64 * 1024 // 250  # the backlog's worth at least
     assert lines[-1]["event"] == "log_lines_dropped"
     assert lines[-1]["lines"] == 2000 - len(kept)
+
+
+async def test_at_exit_a_slow_reader_still_gets_the_lines_that_wait():
+    with _logging_to("pipe") as (reader, _):
+        log = AccessLog("gateway.access")
+        for n in range(100):  # ~22 KB: more than the one-page pipe holds
+            log.info("request", {**FIELDS, "request_id": f"r{n}"})
+        log.flush()
+        outlet = logs._json_lines[2]
+        assert outlet._pending  # some wait for the reader
+        got: list[bytes] = []
+
+        def read_slowly() -> None:
+            time.sleep(0.2)
+            while sum(chunk.count(b"\n") for chunk in got) < 100:
+                got.append(os.read(reader, 1 << 16))
+
+        slow = threading.Thread(target=read_slowly, daemon=True)
+        slow.start()
+        logs.finish_logging(within_s=10)  # what `serve` does last
+        assert not outlet._pending
+        slow.join(10)
+    lines = b"".join(got).splitlines()
+    assert [orjson.loads(line)["request_id"] for line in lines[:100]] == [f"r{n}" for n in range(100)]
 
 
 async def test_lines_for_a_reader_gone_for_good_are_counted_not_raised():
