@@ -215,7 +215,10 @@ class Upstream:
             transport = protocol.transport
             if transport is None or transport.is_closing():
                 raise aiohttp.ServerDisconnectedError()
-            protocol.set_response_params(skip_payload=method == "HEAD", auto_decompress=False)
+            # read_until_eof: an answer with neither Content-Length nor chunked framing ends when the
+            # vendor closes the connection (HTTP/1.0 servers, some front ends); without it the parser
+            # takes such a body as empty. aiohttp's own client sets it by default.
+            protocol.set_response_params(skip_payload=method == "HEAD", read_until_eof=True, auto_decompress=False)
             loop = asyncio.get_running_loop()
             if isinstance(body, Payload):  # a multipart upload: written in bounded pieces, minding flow control
                 transport.write(head)

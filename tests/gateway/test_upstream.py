@@ -23,6 +23,8 @@ from aiohttp.http import HttpProcessingError
 
 from gateway.upstream import Upstream, upstream_query
 from tests.conftest import KEYS, channel
+from tests.fakevendor import Fault
+from tests.faultkit import MESSAGES, post
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -247,3 +249,50 @@ async def test_a_client_without_a_user_agent_is_named_upstream(vendor, gateway_f
     assert vendor.requests[-1].headers["User-Agent"] == "llm-gateway"
     await gw.client().chat.completions.create(model="gpt-4o", messages=[])
     assert vendor.requests[-1].headers["User-Agent"].startswith("AsyncOpenAI/Python")
+
+
+# An answer with neither Content-Length nor chunked framing ends when the vendor closes the connection
+# (HTTP/1.0 servers and some vendor front ends answer so). Its body is everything up to the close.
+CLOSE_DELIMITED = {
+    "json": (b"application/json", b'{"id":"x","object":"chat.completion","choices":[],'
+             b'"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}'),
+    "sse": (b"text/event-stream", b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+            b'"delta":{"content":"hi"}}]}\n\ndata: {"id":"x","object":"chat.completion.chunk","choices":[],'
+            b'"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}\n\ndata: [DONE]\n\n'),
+    "binary": (b"audio/mpeg", bytes(range(256)) * 64),
+}
+
+
+def close_delimited(kind: str) -> Callable[[bytes], bytes]:
+    content_type, body = CLOSE_DELIMITED[kind]
+    return lambda _: b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\n\r\n" + body
+
+
+async def test_a_close_delimited_body_is_read_to_the_close(raw_vendor, upstream):
+    raw_vendor.answer, raw_vendor.close_after = close_delimited("json"), True
+    assert await fetch(upstream, f"{raw_vendor.url}/v1/x") == (200, CLOSE_DELIMITED["json"][1])
+
+
+@pytest.mark.parametrize("failover", [False, True], ids=["direct", "after-failover"])
+@pytest.mark.parametrize("kind", ["json", "sse", "binary"])
+async def test_a_close_delimited_answer_reaches_the_client_whole(kind, failover, raw_vendor, vendor, gateway_factory):
+    raw_vendor.answer, raw_vendor.close_after = close_delimited(kind), True
+    channels = [{**channel("close", vendor), "base_url": f"{raw_vendor.url}/v1"}]
+    if failover:
+        vendor.faults.append(Fault("status", status=503))
+        channels.insert(0, channel("down", vendor, priority=10))
+    gw = await gateway_factory({"keys": KEYS, "channels": channels})
+    path, body = "/v1/chat/completions", {"model": "gpt-4o", "messages": MESSAGES, "stream": kind == "sse"}
+    if kind == "binary":
+        path, body = "/v1/audio/speech", {"model": "gpt-4o", "input": "hello", "voice": "alloy"}
+    status, answer, headers = await post(gw, body, path=path)
+    content_type, sent = CLOSE_DELIMITED[kind]
+    assert status == 200 and headers["Content-Type"].startswith(content_type.decode())
+    if kind == "sse":  # the usage chunk the gateway asked for is held back; the rest is as sent
+        assert answer.startswith(sent.split(b"\n\n")[0]) and answer.endswith(b"data: [DONE]\n\n")
+    else:
+        assert answer == sent
+    row = (await gw.rows())[-1]
+    assert (row["status"], row["channel"], row["attempts"]) == (200, "close", 2 if failover else 1)
+    if kind != "binary":
+        assert (row["prompt_tokens"], row["completion_tokens"], row["estimated"]) == (3, 4, 0)
