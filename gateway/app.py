@@ -6,12 +6,17 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import endpoints, memory, models_api, openai_api, realtime, upstream
-from gateway.drain import Drain
+from gateway.api import bodies as endpoints
+from gateway.http import memory
+from gateway.api import models as models_api
+from gateway.api import openai as openai_api
+from gateway.api import realtime
+from gateway.http import lean_client as upstream
+from gateway.http.drain import Drain
 from gateway.errors import HTTPLayerLog
-from gateway.pipeline import MAX_HEADER_FIELD, Handler, metered, probe, unknown_route
+from gateway.api.pipeline import MAX_HEADER_FIELD, Handler, metered, probe, unknown_route
 from gateway.state import SERVICES, Runtime, Services
-from gateway.usage import UsageWriter
+from gateway.ledger.usage import UsageWriter
 
 PLATFORM = "{platform:[a-z0-9][a-z0-9_-]*}"
 

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p_check.add_argument("--config")
     p_usage = sub.add_parser("usage", help="usage report from the database")
     p_usage.add_argument("--config")
-    from gateway.report import add_arguments
+    from gateway.ledger.report import add_arguments
 
     add_arguments(p_usage)
     args = parser.parse_args(argv)
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return check(path)
     loaded = _load_or_exit(path)
     if args.command == "usage":
-        from gateway.report import report
+        from gateway.ledger.report import report
 
         return report(loaded.config, args)
     return serve(loaded, path, args.listen)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from config import ClientKey, Config
-from gateway.sse import SSETap
+from gateway.relay.sse import SSETap
 from gateway.state import Services
 from providers import Usage
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from config import Config, Listen
 from gateway.app import create_app
 from gateway.logs import finish_logging, setup_logging
-from gateway.pipeline import access_log
+from gateway.api.pipeline import access_log
 from gateway.state import SERVICES, Runtime
 from gateway.workers import run_loop, supervise
 
@@ -72,7 +72,7 @@ async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyn
         app,
         handle_signals=False,
         handler_cancellation=True,  # a client that hangs up cancels its handler, which closes the upstream
-        # The grace itself is kept by the relay (gateway.drain), which ends streams with an error event;
+        # The grace itself is kept by the relay (gateway.http.drain), which ends streams with an error event;
         # aiohttp's own cut-off is only a backstop, a little later, so the two never race.
         shutdown_timeout=config.shutdown_grace_s + 1.0,
         access_log=None,  # the pipeline writes one structured line per request instead

@@ -9,10 +9,10 @@ import structlog
 from aiohttp import web
 
 from config import Config, ConfigError, load_config
-from gateway.drain import Drain
-from gateway.health import Health
-from gateway.upstream import Upstream
-from gateway.usage import UsageWriter
+from gateway.http.drain import Drain
+from gateway.relay.health import Health
+from gateway.http.lean_client import Upstream
+from gateway.ledger.usage import UsageWriter
 from providers import PROVIDERS
 
 log = structlog.get_logger("gateway")

@@ -130,7 +130,7 @@ def _become_worker(parent: int) -> None:
 
 def prepare_database(config: Config) -> None:
     """Create or migrate the usage table and replay any spool once, before workers open the file."""
-    from gateway.usage import UsageWriter
+    from gateway.ledger.usage import UsageWriter
 
     async def ready() -> None:
         writer = UsageWriter(config.database)

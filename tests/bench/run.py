@@ -261,7 +261,7 @@ async def release(mock_port: int) -> None:
 
 async def writer_rate(tmp: Path, rows: int) -> float:
     """Rows per second the usage writer commits when fed as fast as a process can record them."""
-    from gateway.usage import UsageRow, UsageWriter
+    from gateway.ledger.usage import UsageRow, UsageWriter
 
     writer = UsageWriter(str(tmp / "writer.db"))
     await writer.start()

@@ -28,7 +28,7 @@ import yaml
 from config import LogConfig
 from gateway import logs
 from gateway.logs import AccessLog, setup_logging
-from gateway.pipeline import access_log
+from gateway.api.pipeline import access_log
 from tests.conftest import KEYS, channel
 from tests.procs import free_port
 

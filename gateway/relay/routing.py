@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from config import Channel, ClientKey, Config
 from gateway.errors import GatewayError, NoChannel
-from gateway.health import Health
+from gateway.relay.health import Health
 
 MAX_ROUTES = 4096
 

@@ -9,13 +9,13 @@ from collections.abc import Awaitable, Callable, Mapping
 import structlog
 from aiohttp import web
 
-from gateway.auth import authenticate
+from gateway.api.auth import authenticate
 from gateway.context import RequestContext, new_request_id
 from gateway.errors import ANTHROPIC, GEMINI, OPENAI, GatewayError
 from gateway.logs import AccessLog
-from gateway.pricing import cost
+from gateway.ledger.pricing import cost
 from gateway.state import Services
-from gateway.usage import UsageRow
+from gateway.ledger.usage import UsageRow
 
 log = structlog.get_logger("gateway.access")
 access_log = AccessLog("gateway.access")

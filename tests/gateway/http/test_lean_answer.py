@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.answer import Answer
+from gateway.http.lean_answer import Answer
 from gateway.app import create_app
 from gateway.state import Runtime
 from tests.conftest import KEYS, make_config

@@ -22,10 +22,10 @@ from aiohttp.payload import Payload
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from config import Channel, Timeouts
-from gateway.answer import Answer
-from gateway.attempts import Attempts, Verdict
+from gateway.http.lean_answer import Answer
+from gateway.relay.attempts import Attempts, Verdict
 from gateway.context import RequestContext
-from gateway.drain import Slot
+from gateway.http.drain import Slot
 from gateway.errors import (
     OPENAI,
     AttemptError,
@@ -35,8 +35,8 @@ from gateway.errors import (
     status_error,
     upstream_errors,
 )
-from gateway.sse import SSETap
-from gateway.upstream import Response, upstream_query
+from gateway.relay.sse import SSETap
+from gateway.http.lean_client import Response, upstream_query
 from providers import Provider
 
 # Silence on a started stream after which the client gets an SSE comment, so idle proxies keep it open.
@@ -52,7 +52,7 @@ _DROP_REQUEST = frozenset(
         "Host", "Authorization", "X-API-Key", "X-Goog-Api-Key", "Api-Key", "Cookie", "Content-Length",
         "Content-Type", "Accept-Encoding", "Connection", "Keep-Alive", "Transfer-Encoding", "TE", "Upgrade",
         "Proxy-Authorization", "Proxy-Connection", "X-Gateway-Tag", "Expect", "Content-Encoding",
-        "Sec-WebSocket-Protocol",  # may carry the client's key (see gateway.auth)
+        "Sec-WebSocket-Protocol",  # may carry the client's key (see gateway.api.auth)
     )
 )
 # Never copied from the vendor to the client.

@@ -21,7 +21,7 @@ import aiohttp.connector
 import pytest
 from aiohttp.http import HttpProcessingError
 
-from gateway.upstream import Upstream, upstream_query
+from gateway.http.lean_client import Upstream, upstream_query
 from tests.conftest import KEYS, channel
 from tests.fakevendor import Fault
 from tests.faultkit import MESSAGES, post

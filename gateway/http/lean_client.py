@@ -53,7 +53,7 @@ class Connector(aiohttp.TCPConnector):
     ever idles out while any request comes by: after a burst of a thousand streams, a thousand
     connections and their buffers stay open. Reused newest first, a steady load keeps cycling the
     few it needs and the rest sit at the far end of the pool, untouched, until aiohttp's keep-alive
-    cleanup closes them or `close_idle` does once a burst is over (see gateway.memory). Closing
+    cleanup closes them or `close_idle` does once a burst is over (see gateway.http.memory). Closing
     beyond a fixed count as connections come back would instead cost a reconnect per request
     whenever more than that many requests are in flight (measured: a third fewer requests/s at 256
     connections).

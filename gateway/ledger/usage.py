@@ -24,7 +24,7 @@ import aiosqlite
 import orjson
 import structlog
 
-from gateway import spool
+from gateway.ledger import spool
 
 log = structlog.get_logger("gateway.usage")
 

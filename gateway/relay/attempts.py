@@ -15,7 +15,7 @@ from aiohttp import web
 from config import Channel
 from gateway.context import RequestContext
 from gateway.errors import AttemptError, UpstreamFailure, sentence
-from gateway.routing import plan, request_tags
+from gateway.relay.routing import plan, request_tags
 from providers import PROVIDERS, Provider
 
 

@@ -7,8 +7,8 @@ import asyncio
 import structlog
 
 from config import Channel, GlobSet, Routing
-from gateway.health import Health, key_id
-from gateway.routing import order
+from gateway.relay.health import Health, key_id
+from gateway.relay.routing import order
 from tests.conftest import KEYS, channel
 from tests.fakevendor import Fault
 from tests.faultkit import MESSAGES, post, stream_chat

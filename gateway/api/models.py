@@ -19,7 +19,7 @@ from config import ClientKey, Config
 from config.loader import CATALOGS
 from gateway.context import RequestContext
 from gateway.errors import ANTHROPIC, GatewayError
-from gateway.routing import candidates, check_platform, request_tags
+from gateway.relay.routing import candidates, check_platform, request_tags
 
 # The list APIs want a creation time; the gateway does not know one, so it says the epoch.
 CREATED = 0

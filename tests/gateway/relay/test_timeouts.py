@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway import relay
+from gateway.relay import relay
 from gateway.errors import ANTHROPIC, GEMINI, OPENAI, GatewayError
 from tests.conftest import KEYS, channel
 from tests.fakevendor import Fault

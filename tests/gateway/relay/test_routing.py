@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 
 from config import Channel, GlobSet
-from gateway.health import Health
-from gateway.routing import order
+from gateway.relay.health import Health
+from gateway.relay.routing import order
 from tests.conftest import KEYS, channel
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.drain import Drain, Slot
+from gateway.http.drain import Drain, Slot
 
 
 async def test_moving_deadlines_reuse_one_timer_and_still_expire(monkeypatch):

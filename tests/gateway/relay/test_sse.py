@@ -6,7 +6,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.sse import SSETap
+from gateway.relay.sse import SSETap
 from providers import PROVIDERS
 
 

@@ -2,7 +2,7 @@
 endpoint bills by, then hands the body to the relay unchanged but for the model name.
 
 JSON endpoints go through `json_body`; multipart uploads (image edits, audio) are forwarded as the
-same bytes with the same boundary (see `gateway.multipart`). Responses of any type come back as the
+same bytes with the same boundary (see `gateway.api.multipart`). Responses of any type come back as the
 relay forwards them: JSON whole, SSE and binary (speech audio) as they arrive.
 """
 
@@ -15,10 +15,10 @@ from aiohttp import web
 
 from config import Channel
 from gateway.context import RequestContext
-from gateway.endpoints import read_json, read_upload, require_bool, require_model
+from gateway.api.bodies import read_json, read_upload, require_bool, require_model
 from gateway.errors import GatewayError
-from gateway.multipart import MultipartError, SegmentsPayload, parse_form
-from gateway.relay import BodyBuilder, json_body, relay
+from gateway.api.multipart import MultipartError, SegmentsPayload, parse_form
+from gateway.relay.relay import BodyBuilder, json_body, relay
 from providers import Provider
 
 # OpenAI's own defaults where its API lets a client leave the model out; the gateway routes by it.

@@ -9,8 +9,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.multipart import MultipartError, boundary_of, parse_form
-from gateway.upstream import Upstream
+from gateway.api.multipart import MultipartError, boundary_of, parse_form
+from gateway.http.lean_client import Upstream
 
 CT = "multipart/form-data; boundary=XyZ"
 

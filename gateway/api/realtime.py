@@ -16,12 +16,12 @@ import aiohttp
 import orjson
 from aiohttp import WSMsgType, web
 
-from gateway.attempts import Attempts, Verdict
-from gateway.auth import INSECURE_KEY_PROTOCOL
+from gateway.relay.attempts import Attempts, Verdict
+from gateway.api.auth import INSECURE_KEY_PROTOCOL
 from gateway.context import RequestContext
-from gateway.endpoints import require_model
+from gateway.api.bodies import require_model
 from gateway.errors import AttemptError, GatewayError, status_error, upstream_errors
-from gateway.relay import request_headers
+from gateway.relay.relay import request_headers
 from providers import Provider, Usage
 
 CLOSE_TIMEOUT_S = 10.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from config import Price
-from gateway.pricing import cost
-from gateway.usage import UsageRow
+from gateway.ledger.pricing import cost
+from gateway.ledger.usage import UsageRow
 
 
 def row(**kw: float) -> UsageRow:

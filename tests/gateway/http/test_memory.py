@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from gateway import memory, upstream
-from gateway.sse import SSETap
+from gateway.http import memory
+from gateway.http import lean_client as upstream
+from gateway.relay.sse import SSETap
 from gateway.state import SERVICES
 from providers import PROVIDERS
 from tests.conftest import KEYS, channel
