@@ -6,17 +6,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.api import bodies as endpoints
-from gateway.http import memory
 from gateway.api import models as models_api
 from gateway.api import openai as openai_api
-from gateway.api import realtime
-from gateway.http import lean_client as upstream
-from gateway.http.drain import Drain
-from gateway.errors import HTTPLayerLog
+from gateway.api import probes, realtime
 from gateway.api.pipeline import MAX_HEADER_FIELD, Handler, metered, probe, unknown_route
-from gateway.state import SERVICES, Runtime, Services
+from gateway.errors import HTTPLayerLog
+from gateway.http import lean_client as upstream
+from gateway.http import memory
+from gateway.http.drain import Drain
 from gateway.ledger.usage import UsageWriter
+from gateway.state import SERVICES, Runtime, Services
 
 PLATFORM = "{platform:[a-z0-9][a-z0-9_-]*}"
 
@@ -41,8 +40,8 @@ def create_app(runtime: Runtime, *, usage: UsageWriter | None = None) -> web.App
     app.cleanup_ctx.append(_usage_ctx)
     app.cleanup_ctx.append(_session_ctx)
     app.cleanup_ctx.append(_trim_ctx)
-    app.router.add_get("/healthz", probe(endpoints.healthz))
-    app.router.add_get("/readyz", probe(endpoints.readyz))
+    app.router.add_get("/healthz", probe(probes.healthz))
+    app.router.add_get("/readyz", probe(probes.readyz))
     add_api_route(app, "POST", "chat/completions", openai_api.chat_completions)
     add_openai_routes(app)
     # Last, so it answers only what no route above serves: 404, or 405 with the methods that are.

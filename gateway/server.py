@@ -13,9 +13,9 @@ import structlog
 from aiohttp import web
 
 from config import Config, Listen
+from gateway.api.pipeline import access_log
 from gateway.app import create_app
 from gateway.logs import finish_logging, setup_logging
-from gateway.api.pipeline import access_log
 from gateway.state import SERVICES, Runtime
 from gateway.workers import run_loop, supervise
 

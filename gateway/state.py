@@ -10,9 +10,9 @@ from aiohttp import web
 
 from config import Config, ConfigError, load_config
 from gateway.http.drain import Drain
-from gateway.relay.health import Health
 from gateway.http.lean_client import Upstream
 from gateway.ledger.usage import UsageWriter
+from gateway.relay.health import Health
 from providers import PROVIDERS
 
 log = structlog.get_logger("gateway")

@@ -1,4 +1,5 @@
-"""Request handlers: read and check what the client sent, then hand it to the relay."""
+"""Reading what a client sent: the body within `limits.max_body_mb`, as JSON or an upload, and the
+fields every API route checks the same way (model, booleans)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from aiohttp import web
 
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
-from gateway.state import SERVICES
 
 MAX_MODEL_NAME = 256
 
@@ -101,14 +101,3 @@ def require_bool(body: dict[str, Any], field: str) -> bool:
     if not isinstance(value, bool):
         raise GatewayError(400, f"Field {field!r} must be true or false.", code="invalid_type", param=field)
     return value
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    if not await services.usage.writable():
-        return web.json_response({"status": "not ready", "reason": "usage database is not writable"}, status=503)
-    return web.json_response({"status": "ready", "config_generation": services.runtime.generation})

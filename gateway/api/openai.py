@@ -14,10 +14,10 @@ from typing import Any
 from aiohttp import web
 
 from config import Channel
-from gateway.context import RequestContext
 from gateway.api.bodies import read_json, read_upload, require_bool, require_model
-from gateway.errors import GatewayError
 from gateway.api.multipart import MultipartError, SegmentsPayload, parse_form
+from gateway.context import RequestContext
+from gateway.errors import GatewayError
 from gateway.relay.relay import BodyBuilder, json_body, relay
 from providers import Provider
 

@@ -12,10 +12,10 @@ from aiohttp import web
 from gateway.api.auth import authenticate
 from gateway.context import RequestContext, new_request_id
 from gateway.errors import ANTHROPIC, GEMINI, OPENAI, GatewayError
-from gateway.logs import AccessLog
 from gateway.ledger.pricing import cost
-from gateway.state import Services
 from gateway.ledger.usage import UsageRow
+from gateway.logs import AccessLog
+from gateway.state import Services
 
 log = structlog.get_logger("gateway.access")
 access_log = AccessLog("gateway.access")

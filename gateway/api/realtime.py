@@ -16,11 +16,11 @@ import aiohttp
 import orjson
 from aiohttp import WSMsgType, web
 
-from gateway.relay.attempts import Attempts, Verdict
 from gateway.api.auth import INSECURE_KEY_PROTOCOL
-from gateway.context import RequestContext
 from gateway.api.bodies import require_model
+from gateway.context import RequestContext
 from gateway.errors import AttemptError, GatewayError, status_error, upstream_errors
+from gateway.relay.attempts import Attempts, Verdict
 from gateway.relay.relay import request_headers
 from providers import Provider, Usage
 

@@ -22,10 +22,7 @@ from aiohttp.payload import Payload
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from config import Channel, Timeouts
-from gateway.http.lean_answer import Answer
-from gateway.relay.attempts import Attempts, Verdict
 from gateway.context import RequestContext
-from gateway.http.drain import Slot
 from gateway.errors import (
     OPENAI,
     AttemptError,
@@ -35,8 +32,11 @@ from gateway.errors import (
     status_error,
     upstream_errors,
 )
-from gateway.relay.sse import SSETap
+from gateway.http.lean_answer import Answer
 from gateway.http.lean_client import Response, upstream_query
+from gateway.http.timer import Slot
+from gateway.relay.attempts import Attempts, Verdict
+from gateway.relay.sse import SSETap
 from providers import Provider
 
 # Silence on a started stream after which the client gets an SSE comment, so idle proxies keep it open.

@@ -27,8 +27,8 @@ import yaml
 
 from config import LogConfig
 from gateway import logs
-from gateway.logs import AccessLog, setup_logging
 from gateway.api.pipeline import access_log
+from gateway.logs import AccessLog, setup_logging
 from tests.conftest import KEYS, channel
 from tests.procs import free_port
 

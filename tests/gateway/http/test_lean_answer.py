@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.http.lean_answer import Answer
 from gateway.app import create_app
+from gateway.http.lean_answer import Answer
 from gateway.state import Runtime
 from tests.conftest import KEYS, make_config
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from gateway.http import memory
 from gateway.http import lean_client as upstream
+from gateway.http import memory
 from gateway.relay.sse import SSETap
 from gateway.state import SERVICES
 from providers import PROVIDERS

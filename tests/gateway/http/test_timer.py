@@ -1,4 +1,4 @@
-"""The relay's timer (gateway.drain.Slot): asyncio.timeout_at semantics with one timer across waits."""
+"""The relay's timer (gateway.http.timer.Slot): asyncio.timeout_at semantics with one timer across waits."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from gateway.http.drain import Drain, Slot
+from gateway.http.drain import Drain
+from gateway.http.timer import Slot
 
 
 async def test_moving_deadlines_reuse_one_timer_and_still_expire(monkeypatch):

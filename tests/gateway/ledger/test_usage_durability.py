@@ -12,10 +12,10 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestServer
 
-from gateway.ledger import spool
 from gateway.app import create_app
-from gateway.state import SERVICES, Runtime
+from gateway.ledger import spool
 from gateway.ledger.usage import UsageRow, UsageWriter
+from gateway.state import SERVICES, Runtime
 from tests.conftest import KEYS, Gateway, channel, make_config
 from tests.faultkit import post
 from tests.procs import GatewayProcess

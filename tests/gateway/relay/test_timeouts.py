@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.relay import relay
 from gateway.errors import ANTHROPIC, GEMINI, OPENAI, GatewayError
+from gateway.relay import relay
 from tests.conftest import KEYS, channel
 from tests.fakevendor import Fault
 from tests.faultkit import MESSAGES, eventually, post, stream_chat
