@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -11,8 +13,7 @@ from gateway.api import openai as openai_api
 from gateway.api import probes, realtime
 from gateway.api.pipeline import MAX_HEADER_FIELD, Handler, metered, probe, unknown_route
 from gateway.errors import HTTPLayerLog
-from gateway.http import lean_client as upstream
-from gateway.http import memory
+from gateway.http import memory, paths, upstream
 from gateway.http.drain import Drain
 from gateway.ledger.usage import UsageWriter
 from gateway.state import SERVICES, Runtime, Services
@@ -27,7 +28,9 @@ def add_api_route(app: web.Application, method: str, endpoint: str, handler: Han
     app.router.add_route(method, f"/{PLATFORM}/v1/{endpoint}", served)
 
 
-def create_app(runtime: Runtime, *, usage: UsageWriter | None = None) -> web.Application:
+def create_app(runtime: Runtime, *, usage: UsageWriter | None = None, http_path: str | None = None) -> web.Application:
+    """The app serving `runtime`'s config. `http_path` (auto, lean, public) overrides $GATEWAY_HTTP_PATH."""
+    mode = paths.check_mode(http_path or os.environ.get(paths.ENV) or "auto")
     # Bodies are read by the handlers against limits.max_body_mb, which a reload may change.
     app = web.Application(
         client_max_size=1 << 40,
@@ -38,7 +41,7 @@ def create_app(runtime: Runtime, *, usage: UsageWriter | None = None) -> web.App
     services = app[SERVICES] = Services(runtime, usage or UsageWriter(runtime.config.database), Drain())
     app.on_shutdown.append(_begin_drain)
     app.cleanup_ctx.append(_usage_ctx)
-    app.cleanup_ctx.append(_session_ctx)
+    app.cleanup_ctx.append(functools.partial(_session_ctx, mode=mode))
     app.cleanup_ctx.append(_trim_ctx)
     app.router.add_get("/healthz", probe(probes.healthz))
     app.router.add_get("/readyz", probe(probes.readyz))
@@ -89,10 +92,12 @@ async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
     await writer.close()
 
 
-async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
-    client = app[SERVICES].client = upstream.Upstream()
+async def _session_ctx(app: web.Application, *, mode: str) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    chosen = await paths.open_paths(mode, app)
+    services.client, services.answer = chosen.upstream, chosen.answer
     yield
-    await client.close()
+    await chosen.upstream.close()
 
 
 async def _trim_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from config import ClientKey, Config
-from gateway.relay.sse import SSETap
+from gateway.relay.sse import UsageTap
 from gateway.state import Services
 from providers import Usage
 
@@ -32,7 +32,7 @@ class RequestContext:
     attempts: int = 0
     ttft_ms: float | None = None
     usage: Usage | None = None
-    tap: SSETap | None = None
+    tap: UsageTap | None = None  # the usage tap of a streamed answer
     error: str | None = None
     request_bytes: int = 0
     images: int = 0

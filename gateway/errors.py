@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-OPENAI, ANTHROPIC, GEMINI = "openai", "anthropic", "gemini"
+from providers import ANTHROPIC, GEMINI
 
 _http_log = structlog.get_logger("gateway.http")
 

@@ -9,8 +9,9 @@ import structlog
 from aiohttp import web
 
 from config import Config, ConfigError, load_config
+from gateway.http.answer import AnswerFactory, public_answer
 from gateway.http.drain import Drain
-from gateway.http.lean_client import Upstream
+from gateway.http.upstream import Upstream
 from gateway.ledger.usage import UsageWriter
 from gateway.relay.health import Health
 from providers import PROVIDERS
@@ -57,7 +58,8 @@ class Services:
     runtime: Runtime
     usage: UsageWriter
     drain: Drain
-    client: Upstream | None = None  # opened when the app starts
+    client: Upstream | None = None  # opened when the app starts (gateway.http.paths)
+    answer: AnswerFactory = public_answer  # the answer writer chosen with it
 
     @property
     def upstream(self) -> Upstream:

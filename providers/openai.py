@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from config import Channel
-from providers.base import Usage
+from providers.base import OPENAI, StreamEvents, Usage
 
 _STREAM_USAGE_ENDPOINTS = frozenset({"chat/completions", "completions"})
 _AUDIO_DURATION_ENDPOINTS = frozenset({"audio/transcriptions", "audio/translations"})
 
 
+# Stream events of chat, completions and Responses carry usage under "usage" (Responses nests it in
+# "response"); the text is in content, text, delta, reasoning_content and tool-call arguments.
+# (The string body is the unrolled `[^"\\]*(?:\\.[^"\\]*)*`: twice as fast as an alternation per character.)
+EVENTS = StreamEvents(
+    usage_key=b'"usage"',
+    usage_at=re.compile(rb'"usage"\s*:\s*\{'),
+    text=re.compile(rb'"(?:content|text|delta|reasoning_content|arguments)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"'),
+)
+
+
 class OpenAIProvider:
     name = "openai"
+    protocol = OPENAI
+    events = EVENTS
 
-    def url(self, channel: Channel, endpoint: str) -> str:
+    def url(self, channel: Channel, endpoint: str, model: str, stream: bool) -> str:
         return f"{channel.base_url}/{endpoint}"
 
     def headers(self, channel: Channel, api_key: str | None) -> dict[str, str]:
@@ -29,6 +42,17 @@ class OpenAIProvider:
         if want_usage and out.get("stream") and endpoint in _STREAM_USAGE_ENDPOINTS:
             opts = out.get("stream_options")
             out["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+        return out
+
+    def hide_usage(self, event: Any) -> Any | None:
+        """The usage-only chunk `stream_options.include_usage` adds is dropped; usage riding on a chunk
+        with choices (some compatible vendors send it so) is removed from it."""
+        if not isinstance(event, dict) or "usage" not in event:
+            return event
+        if not event.get("choices"):
+            return None
+        out = dict(event)
+        del out["usage"]
         return out
 
     def usage(self, endpoint: str, payload: Any) -> Usage | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from config import ClientKey, Config, sha256_hex
-from gateway.errors import ANTHROPIC, GEMINI, GatewayError
+from gateway.errors import GatewayError
+from providers import ANTHROPIC, GEMINI
 
 # Browsers cannot set headers on a WebSocket; OpenAI's realtime API takes the key as a subprotocol instead.
 INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."

@@ -18,8 +18,9 @@ from aiohttp import web
 from config import ClientKey, Config
 from config.loader import CATALOGS
 from gateway.context import RequestContext
-from gateway.errors import ANTHROPIC, GatewayError
+from gateway.errors import GatewayError
 from gateway.relay.routing import candidates, check_platform, request_tags
+from providers import ANTHROPIC
 
 # The list APIs want a creation time; the gateway does not know one, so it says the epoch.
 CREATED = 0

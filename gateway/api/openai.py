@@ -61,7 +61,7 @@ async def _relay_json(
     opts = body.get("stream_options")
     # Ask a stream for usage the client did not ask for, and hide it from the client again.
     inject = stream_usage and ctx.stream and not (isinstance(opts, dict) and opts.get("include_usage"))
-    return body, json_body(body, endpoint, inject, raw=unchanged), inject
+    return body, json_body(body, endpoint, ctx.protocol, inject, raw=unchanged), inject
 
 
 async def chat_completions(request: web.Request, ctx: RequestContext) -> web.StreamResponse:

@@ -11,11 +11,12 @@ from aiohttp import web
 
 from gateway.api.auth import authenticate
 from gateway.context import RequestContext, new_request_id
-from gateway.errors import ANTHROPIC, GEMINI, OPENAI, GatewayError
+from gateway.errors import GatewayError
 from gateway.ledger.pricing import cost
 from gateway.ledger.usage import UsageRow
 from gateway.logs import AccessLog
 from gateway.state import Services
+from providers import ANTHROPIC, GEMINI, OPENAI
 
 log = structlog.get_logger("gateway.access")
 access_log = AccessLog("gateway.access")

@@ -21,7 +21,7 @@ from gateway.api.bodies import require_model
 from gateway.context import RequestContext
 from gateway.errors import AttemptError, GatewayError, status_error, upstream_errors
 from gateway.relay.attempts import Attempts, Verdict
-from gateway.relay.relay import request_headers
+from gateway.relay.headers import request_headers
 from providers import Provider, Usage
 
 CLOSE_TIMEOUT_S = 10.0
@@ -107,7 +107,7 @@ async def _connect(
                 try:
                     async with asyncio.timeout(channel.timeouts.first_byte_s):
                         upstream = await session.ws_connect(
-                            ws_url(provider.url(channel, "realtime")),
+                            ws_url(provider.url(channel, "realtime", attempt.upstream_model, True)),
                             protocols=protocols,
                             headers={**base_headers, **provider.headers(channel, attempt.api_key)},
                             params={**query, "model": attempt.upstream_model},

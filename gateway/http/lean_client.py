@@ -1,20 +1,30 @@
-"""The one pooled client session towards the vendors, and the lean request path over its connections.
+"""The lean upstream client: `Upstream` (gateway.http.upstream) without aiohttp's per-request machinery.
 
-`Upstream.request` sends an HTTP/1.1 request on a connection from the session's pool and hands back
-the vendor's status, headers and body stream. It skips aiohttp's per-request client machinery (a
-`ClientRequest`, a `ClientResponse`, a task to write the body, timers, traces, cookie and redirect
-handling), which measured about 230k of the floor's 585k instructions a request; the gateway needs
-none of it, since it sets its own timeouts, follows no redirects and keeps no cookies. What it keeps
-is aiohttp's: the connector (pool, limits, DNS cache, TLS), the protocol and its C response parser,
-and the body stream. The WebSocket upgrade for realtime sessions goes through the session itself.
+`LeanUpstream.request` writes an HTTP/1.1 request on a connection from an aiohttp connector's pool and
+hands back the vendor's status, headers and body stream. It skips aiohttp's per-request client
+machinery (a `ClientRequest`, a `ClientResponse`, a task to write the body, timers, traces, cookie and
+redirect handling), which measured about 230k of the floor's 585k instructions a request (1.06x the
+floor with it gone, against 1.4x through `ClientSession.request`); the gateway needs none of it, since
+it sets its own timeouts, follows no redirects and keeps no cookies. What it keeps is aiohttp's: the
+connector (pool, limits, DNS cache, TLS), the protocol and its C response parser, and the body stream.
+
+aiohttp internals it uses, each checked by `unavailable()` before the process picks this path:
+- `aiohttp.client_reqrep.ClientRequest` and `ConnectionKey`: one `ClientRequest` per origin is the
+  key the connector pools connections by (`connector.connect(request, traces, timeout)`);
+- `aiohttp.client_proto.ResponseHandler`: `set_response_params(skip_payload, read_until_eof,
+  auto_decompress)` and `read()` for the parsed head and the body stream;
+- `aiohttp.http.StreamWriter` to write a multipart body minding flow control;
+- `TCPConnector._release` and `_conns` (a dict of deques of `(protocol, time)`), to reuse the newest
+  idle connection first and close a burst's spare ones (see `Connector`);
+- `TCPConnector._cleanup_closed_transports` and `_cleanup_closed_disabled`, as aiohttp closes a TLS one.
+setup.cfg bounds aiohttp to the minor versions the suite has passed on; `unavailable()` refuses others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import resource
-from urllib.parse import unquote_plus
+import inspect
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
@@ -26,24 +36,36 @@ from aiohttp.streams import EofStream, StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-# Idle connections kept per vendor host once a burst is over: enough for a steady load to find a warm
-# connection (urllib3 keeps 10, httpx 20), few enough that a burst does not leave hundreds open.
-MAX_IDLE_PER_HOST = 32
+from gateway.http.upstream import connector_options, open_session
+
 # A body up to this size goes out in one write with the request head (one copy, one syscall).
 _JOIN_BODY_BYTES = 64 * 1024
+# The aiohttp minor versions the suite has passed this path on: (lowest, first untested).
+TESTED = ((3, 12), (3, 15))
 
 
-def connection_limit() -> int:
-    """How many upstream connections the pool may hold at once.
-
-    Every request in flight holds one (a stream, for minutes), so a cap below the number of clients
-    would queue requests until their first-byte timeout. The real bound is file descriptors: each
-    request uses one towards the client and one towards the vendor, so half the process's budget.
-    """
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 32768
-    return max(100, soft // 2 - 64)  # 64 for the listener, the database, logs and spare
+async def unavailable() -> str | None:
+    """Why this path cannot be used with the aiohttp installed, or None when it can."""
+    version = tuple(int(p) for p in aiohttp.__version__.split(".")[:2] if p.isdigit())
+    if not TESTED[0] <= version < TESTED[1]:
+        return f"aiohttp {aiohttp.__version__} is outside the versions it was tested on (3.12 to 3.14)"
+    try:
+        params = inspect.signature(ResponseHandler.set_response_params).parameters
+        if not {"skip_payload", "read_until_eof", "auto_decompress"} <= params.keys():
+            return "ResponseHandler.set_response_params has other parameters"
+        if not callable(getattr(ResponseHandler, "read", None)):
+            return "ResponseHandler has no read()"
+        if not callable(getattr(aiohttp.TCPConnector, "_release", None)):
+            return "TCPConnector has no _release()"
+        connector = aiohttp.TCPConnector()
+        conns = getattr(connector, "_conns", None)
+        await connector.close()
+        if not isinstance(conns, dict):
+            return "TCPConnector has no _conns dict"
+        ClientRequest("GET", URL("http://127.0.0.1"), loop=asyncio.get_running_loop())
+    except Exception as exc:  # any shape aiohttp moved to
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 class Connector(aiohttp.TCPConnector):
@@ -59,7 +81,7 @@ class Connector(aiohttp.TCPConnector):
     connections).
 
     aiohttp has no setting for this, so it hooks the connector's internal `_release` and `_conns`;
-    tests/gateway/test_memory.py fails if an upgrade moves them.
+    tests/gateway/http/test_memory.py fails if an upgrade moves them.
     """
 
     def _release(self, key: ConnectionKey, protocol: ResponseHandler, *, should_close: bool = False) -> None:
@@ -82,7 +104,7 @@ class Connector(aiohttp.TCPConnector):
         return closed
 
 
-class Response:
+class LeanResponse:
     """A vendor's answer: status and headers in hand, the body still to come from `content`.
 
     Once done with it, `release()` hands the connection back to the pool (aiohttp closes it instead
@@ -141,13 +163,6 @@ def _connect_timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=seconds)
 
 
-def upstream_query(raw: str) -> str:
-    """A client's raw query string minus `key=`, which carries the client's own key on some routes."""
-    if "key" not in raw and "%" not in raw:
-        return raw
-    return "&".join(p for p in raw.split("&") if unquote_plus(p.partition("=")[0]) != "key")
-
-
 _HEADER_LINE = "{}: {}\r\n".format
 
 
@@ -173,32 +188,18 @@ def _send(transport: asyncio.Transport, head: bytes, body: bytes | None) -> None
         transport.writelines((head, body))
 
 
-class Upstream:
-    """The process's one pooled client session towards the vendors, and requests sent over its pool."""
+class LeanUpstream:
+    """`Upstream` over the pool of a `Connector`, whose session serves the realtime WebSocket upgrade."""
 
     def __init__(self) -> None:
-        self.connector = Connector(
-            limit=connection_limit(),
-            limit_per_host=0,  # vendors are few hosts; one cap for all is enough
-            ttl_dns_cache=300,
-            keepalive_timeout=30,  # below the idle cutoff of common vendor load balancers, so a reused connection is alive
-        )
-        # For the WebSocket upgrade of realtime sessions. No cookie jar: a cookie one client's request
-        # earned from a vendor must not ride along on the next client's.
-        self.session = aiohttp.ClientSession(
-            connector=self.connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
-        )
+        self.connector = Connector(**connector_options())
+        self.session = open_session(self.connector)
         self._origins: dict[str, _Origin] = {}
 
     async def request(
         self, method: str, url: str, headers: dict[str, str], body: bytes | Payload | None, query: str, connect_s: float
-    ) -> Response:
-        """Send one request and wait for the vendor's status and headers.
-
-        `headers` must not name Host, Content-Length, Transfer-Encoding or Connection: those are set
-        here. Nothing is retried and no redirect is followed. Raises aiohttp's exceptions, and
-        HttpProcessingError for an answer that is not HTTP.
-        """
+    ) -> LeanResponse:
+        """As `Upstream.request`; an answer that is not HTTP raises HttpProcessingError."""
         origin_url, target = _split(url)
         origin = self._origins.get(origin_url) or self._origin(origin_url)
         if query:
@@ -238,7 +239,7 @@ class Upstream:
         except BaseException:
             conn.close()
             raise
-        return Response(message, payload, conn)
+        return LeanResponse(message, payload, conn)
 
     def _origin(self, origin_url: str) -> _Origin:
         origin = self._origins[origin_url] = _Origin(URL(origin_url))

@@ -1,8 +1,11 @@
-"""Read usage off a copy of an SSE stream while its bytes go to the client untouched.
+"""The SSE filters of the stream pump: read usage off a copy of the events, and hide the usage the
+gateway asked for and the client did not.
 
-The tap splits the copy into events only to find the one that carries usage. When the gateway asked
-the upstream for usage the client did not ask for, the tap also holds back that one event (or strips
-the usage field from it), so the client sees the stream it would have seen from the vendor.
+`UsageTap` splits the stream into events only to find the ones that carry usage; what an event with
+usage looks like is the vendor protocol's business (`Provider.events`). By default it passes each
+chunk on as it came. `HideUsage` comes after it when the gateway asked the vendor for usage the client
+did not ask for: it takes whole events and drops or rewrites the one carrying that usage, so the
+client sees the stream it would have seen from the vendor.
 """
 
 from __future__ import annotations
@@ -15,12 +18,6 @@ import orjson
 from providers import Provider, Usage
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
-_USAGE_RE = re.compile(rb'"usage"\s*:\s*\{')
-# Generated text in chat, completions, responses and reasoning deltas; only used to estimate tokens.
-# (The string body is the unrolled `[^"\\]*(?:\\.[^"\\]*)*`: twice as fast as an alternation per character.)
-_TEXT_RE = re.compile(rb'"(?:content|text|delta|reasoning_content|arguments)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
-
-
 _ENDINGS = (b"\n\n", b"\n\r\n")  # what every event ending ends with
 # Event bytes a tap holds before it counts their text: counting is only needed when no usage comes, and
 # one pass over many events costs a fraction of one pass per event.
@@ -36,13 +33,28 @@ def _complete_end(buf: bytes | bytearray, start: int = 0) -> int:
     return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
 
 
-class SSETap:
-    __slots__ = ("_buf", "_events", "_text_bytes", "_unscanned", "endpoint", "provider", "strip_usage", "usage")
+def event_data(event: bytes) -> Any:
+    """The JSON in an event's `data:` lines, or None when there is none."""
+    data = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
 
-    def __init__(self, provider: Provider, endpoint: str, *, strip_usage: bool) -> None:
+
+class UsageTap:
+    """Reads usage and counts generated text off an SSE stream in the vendor's protocol.
+
+    `whole_events`: pass on whole events only, holding back the start of one until it ends (for a
+    filter after it that reads events); otherwise every chunk goes on as it came, at once.
+    """
+
+    __slots__ = ("_buf", "_events", "_text_bytes", "_unscanned", "endpoint", "provider", "usage", "whole_events")
+
+    def __init__(self, provider: Provider, endpoint: str, *, whole_events: bool = False) -> None:
         self.provider = provider
         self.endpoint = endpoint
-        self.strip_usage = strip_usage
+        self.whole_events = whole_events
         self.usage: Usage | None = None
         self._text_bytes = 0
         self._events = 0
@@ -53,7 +65,7 @@ class SSETap:
         self._buf = bytearray()  # the start of an event not yet ended
 
     def feed(self, chunk: bytes) -> bytes:
-        """Take the next chunk from upstream; return the bytes to send the client now."""
+        """Take the next chunk from upstream; return the bytes to pass on now."""
         if self._buf:
             # Search only what is new (and the two bytes an ending may straddle), and append in place:
             # an event of megabytes arriving in many chunks costs linear time, not quadratic.
@@ -61,14 +73,14 @@ class SSETap:
             self._buf += chunk
             end = _complete_end(self._buf, start)
             if end == 0:
-                return b"" if self.strip_usage else chunk
+                return b"" if self.whole_events else chunk
             buf = bytes(self._buf)
         else:
             buf = chunk
             end = _complete_end(buf)
             if end == 0:  # no whole event yet
                 self._buf = bytearray(buf)
-                return b"" if self.strip_usage else chunk
+                return b"" if self.whole_events else chunk
         if end == len(buf):
             whole = buf
             if self._buf:
@@ -76,24 +88,44 @@ class SSETap:
         else:
             whole = buf[:end]
             self._buf = bytearray(buf[end:])
-        # Events without a usage object (at most "usage":null) are only counted, all in one pass; the
-        # events from the first one with usage on are taken one by one.
-        m = _USAGE_RE.search(whole) if b'"usage"' in whole else None
+        events = self.provider.events
+        # Events without a usage object are only counted, all in one pass; the events from the first
+        # one with usage on are read one by one.
+        m = events.usage_at.search(whole) if events.usage_key in whole else None
         if m is None:
             self._count(whole)
-            return whole if self.strip_usage else chunk
-        cut = _complete_end(whole[: m.start()])
-        out: list[bytes] = []
-        if cut:
-            self._count(whole[:cut])
-            out.append(whole[:cut])
-        pos = cut
-        for m in _EVENT_END.finditer(whole, cut):
-            kept = self._event(whole[pos : m.end()])
-            pos = m.end()
-            if kept:
-                out.append(kept)
-        return b"".join(out) if self.strip_usage else chunk
+        else:
+            cut = _complete_end(whole[: m.start()])
+            if cut:
+                self._count(whole[:cut])
+            pos = cut
+            for m in _EVENT_END.finditer(whole, cut):
+                self._event(whole[pos : m.end()])
+                pos = m.end()
+        return whole if self.whole_events else chunk
+
+    def flush(self) -> bytes:
+        """End of stream: a last event left without its blank line is read, and passed on if held."""
+        rest, self._buf = bytes(self._buf), bytearray()
+        if rest:
+            self._event(rest)
+        return rest if self.whole_events else b""
+
+    @property
+    def at_boundary(self) -> bool:
+        """True when what has been passed on ends with a whole event, so a comment or event may follow."""
+        return self.whole_events or not self._buf
+
+    @property
+    def text_bytes(self) -> int:
+        """Bytes of generated text so far (for an estimate when the vendor reports no usage)."""
+        self._scan()
+        return self._text_bytes
+
+    @property
+    def events(self) -> int:
+        self._scan()
+        return self._events
 
     def _count(self, events: bytes) -> None:
         self._unscanned += events
@@ -107,52 +139,55 @@ class SSETap:
             self._text(data)
 
     def _text(self, data: bytes | bytearray) -> None:
-        for m in _TEXT_RE.finditer(data):
+        for m in self.provider.events.text.finditer(data):
             self._text_bytes += len(m.group(1))
 
-    @property
-    def text_bytes(self) -> int:
-        """Bytes of generated text so far (for an estimate when the vendor reports no usage)."""
-        self._scan()
-        return self._text_bytes
-
-    @property
-    def events(self) -> int:
-        self._scan()
-        return self._events
-
-    @property
-    def client_at_boundary(self) -> bool:
-        """True when the client has been sent whole events only, so a comment or event may follow."""
-        return self.strip_usage or not self._buf
-
-    def flush(self) -> bytes:
-        """End of stream: whatever partial event is left goes out as is."""
-        rest, self._buf = bytes(self._buf), bytearray()
-        if rest:
-            kept = self._event(rest)
-            return kept if self.strip_usage else b""
-        return b""
-
-    def _event(self, event: bytes) -> bytes:
+    def _event(self, event: bytes) -> None:
         self._events += 1
         self._text(event)
-        if not _USAGE_RE.search(event):
-            return event
-        data = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
-        try:
-            payload: Any = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return event
-        usage = self.provider.usage(self.endpoint, payload)
+        if not self.provider.events.usage_at.search(event):
+            return
+        usage = self.provider.usage(self.endpoint, event_data(event))
         if usage is not None:
             if self.usage is None:
                 self.usage = usage
             else:
                 self.usage.merge(usage)
-        if not self.strip_usage or not isinstance(payload, dict) or "usage" not in payload:
+
+
+class HideUsage:
+    """Drops or rewrites the events carrying usage the client did not ask for. Takes whole events."""
+
+    __slots__ = ("provider",)
+
+    at_boundary = True  # it passes on whole events only
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+
+    def feed(self, data: bytes) -> bytes:
+        events = self.provider.events
+        if events.usage_key not in data or not events.usage_at.search(data):
+            return data
+        out: list[bytes] = []
+        pos = 0
+        for m in _EVENT_END.finditer(data):
+            out.append(self._event(data[pos : m.end()]))
+            pos = m.end()
+        if pos < len(data):  # the stream's last event, without its blank line
+            out.append(self._event(data[pos:]))
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        return b""
+
+    def _event(self, event: bytes) -> bytes:
+        if not self.provider.events.usage_at.search(event):
             return event
-        if not payload.get("choices"):
-            return b""  # the usage-only chunk the client did not ask for
-        del payload["usage"]
-        return b"data: " + orjson.dumps(payload) + b"\n\n"
+        payload = event_data(event)
+        if payload is None:
+            return event
+        kept = self.provider.hide_usage(payload)
+        if kept is None:
+            return b""
+        return event if kept is payload else b"data: " + orjson.dumps(kept) + b"\n\n"

@@ -10,7 +10,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.api.multipart import MultipartError, boundary_of, parse_form
-from gateway.http.lean_client import Upstream
+from gateway.http.lean_client import LeanUpstream
+from gateway.http.upstream import SessionUpstream
 
 CT = "multipart/form-data; boundary=XyZ"
 
@@ -84,7 +85,8 @@ def test_parsing_and_splicing_do_not_copy_the_file():
     assert peak < 256 * 1024  # offsets and views only; the 8 MB file would show
 
 
-async def test_payload_sends_in_bounded_writes_with_content_length():
+@pytest.mark.parametrize("client", [LeanUpstream, SessionUpstream], ids=["lean", "public"])
+async def test_payload_sends_in_bounded_writes_with_content_length(client):
     seen: dict[str, object] = {}
 
     async def receive(request: web.Request) -> web.Response:
@@ -99,7 +101,7 @@ async def test_payload_sends_in_bounded_writes_with_content_length():
     await server.start_server()
     raw = body(("model", None, b"m"), ("file", "big.bin", os.urandom(3 * 1024 * 1024)))
     payload = parse_form(bytearray(raw), CT).payload(CT, {"model": "model-2"})
-    upstream = Upstream()
+    upstream = client()
     try:
         response = await upstream.request("POST", str(server.make_url("/")), {"Content-Type": CT}, payload, "", 5.0)
         assert response.status == 200

@@ -11,7 +11,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.app import create_app
-from gateway.http.lean_answer import Answer
+from gateway.http.lean_answer import LeanAnswer
 from gateway.state import Runtime
 from tests.conftest import KEYS, make_config
 
@@ -27,7 +27,7 @@ async def _serve(request: web.Request) -> web.StreamResponse:
     status = int(request.query.get("status", "200"))
     body = BODY if status not in (204, 304) else b""
     if request.match_info["kind"] == "answer":
-        return Answer(status, body, _headers())
+        return LeanAnswer(status, body, _headers())
     return web.Response(status=status, body=body, headers=_headers())
 
 

@@ -21,7 +21,8 @@ import aiohttp.connector
 import pytest
 from aiohttp.http import HttpProcessingError
 
-from gateway.http.lean_client import Upstream, upstream_query
+from gateway.http.lean_client import LeanUpstream
+from gateway.relay.headers import upstream_query
 from tests.conftest import KEYS, channel
 from tests.fakevendor import Fault
 from tests.faultkit import MESSAGES, post
@@ -99,8 +100,8 @@ async def tls_vendor(certificate: tuple[Path, Path]) -> AsyncIterator[RawVendor]
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    client = Upstream()
+async def upstream() -> AsyncIterator[LeanUpstream]:
+    client = LeanUpstream()
     yield client
     await client.close()
 
@@ -115,7 +116,7 @@ def socket_closed() -> Iterator[int]:
     yield port
 
 
-async def fetch(upstream: Upstream, url: str, body: bytes = b"{}", query: str = "", **headers: str) -> tuple[int, bytes]:
+async def fetch(upstream: LeanUpstream, url: str, body: bytes = b"{}", query: str = "", **headers: str) -> tuple[int, bytes]:
     response = await upstream.request("POST", url, {"Content-Type": "application/json", **headers}, body, query, 5.0)
     try:
         return response.status, await response.read()

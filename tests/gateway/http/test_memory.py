@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from gateway.http import lean_client as upstream
-from gateway.http import memory
-from gateway.relay.sse import SSETap
+from gateway.http import memory, upstream
+from gateway.relay.sse import UsageTap
 from gateway.state import SERVICES
 from providers import PROVIDERS
 from tests.conftest import KEYS, channel
@@ -103,7 +102,7 @@ async def test_memory_is_released_once_a_burst_has_passed():
 
 
 def test_a_tap_holds_copies_not_the_chunks_it_was_fed():
-    tap = SSETap(PROVIDERS["openai"], "chat/completions", strip_usage=False)
+    tap = UsageTap(PROVIDERS["openai"], "chat/completions")
     chunk = b'data: {"choices":[{"delta":{"content":"hello"}}]}\n\n'
     before = sys.getrefcount(chunk)
     assert tap.feed(chunk) is chunk

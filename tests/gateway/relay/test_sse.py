@@ -1,4 +1,4 @@
-"""SSETap: whatever the chunking, the client gets the same bytes and the row the same usage and text."""
+"""The SSE filters: whatever the chunking, the client gets the same bytes and the row the same usage and text."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.relay.sse import SSETap
+from gateway.relay.pump import Chain
+from gateway.relay.sse import HideUsage, UsageTap
 from providers import PROVIDERS
 
 
@@ -24,13 +25,22 @@ def _stream(n: int, sep: bytes, with_usage: bool) -> tuple[list[bytes], bytes]:
     return events, expected + b"data: [DONE]" + sep
 
 
-def _feed(tap: SSETap, data: bytes, cuts: list[int]) -> bytes:
+def _chain(strip: bool) -> Chain:
+    openai = PROVIDERS["openai"]
+    if strip:
+        return Chain(UsageTap(openai, "chat/completions", whole_events=True), HideUsage(openai))
+    return Chain(UsageTap(openai, "chat/completions"))
+
+
+def _feed(chain: Chain, data: bytes, cuts: list[int]) -> bytes:
     out = []
     prev = 0
     for cut in [*sorted(set(cuts)), len(data)]:
-        out.append(tap.feed(data[prev:cut]))
+        out.append(chain.feed(data[prev:cut]))
+        sent = b"".join(out)  # a keepalive may follow exactly when the client has whole events only
+        assert chain.at_boundary == (not sent or sent.endswith((b"\n\n", b"\n\r\n")))
         prev = cut
-    out.append(tap.flush())
+    out.append(chain.flush())
     return b"".join(out)
 
 
@@ -46,12 +56,12 @@ def test_any_chunking_same_bytes_usage_and_text(n, sep, with_usage, cuts):
     data = b"".join(events)
     cuts = [c for c in cuts if c < len(data)]
 
-    stripped = SSETap(PROVIDERS["openai"], "chat/completions", strip_usage=True)
+    stripped = _chain(strip=True)
     assert _feed(stripped, data, cuts) == expected  # the usage-only event the client did not ask for is held back
-    passthrough = SSETap(PROVIDERS["openai"], "chat/completions", strip_usage=False)
+    passthrough = _chain(strip=False)
     assert _feed(passthrough, data, cuts) == data
 
-    for tap in (stripped, passthrough):
+    for tap in (stripped.tap, passthrough.tap):
         assert tap.text_bytes == sum(len(f'tok{i} \\"q\\"\\\\') for i in range(n))
         assert tap.events == len(events)
         if with_usage:
@@ -64,8 +74,9 @@ def test_usage_on_a_chunk_with_choices_is_stripped_not_dropped():
     chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"}}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
     data = b"data: " + orjson.dumps({"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}}]}) + b"\n\n"
     data += b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
-    tap = SSETap(PROVIDERS["openai"], "chat/completions", strip_usage=True)
-    out = tap.feed(data) + tap.flush()
+    chain = _chain(strip=True)
+    tap = chain.tap
+    out = chain.feed(data) + chain.flush()
     events = out.split(b"\n\n")
     assert orjson.loads(events[1][6:]) == {"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
     assert tap.usage is not None and tap.usage.total_tokens == 4

@@ -12,8 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.errors import ANTHROPIC, GEMINI, OPENAI, GatewayError
-from gateway.relay import relay
+from gateway.errors import GatewayError
+from gateway.relay import pump
+from providers import ANTHROPIC, GEMINI, OPENAI
 from tests.conftest import KEYS, channel
 from tests.fakevendor import Fault
 from tests.faultkit import MESSAGES, eventually, post, stream_chat
@@ -63,7 +64,7 @@ async def test_slow_chunks_within_idle_timeout_are_fine(vendor_factory, gateway_
 
 
 async def test_keepalive_comment_while_the_upstream_is_silent(vendor, gateway_factory, monkeypatch):
-    monkeypatch.setattr(relay, "KEEPALIVE_S", 0.1)
+    monkeypatch.setattr(pump, "KEEPALIVE_S", 0.1)
     vendor.fail_next(Fault("idle", after_chunks=1, seconds=0.5), Fault("idle", after_chunks=1, seconds=0.5))
     gw = await gateway_factory({"keys": KEYS, "channels": [channel("a", vendor, timeouts={"idle_s": 5})]})
     status, body, _ = await post(gw, STREAM_BODY)
@@ -81,7 +82,7 @@ async def test_keepalive_comment_while_the_upstream_is_silent(vendor, gateway_fa
 
 
 async def test_no_keepalive_before_the_stream_starts(vendor, gateway_factory, monkeypatch):
-    monkeypatch.setattr(relay, "KEEPALIVE_S", 0.05)
+    monkeypatch.setattr(pump, "KEEPALIVE_S", 0.05)
     vendor.fail_next(Fault("slow", seconds=0.4))
     gw = await gateway_factory({"keys": KEYS, "channels": [channel("a", vendor)]})
     status, body, _ = await post(gw, STREAM_BODY)
@@ -91,7 +92,7 @@ async def test_no_keepalive_before_the_stream_starts(vendor, gateway_factory, mo
 
 
 async def test_keepalive_does_not_reset_the_idle_timeout(vendor, gateway_factory, monkeypatch):
-    monkeypatch.setattr(relay, "KEEPALIVE_S", 0.05)
+    monkeypatch.setattr(pump, "KEEPALIVE_S", 0.05)
     vendor.fail_next(Fault("idle", after_chunks=1, seconds=30))
     gw = await gateway_factory({"keys": KEYS, "channels": [channel("a", vendor, timeouts={"idle_s": 0.4})]})
     _, body, _ = await post(gw, STREAM_BODY)
@@ -116,7 +117,7 @@ def test_error_event_in_each_protocol(protocol, prefix, shape):
 
 async def test_keepalive_and_error_never_land_inside_a_half_sent_event(gateway_factory, monkeypatch):
     """An upstream that stops mid-event: no comment goes into the event; the error event starts clean."""
-    monkeypatch.setattr(relay, "KEEPALIVE_S", 0.05)
+    monkeypatch.setattr(pump, "KEEPALIVE_S", 0.05)
 
     async def half(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

@@ -1,0 +1,64 @@
+"""Which headers cross the gateway: client to vendor, and vendor to client."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from urllib.parse import unquote_plus
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+USER_AGENT = "llm-gateway"  # sent upstream for clients that send none
+
+# Never copied from the client to the vendor: credentials, hop-by-hop, and what the gateway sets itself.
+_DROP_REQUEST = frozenset(
+    h.lower()
+    for h in (
+        "Host", "Authorization", "X-API-Key", "X-Goog-Api-Key", "Api-Key", "Cookie", "Content-Length",
+        "Content-Type", "Accept-Encoding", "Connection", "Keep-Alive", "Transfer-Encoding", "TE", "Upgrade",
+        "Proxy-Authorization", "Proxy-Connection", "X-Gateway-Tag", "Expect", "Content-Encoding",
+        "Sec-WebSocket-Protocol",  # may carry the client's key (see gateway.api.auth)
+    )
+)
+# Never copied from the vendor to the client.
+_DROP_RESPONSE = frozenset(
+    h.lower()
+    for h in (
+        "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Date", "Server", "Set-Cookie",
+        "Alt-Svc", "Strict-Transport-Security",
+    )
+)
+
+_NONE_EACH = (None,) * len(_DROP_RESPONSE)  # popall's default, for each name
+
+
+def request_headers(incoming: Mapping[str, str], request_id: str) -> dict[str, str]:
+    out = {k: v for k, v in incoming.items() if k.lower() not in _DROP_REQUEST and (v.isascii() or _sendable(v))}
+    out["X-Request-Id"] = request_id
+    out["Accept-Encoding"] = "identity"  # the gateway reads usage from the body: no compression upstream
+    if "User-Agent" not in incoming:  # some vendor front ends refuse requests without one
+        out["User-Agent"] = USER_AGENT
+    return out
+
+
+def _sendable(value: str) -> bool:
+    """Header values the client library can write: the server decodes odd bytes as surrogates."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def response_headers(upstream: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:
+    out = CIMultiDict(upstream)  # copied whole and pruned: cheaper than filtering item by item
+    collections.deque(map(out.popall, _DROP_RESPONSE, _NONE_EACH), maxlen=0)  # a C loop, not a Python one
+    out["X-Request-Id"] = request_id
+    return out
+
+
+def upstream_query(raw: str) -> str:
+    """A client's raw query string minus `key=`, which carries the client's own key on some routes."""
+    if "key" not in raw and "%" not in raw:
+        return raw
+    return "&".join(p for p in raw.split("&") if unquote_plus(p.partition("=")[0]) != "key")

@@ -1,0 +1,196 @@
+"""The stream pump: copy an answer's body to the client as it arrives, through a chain of filters.
+
+From the moment the client's answer starts, nothing is retried: a vendor that breaks or goes silent
+ends the stream with an error event in the client's protocol (a binary body is cut short instead), and
+the usage row says why. While an SSE stream is silent the client gets a keepalive comment, but never
+inside a half-sent event. What the bytes mean (usage, hidden usage, later a protocol conversion) is
+the filters' business: each takes what the one before passed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Protocol
+
+import aiohttp
+from aiohttp import web
+
+from config import Timeouts
+from gateway.context import RequestContext
+from gateway.errors import GatewayError, ShuttingDown, upstream_errors
+from gateway.http.timer import Slot
+from gateway.http.upstream import Response
+from gateway.relay.attempts import Verdict
+from gateway.relay.headers import response_headers
+from gateway.relay.sse import UsageTap
+
+# Silence on a started stream after which the client gets an SSE comment, so idle proxies keep it open.
+# Read at call time: tests lower it rather than wait 15 s.
+KEEPALIVE_S = 15.0
+KEEPALIVE = b": keepalive\n\n"
+
+
+class Filter(Protocol):
+    def feed(self, data: bytes) -> bytes:
+        """Take the next bytes; return what to pass on now (maybe nothing)."""
+
+    def flush(self) -> bytes:
+        """The stream ended: whatever is left to pass on."""
+
+    @property
+    def at_boundary(self) -> bool:
+        """What this filter has passed on so far ends with a whole event."""
+
+
+class Chain:
+    """An SSE stream's filters, in order. The first is always the usage tap, which reads the
+    vendor's events as they came."""
+
+    __slots__ = ("feed", "filters", "tap")
+
+    def __init__(self, tap: UsageTap, *after: Filter) -> None:
+        self.tap = tap
+        self.filters: tuple[Filter, ...] = (tap, *after)
+        # One filter, the usual case: the pump calls it directly, with no call layer per chunk.
+        self.feed = tap.feed if not after else self._feed
+
+    def _feed(self, data: bytes) -> bytes:
+        for f in self.filters:
+            data = f.feed(data)
+            if not data:
+                break
+        return data
+
+    def flush(self) -> bytes:
+        data = b""
+        for f in self.filters:
+            data = (f.feed(data) if data else b"") + f.flush()
+        return data
+
+    @property
+    def at_boundary(self) -> bool:
+        return self.filters[-1].at_boundary
+
+
+async def pump(
+    request: web.Request,
+    ctx: RequestContext,
+    upstream: Response,
+    timeouts: Timeouts,
+    chain: Chain | None,
+    slot: Slot,
+    first_byte_at: float,
+) -> tuple[web.StreamResponse, Verdict]:
+    """Copy upstream bytes to the client as they arrive: through `chain` for SSE, as they are when it
+    is None (a binary body). From `prepare()` on, nothing is retried."""
+    content = upstream.content
+    # Nothing goes to the client before the first chunk is in hand, so a vendor that answers with
+    # headers and then stalls or hangs up can still be failed over.
+    with upstream_errors("waiting for the first byte"):
+        with slot.timeout_at(first_byte_at):
+            chunk = await content.readany()
+    if chain is not None:
+        ctx.tap = chain.tap
+    out = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers, ctx.request_id))
+    if chain is not None:
+        out.headers["Cache-Control"] = "no-cache"
+        out.headers["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
+    try:
+        await out.prepare(request)
+    except ConnectionError:
+        _client_gone(ctx)
+        return out, Verdict.NONE
+    loop = asyncio.get_running_loop()
+    idle_s = timeouts.idle_s
+    keepalive_s = KEEPALIVE_S if chain is not None else math.inf  # comments exist only in SSE
+    feed = chain.feed if chain is not None else None
+    last_data = last_sent = loop.time()
+    verdict = Verdict.OK
+    failure: GatewayError | None = None
+    pending: bytes | None = chunk
+    while True:
+        if pending is not None:
+            if not pending:  # the upstream finished
+                if chain is not None and (rest := chain.flush()) and not await _write(out, ctx, rest):
+                    verdict = Verdict.NONE
+                break
+            last_data = loop.time()
+            data = feed(pending) if feed is not None else pending
+            if data:
+                # `_write`, inlined: this runs for every chunk of every stream.
+                if ctx.ttft_ms is None:
+                    ctx.mark_first_byte()
+                try:
+                    await out.write(data)
+                except ConnectionError:
+                    _client_gone(ctx)
+                    verdict = Verdict.NONE
+                    break
+                last_sent = last_data
+        idle_at = last_data + idle_s
+        keepalive_at = last_sent + keepalive_s
+        try:
+            # Bytes already here need no timer (one per chunk showed in profiles); only a real wait does.
+            pending = content.read_nowait()
+            if not pending and not content.at_eof():
+                with slot.timeout_at(min(idle_at, keepalive_at)):
+                    pending = await content.readany()
+        except TimeoutError:
+            pending = None
+            if slot.cut():
+                failure, verdict = ShuttingDown(), Verdict.NONE
+                break
+            if idle_at <= keepalive_at:
+                failure, verdict = _interrupted(504, f"upstream sent nothing for {idle_s:g}s"), Verdict.FAULT
+                break
+            if chain is not None and not chain.at_boundary:
+                last_sent = loop.time()  # a comment now would land inside the client's half-sent event
+                continue
+            if not await _write(out, ctx, KEEPALIVE):
+                verdict = Verdict.NONE
+                break
+            last_sent = loop.time()
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            message = f"upstream connection broke mid-stream ({type(exc).__name__})"
+            failure, verdict = _interrupted(502, message), Verdict.FAULT
+            break
+    if failure is not None:
+        ctx.status, ctx.error = failure.status, failure.message[:500]
+        if chain is None:
+            # A binary body cannot carry an error: cut the connection so the client sees a short read,
+            # not a clean end.
+            if request.transport is not None:
+                request.transport.close()
+            return out, verdict
+        # End a half-sent event first, so the error event stands on its own. The row keeps its status.
+        await _write(out, ctx, (b"" if chain.at_boundary else b"\n\n") + failure.sse_event(ctx.protocol))
+    if ctx.status != 499:
+        try:
+            await out.write_eof()
+        except ConnectionError:
+            _client_gone(ctx)
+            verdict = Verdict.NONE
+    return out, verdict
+
+
+def _interrupted(status: int, message: str) -> GatewayError:
+    return GatewayError(
+        status, f"The upstream stream ended early: {message}.", type="upstream_error", code="stream_interrupted"
+    )
+
+
+async def _write(out: web.StreamResponse, ctx: RequestContext, data: bytes) -> bool:
+    """Send bytes to the client; False (and status 499) when the client has gone."""
+    ctx.mark_first_byte()
+    try:
+        await out.write(data)
+    except ConnectionError:
+        _client_gone(ctx)
+        return False
+    return True
+
+
+def _client_gone(ctx: RequestContext) -> None:
+    ctx.status = 499
+    ctx.error = "client closed the connection"
