@@ -40,8 +40,9 @@ def create_app(runtime: Runtime, *, usage: UsageWriter | None = None, http_path:
     )
     services = app[SERVICES] = Services(runtime, usage or UsageWriter(runtime.config.database), Drain())
     app.on_shutdown.append(_begin_drain)
-    app.cleanup_ctx.append(_usage_ctx)
+    # The upstream client first: when the lean path was forced and cannot be taken, nothing else is open yet.
     app.cleanup_ctx.append(functools.partial(_session_ctx, mode=mode))
+    app.cleanup_ctx.append(_usage_ctx)
     app.cleanup_ctx.append(_trim_ctx)
     app.router.add_get("/healthz", probe(probes.healthz))
     app.router.add_get("/readyz", probe(probes.readyz))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from gateway.app import create_app
 from gateway.state import SERVICES, Runtime
 from providers import PROVIDERS
 from tests.fakevendor import FakeVendor
+from tests.rawvendor import RawVendor
 
 
 @dataclass
@@ -72,13 +74,21 @@ async def vendor(vendor_factory: Callable[..., Awaitable[FakeVendor]]) -> FakeVe
 
 
 @pytest.fixture
-async def gateway_factory(tmp_path: Path) -> AsyncIterator[Callable[[dict[str, Any]], Awaitable[Gateway]]]:
+async def raw_vendor() -> AsyncIterator[RawVendor]:
+    vendor = RawVendor()
+    vendor.server = await asyncio.start_server(vendor._serve, "127.0.0.1", 0)
+    yield vendor
+    vendor.server.close()
+
+
+@pytest.fixture
+async def gateway_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
     started: list[Gateway] = []
 
-    async def make(raw: dict[str, Any]) -> Gateway:
+    async def make(raw: dict[str, Any], http_path: str | None = None) -> Gateway:
         config = make_config(raw, tmp_path)
         runtime = Runtime(config)
-        server = TestServer(create_app(runtime), host="127.0.0.1")
+        server = TestServer(create_app(runtime, http_path=http_path), host="127.0.0.1")
         await server.start_server()  # TestServer cancels handlers on disconnect, as serve() does
         gw = Gateway(server, runtime, Path(config.database), [])
         started.append(gw)
@@ -91,7 +101,7 @@ async def gateway_factory(tmp_path: Path) -> AsyncIterator[Callable[[dict[str, A
         await gw.server.close()
 
 
-def channel(name: str, vendor: FakeVendor, models: list[str] | None = None, **kw: Any) -> dict[str, Any]:
+def channel(name: str, vendor: FakeVendor | RawVendor, models: list[str] | None = None, **kw: Any) -> dict[str, Any]:
     return {"name": name, "provider": "openai", "base_url": vendor.base_url, "api_keys": [f"vk-{name}-secret"],
             "models": models or ["gpt-*"], **kw}
 

@@ -27,7 +27,7 @@ def _upstream(gw) -> upstream.Upstream:
 
 
 async def test_a_busy_pool_keeps_its_connections_and_reuses_the_newest_first(vendor, gateway_factory):
-    gw = await gateway_factory({"keys": KEYS, "channels": [channel("v", vendor)]})
+    gw = await gateway_factory({"keys": KEYS, "channels": [channel("v", vendor)]}, http_path="lean")  # its connector
     first = await _burst(gw, vendor, 8)
     assert len(first) == 8
     # More requests in flight than MAX_IDLE_PER_HOST must not cost a reconnect each: all 8 come back.
@@ -43,7 +43,7 @@ async def test_a_busy_pool_keeps_its_connections_and_reuses_the_newest_first(ven
 
 
 async def test_closing_idle_connections_keeps_the_ones_used_last(vendor, gateway_factory):
-    gw = await gateway_factory({"keys": KEYS, "channels": [channel("v", vendor)]})
+    gw = await gateway_factory({"keys": KEYS, "channels": [channel("v", vendor)]}, http_path="lean")  # its connector
     await _burst(gw, vendor, 8)
     client = gw.client()
     before = len(vendor.requests)
@@ -63,7 +63,7 @@ async def test_the_gateway_closes_a_bursts_spare_connections_once_it_has_passed(
     monkeypatch.setattr(upstream, "MAX_IDLE_PER_HOST", 3)
     released = []
     monkeypatch.setattr(memory, "release", lambda: released.append(True))
-    gw = await gateway_factory({"keys": KEYS, "channels": [channel("v", vendor)]})
+    gw = await gateway_factory({"keys": KEYS, "channels": [channel("v", vendor)]}, http_path="lean")  # its connector
     first = await _burst(gw, vendor, 8)
     for _ in range(100):  # checked every 20 ms: a few checks after the burst, or a slow machine's few more
         if released:
