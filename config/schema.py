@@ -10,7 +10,6 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
 _SECRET_HEADER_WORDS = ("key", "auth", "token", "secret")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -161,8 +160,3 @@ class Config:
     @cached_property
     def keys_by_hash(self) -> dict[str, ClientKey]:
         return {k.key_sha256: k for k in self.keys}
-
-    @cached_property
-    def memo(self) -> dict[str, Any]:
-        """Scratch space for lookups derived from this config (routes, keys), so they live and die with it."""
-        return {}

@@ -137,7 +137,6 @@ class AttemptError(Exception):
         cool_now: bool = False,
         timeout: bool = False,
         body: bytes | None = None,
-        content_type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -147,19 +146,18 @@ class AttemptError(Exception):
         self.cool_now = cool_now
         self.timeout = timeout
         self.body = body
-        self.content_type = content_type
 
 
-def status_error(status: int, body: bytes, content_type: str | None, secrets: Iterable[str]) -> AttemptError:
+def status_error(status: int, body: bytes, secrets: Iterable[str]) -> AttemptError:
     """Classify an upstream error status per SPEC section 3."""
     body = mask_bytes(body, secrets)
     detail = _error_text(body)
     message = f"upstream answered {status}" + (f": {detail}" if detail else "")
     if status in (401, 403):
-        return AttemptError(message, status=status, retryable=True, channel_fault=True, cool_now=True, body=body, content_type=content_type)
+        return AttemptError(message, status=status, retryable=True, channel_fault=True, cool_now=True, body=body)
     if status in (408, 429) or status >= 500:
-        return AttemptError(message, status=status, retryable=True, channel_fault=True, body=body, content_type=content_type)
-    return AttemptError(message, status=status, retryable=False, channel_fault=False, body=body, content_type=content_type)
+        return AttemptError(message, status=status, retryable=True, channel_fault=True, body=body)
+    return AttemptError(message, status=status, retryable=False, channel_fault=False, body=body)
 
 
 class upstream_errors:  # lower case: it reads as a function, `with upstream_errors("phase"):`

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from config import Config, ConfigError, load_config
+from config import Channel, ClientKey, Config, ConfigError, load_config
 from gateway.http.answer import AnswerFactory, public_answer
 from gateway.http.drain import Drain
 from gateway.http.upstream import Upstream
@@ -19,16 +19,38 @@ from providers import PROVIDERS
 log = structlog.get_logger("gateway")
 
 
+class Lookups:
+    """What requests work out from one config and reuse: the channels each (key, model, platform, tags)
+    may use, and the client key each known secret belongs to. Kept beside that config by the runtime, so
+    they live and die with it; bounded, since model names and secrets come from clients."""
+
+    __slots__ = ("config", "routes", "secrets")
+
+    MAX_ROUTES = 4096
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.routes: dict[tuple[int, str, str | None, frozenset[str] | None], tuple[Channel, ...]] = {}
+        # Only good secrets are kept, so this is no bigger than `keys:`: a flood of bad keys cannot grow it.
+        self.secrets: dict[str, ClientKey] = {}
+
+
 class Runtime:
     """Holds the config in force. A request reads `runtime.config` once and keeps that object,
     so a reload swaps one reference and requests in flight finish on the config they started with."""
 
     def __init__(self, config: Config, path: str | None = None) -> None:
         self.config = config
+        self._lookups = Lookups(config)
         self.path = path
         self.health = Health()
         self.generation = 1
         self.on_reload: list[Callable[[Config], None]] = []
+
+    def lookups(self, config: Config) -> Lookups:
+        """The lookups of `config`: the config in force, or (rarely) one a reload has since replaced."""
+        lookups = self._lookups
+        return lookups if lookups.config is config else Lookups(config)
 
     def reload(self) -> bool:
         if self.path is None:
@@ -43,6 +65,7 @@ class Runtime:
         if loaded.config.listen != self.config.listen or loaded.config.database != self.config.database:
             log.warning("config_reload_restart_needed", detail="listen and database changes apply after a restart")
         self.config = loaded.config
+        self._lookups = Lookups(self.config)
         self.generation += 1
         for hook in self.on_reload:
             hook(self.config)

@@ -90,15 +90,13 @@ def _tokens(raw: dict[str, Any]) -> Usage:
     total = raw.get("total_tokens")
     cached = _first_dict(raw, "prompt_tokens_details", "input_tokens_details", "input_token_details").get("cached_tokens")
     reasoning = _first_dict(raw, "completion_tokens_details", "output_tokens_details", "output_token_details").get("reasoning_tokens")
-    # Positional, in Usage's field order (keywords cost ~500 instructions each, measured), images 0.
     return Usage(
-        prompt,
-        completion,
-        total if type(total) is int and total else prompt + completion,
-        cached if type(cached) is int else 0,
-        reasoning if type(reasoning) is int else 0,
-        0,
-        _number(raw.get("seconds")) if raw.get("type") == "duration" else 0.0,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total if type(total) is int and total else prompt + completion,
+        cached_tokens=cached if type(cached) is int else 0,
+        reasoning_tokens=reasoning if type(reasoning) is int else 0,
+        seconds=_number(raw.get("seconds")) if raw.get("type") == "duration" else 0.0,
     )
 
 

@@ -34,8 +34,9 @@ def presented_key(request: web.Request, protocol: str) -> str | None:
     return None
 
 
-def authenticate(request: web.Request, config: Config, protocol: str) -> ClientKey | None:
-    """The caller's key, or None when the config defines no keys (loopback only: see config)."""
+def authenticate(request: web.Request, config: Config, protocol: str, known: dict[str, ClientKey]) -> ClientKey | None:
+    """The caller's key, or None when the config defines no keys (loopback only: see config).
+    `known` maps secrets already seen to their key (`Lookups.secrets`), so they are not hashed again."""
     if not config.keys:
         return None
     secret = presented_key(request, protocol)
@@ -45,9 +46,6 @@ def authenticate(request: web.Request, config: Config, protocol: str) -> ClientK
             "Missing API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
             code="missing_api_key",
         )
-    # Known secrets map to their key without hashing again; only good keys are kept, so the map is no
-    # bigger than `keys:` and a flood of bad keys cannot grow it. It lives with this config only.
-    known: dict[str, ClientKey] = config.memo.setdefault("auth", {})
     key = known.get(secret)
     if key is None:
         key = config.keys_by_hash.get(sha256_hex(secret))

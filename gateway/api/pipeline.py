@@ -47,14 +47,12 @@ def metered(services: Services, handler: Handler, *, authenticated: bool = True)
     """
 
     async def serve(request: web.Request) -> web.StreamResponse:
-        # request_id, config, services, protocol, platform: positional, as keywords cost ~500
-        # instructions each on a signature this wide.
         ctx = RequestContext(
-            new_request_id(request.headers.get("X-Request-Id")),
-            services.runtime.config,
-            services,
-            protocol_for(request.path, request.headers),
-            request.match_info.get("platform"),
+            request_id=new_request_id(request.headers.get("X-Request-Id")),
+            config=services.runtime.config,
+            services=services,
+            protocol=protocol_for(request.path, request.headers),
+            platform=request.match_info.get("platform"),
         )
         response: web.StreamResponse | None = None
         try:
@@ -62,7 +60,7 @@ def metered(services: Services, handler: Handler, *, authenticated: bool = True)
             if ctx.platform is not None and ctx.platform not in ctx.config.platforms:
                 raise GatewayError(404, f"Unknown platform {ctx.platform!r}; known: {', '.join(sorted(ctx.config.platforms))}.", code="unknown_platform")
             if authenticated:
-                ctx.key = authenticate(request, ctx.config, ctx.protocol)
+                ctx.key = authenticate(request, ctx.config, ctx.protocol, services.runtime.lookups(ctx.config).secrets)
             response = await handler(request, ctx)
         except GatewayError as err:
             ctx.error = ctx.error or err.message[:500]
@@ -169,13 +167,31 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
     key_name = ctx.key.name if ctx.key else None
     latency_ms = round(ctx.elapsed_ms(), 3)
     ttft_ms = round(ctx.ttft_ms, 3) if ctx.ttft_ms is not None else None
-    # Positional, in UsageRow's field (and column) order: as keywords, these cost ~8k instructions a
-    # row, about 1% of a request (measured). tests/gateway/test_chat.py checks every column.
     row = UsageRow(
-        ctx.request_id, ctx.ts, key_name, ctx.platform or ctx.channel_platform, ctx.endpoint, ctx.model,
-        ctx.upstream_model, ctx.channel, int(ctx.stream), status, prompt, completion, total, cached, reasoning,
-        latency_ms, ttft_ms, ctx.attempts, None, ctx.error, estimated, images, ctx.input_chars, audio_seconds,
-    )  # fmt: skip
+        request_id=ctx.request_id,
+        ts=ctx.ts,
+        key_name=key_name,
+        platform=ctx.platform or ctx.channel_platform,
+        endpoint=ctx.endpoint,
+        model=ctx.model,
+        upstream_model=ctx.upstream_model,
+        channel=ctx.channel,
+        stream=int(ctx.stream),
+        status=status,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
+        latency_ms=latency_ms,
+        ttft_ms=ttft_ms,
+        attempts=ctx.attempts,
+        error=ctx.error,
+        estimated=estimated,
+        images=images,
+        input_chars=ctx.input_chars,
+        audio_seconds=audio_seconds,
+    )
     if ctx.model is not None:
         info = ctx.config.models.get(ctx.model)
         row.cost = cost(row, info.price if info else None)

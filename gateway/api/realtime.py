@@ -120,7 +120,7 @@ async def _connect(
                             f"upstream did not accept the WebSocket upgrade ({exc.status})", status=exc.status,
                             retryable=True, channel_fault=True,
                         ) from exc
-                    raise status_error(exc.status, exc.message.encode(), "text/plain", channel.secrets) from exc
+                    raise status_error(exc.status, exc.message.encode(), channel.secrets) from exc
         except AttemptError as err:
             attempts.failed(attempt, err)
             if not err.retryable:

@@ -122,7 +122,6 @@ class UsageWriter:
         self._closed = False
         self._reported = False  # the current outage has been logged
         self.written = 0
-        self.spooled = 0
         self.healthy = False
 
     async def start(self) -> None:
@@ -262,7 +261,6 @@ class UsageWriter:
             for r in batch:
                 log.critical("usage_row_unsaved", row=dataclasses.asdict(r), error=f"{reason}; spool: {exc}")
             return
-        self.spooled += len(batch)
         log.warning("usage_rows_spooled", rows=len(batch), spool=str(self.spool_path), reason=reason)
 
     async def _replay_spool(self) -> None:

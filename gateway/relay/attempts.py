@@ -42,7 +42,7 @@ class Attempts:
         self._stop = stop  # checked before each attempt: no new attempt once it says so (shutdown)
         self._health = ctx.services.runtime.health
         tags = request_tags(request.headers.get("X-Gateway-Tag"))
-        self._channels = plan(ctx.config, self._health, ctx.key, ctx.model, ctx.platform, tags)
+        self._channels = plan(ctx.services.runtime.lookups(ctx.config), self._health, ctx.key, ctx.model, ctx.platform, tags)
         self.last: AttemptError | None = None  # the latest failure, for the final error
 
     def __iter__(self) -> Iterator[Attempt]:

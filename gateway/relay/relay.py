@@ -144,7 +144,7 @@ async def _attempt(
                 with slot.timeout_at(asyncio.get_running_loop().time() + timeouts.idle_s):
                     body = await upstream.read()
             done = True
-            raise status_error(upstream.status, body, upstream.content_type, channel.secrets)
+            raise status_error(upstream.status, body, channel.secrets)
         content_type = upstream.content_type
         if content_type == "application/json":
             response: web.StreamResponse = await _forward_json(ctx, upstream, timeouts, provider, slot)

@@ -8,8 +8,7 @@ from collections.abc import Iterable
 from config import Channel, ClientKey, Config
 from gateway.errors import GatewayError, NoChannel
 from gateway.relay.health import Health
-
-MAX_ROUTES = 4096
+from gateway.state import Lookups
 
 
 def check_platform(key: ClientKey | None, platform: str | None) -> None:
@@ -85,7 +84,7 @@ def order(channels: Iterable[Channel], health: Health, rng: random.Random | None
 
 
 def plan(
-    config: Config,
+    lookups: Lookups,
     health: Health,
     key: ClientKey | None,
     model: str,
@@ -95,8 +94,7 @@ def plan(
     """Channels to try for one request, best first; at most `routing.retries + 1` of them."""
     # Who may use what depends only on the config, so it is worked out once per key, model, platform
     # and tags; only the order (health, weighted draw) is decided per request.
-    routes: dict[tuple[int, str, str | None, frozenset[str] | None], tuple[Channel, ...]]
-    routes = config.memo.setdefault("routes", {})
+    config, routes = lookups.config, lookups.routes
     route = (id(key), model, platform, request_tags)  # the config holds the key, so its id is stable
     found = routes.get(route)
     if found is None:
@@ -111,7 +109,7 @@ def plan(
                     403, f"This key may not use any channel serving model {model!r}.", code="model_not_allowed", param="model"
                 )
             raise NoChannel(model)
-        if len(routes) >= MAX_ROUTES:  # model names come from clients: bound what they can make us keep
+        if len(routes) >= lookups.MAX_ROUTES:  # model names come from clients: bound what they can make us keep
             routes.clear()
         routes[route] = found
     if len(found) == 1:
