@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUFF_ARGS := --line-length 120 --target-version py311 --select E,F,W,I,B,UP,ASYNC,RUF --ignore E501,RUF012,ASYNC109
 
-.PHONY: install run test check bench demo clean
+.PHONY: install run test test-fast test-public test-lowest check bench demo clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,29 @@ run: install
 test: install
 	$(PY) -m pytest -q
 
+# The suite without the tests marked slow (the bench smoke run, the demo, the fuzzer): a quicker loop.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+# The whole suite on aiohttp's public API only (no lean client or writer), as an untested aiohttp gets it.
+test-public: install
+	GATEWAY_HTTP_PATH=public $(PY) -m pytest -q -m "not slow"
+
+# The whole suite on the lowest version of every runtime dependency that setup.cfg allows.
+LOWEST := .venv-lowest
+$(LOWEST)/.installed: setup.cfg pyproject.toml .ci/lowest_pins.py
+	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST)/bin/python -m pip install --quiet -e '.[test]'
+	$(LOWEST)/bin/python .ci/lowest_pins.py > $(LOWEST)/pins.txt
+	$(LOWEST)/bin/python -m pip install --quiet -r $(LOWEST)/pins.txt
+	$(LOWEST)/bin/python -m pip check
+	touch $@
+
+test-lowest: $(LOWEST)/.installed
+	$(LOWEST)/bin/python -m pip freeze | grep -i -f $(LOWEST)/pins.txt
+	$(LOWEST)/bin/python -m pytest -q
+
 check: install
 	$(VENV)/bin/ruff check $(RUFF_ARGS) gateway providers config tests
 	$(VENV)/bin/mypy
@@ -30,4 +53,4 @@ demo: install
 	$(PY) -m tests.demo
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(LOWEST) build *.egg-info

@@ -51,6 +51,7 @@ class FakeSurface:
     name: str = "surface"
     speech_chunks: int = 6
     speech_delay: float = 0.05
+    speech_gate: asyncio.Event | None = None  # when set up, speech sends its first chunk, then waits for it to open
     requests: list[Seen] = field(default_factory=list)
     sessions: list[Seen] = field(default_factory=list)  # realtime handshakes
     server: TestServer | None = None
@@ -245,6 +246,8 @@ class FakeSurface:
         resp = web.StreamResponse(headers={"Content-Type": kind})
         await resp.prepare(request)
         for i in range(self.speech_chunks):
+            if i == 1 and self.speech_gate is not None:
+                await self.speech_gate.wait()
             await resp.write(bytes([i]) * SPEECH_CHUNK)
             await asyncio.sleep(self.speech_delay)
         await resp.write_eof()

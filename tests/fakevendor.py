@@ -66,6 +66,7 @@ class FakeVendor:
     set_cookie: str | None = None  # sent with every JSON answer, as vendors behind Cloudflare do
     reject_keys: set[str] = field(default_factory=set)  # answer 401, echoing the key as some vendors do
     journal: list[str] | None = None  # shared between vendors: the order requests arrived in
+    gate: asyncio.Event | None = None  # when set up, a stream sends its first chunk, then waits for it to open
     faults: deque[Fault] = field(default_factory=deque)
     requests: list[Seen] = field(default_factory=list)
     server: TestServer | None = None
@@ -172,6 +173,8 @@ class FakeVendor:
             if kind == "headers_hang":
                 await asyncio.sleep(3600)
             for i in range(self.chunks):
+                if i == 1 and self.gate is not None:
+                    await self.gate.wait()
                 if fault is not None and kind in ("drop", "headers_drop") and i == fault.after_chunks:
                     assert request.transport is not None
                     request.transport.close()  # the connection dies mid-stream, no terminating chunk

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # run by `make test` and CI; `make test-fast` leaves it out
 def test_bench_quick_runs_and_reports(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import subprocess
 import sys
 from pathlib import Path
 
 
+@pytest.mark.slow  # run by `make test` and CI; `make test-fast` leaves it out
 def test_demo_streams_an_answer_end_to_end():
     proc = subprocess.run(
         [sys.executable, "-m", "tests.demo", "--once"],

@@ -97,6 +97,7 @@ def check_answer(status: int, content_type: str, body: bytes, path: str) -> None
         assert isinstance(payload["error"]["message"], str) and payload["error"]["message"]
 
 
+@pytest.mark.slow  # run by `make test` and CI; `make test-fast` leaves it out
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     method=st.sampled_from(METHODS),

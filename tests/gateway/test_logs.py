@@ -240,6 +240,7 @@ async def test_every_request_has_one_line_and_no_key(json_logs, vendor, gateway_
     assert b"test-key" not in raw and b"vk-v-secret" not in raw
 
 
+@pytest.mark.slow  # run by `make test` and CI; `make test-fast` leaves it out
 async def test_a_gateway_whose_stderr_nobody_reads_keeps_serving(vendor, tmp_path):
     """`serve` with stderr a pipe nobody reads (a stuck log shipper), then one nobody will read (gone):
     requests go on, lines wait and then drop, and the shutdown still writes every usage row."""

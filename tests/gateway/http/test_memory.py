@@ -61,9 +61,10 @@ async def test_the_gateway_closes_a_bursts_spare_connections_once_it_has_passed(
     monkeypatch.setattr(memory, "BURST", 6)
     monkeypatch.setattr(memory, "CHECK_EVERY_S", 0.02)
     monkeypatch.setattr(upstream, "MAX_IDLE_PER_HOST", 3)
-    released = []
-    monkeypatch.setattr(memory, "release", lambda: released.append(True))
+    released: list[int] = []  # requests still in flight, each holding a connection, when the spares were closed
     gw = await gateway_factory({"keys": KEYS, "channels": [channel("v", vendor)]}, http_path="lean")  # its connector
+    drain = gw.server.app[SERVICES].drain
+    monkeypatch.setattr(memory, "release", lambda: released.append(drain.in_flight))
     first = await _burst(gw, vendor, 8)
     for _ in range(100):  # checked every 20 ms: a few checks after the burst, or a slow machine's few more
         if released:
@@ -71,7 +72,9 @@ async def test_the_gateway_closes_a_bursts_spare_connections_once_it_has_passed(
         await asyncio.sleep(0.02)
     assert released
     second = await _burst(gw, vendor, 8)
-    assert len(first & second) == 3
+    # The 3 idle ones kept, plus any still in use then (the trim runs once in-flight falls to a quarter
+    # of the peak), which went back to the pool after it.
+    assert len(first & second) == 3 + released[0]
 
 
 async def test_memory_is_released_once_a_burst_has_passed():
