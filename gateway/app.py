@@ -15,6 +15,7 @@ from gateway.api.pipeline import MAX_HEADER_FIELD, Handler, metered, probe, unkn
 from gateway.errors import HTTPLayerLog
 from gateway.http import memory, paths, upstream
 from gateway.http.drain import Drain
+from gateway.ledger.sink import UsageSink
 from gateway.ledger.usage import UsageWriter
 from gateway.state import SERVICES, Runtime, Services
 
@@ -28,7 +29,7 @@ def add_api_route(app: web.Application, method: str, endpoint: str, handler: Han
     app.router.add_route(method, f"/{PLATFORM}/v1/{endpoint}", served)
 
 
-def create_app(runtime: Runtime, *, usage: UsageWriter | None = None, http_path: str | None = None) -> web.Application:
+def create_app(runtime: Runtime, *, usage: UsageSink | None = None, http_path: str | None = None) -> web.Application:
     """The app serving `runtime`'s config. `http_path` (auto, lean, public) overrides $GATEWAY_HTTP_PATH."""
     mode = paths.check_mode(http_path or os.environ.get(paths.ENV) or "auto")
     # Bodies are read by the handlers against limits.max_body_mb, which a reload may change.

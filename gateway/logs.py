@@ -22,11 +22,27 @@ from typing import Any, BinaryIO, TextIO, cast
 import orjson
 import structlog
 
-# structlog's live configuration. Its public get_config() builds a dict of five entries a call (~3k
-# instructions, on every request here); tests/gateway/test_logs.py fails if a release moves this.
-from structlog._config import _CONFIG
-
 from config import LogConfig
+
+
+def _processors_reader() -> Callable[[], Any]:
+    """How the access line reads structlog's processors list on every request.
+
+    structlog's internal `_config._CONFIG.default_processors` (setup.cfg bounds structlog to the
+    versions that keep it), since the public `get_config()` builds a dict of five entries a call (~3k
+    instructions a request); the public call where a release has moved it.
+    tests/gateway/test_logs.py checks both read the same list.
+    """
+    try:
+        from structlog._config import _CONFIG
+    except ImportError:
+        return lambda: structlog.get_config()["processors"]
+    if not isinstance(getattr(_CONFIG, "default_processors", None), list):
+        return lambda: structlog.get_config()["processors"]
+    return lambda: _CONFIG.default_processors
+
+
+_processors = _processors_reader()
 
 
 def setup_logging(cfg: LogConfig, stream: TextIO | None = None) -> None:
@@ -112,7 +128,7 @@ class AccessLog:
     def info(self, event: str, fields: dict[str, Any]) -> None:
         """Log `fields` (taken over, not copied) as structlog's `log.info(event, **fields)` would."""
         fast = _json_lines
-        processors: Any = _CONFIG.default_processors  # a list, typed as any iterable
+        processors: Any = _processors()  # a list, typed as any iterable
         # structlog.testing.capture_logs() refills the same processors list, so its last entry (the
         # renderer) is what tells that the set-up still holds.
         if fast and processors and processors[-1] is fast[0]:

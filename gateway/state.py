@@ -12,7 +12,7 @@ from config import Channel, ClientKey, Config, ConfigError, load_config
 from gateway.http.answer import AnswerFactory, public_answer
 from gateway.http.drain import Drain
 from gateway.http.upstream import Upstream
-from gateway.ledger.usage import UsageWriter
+from gateway.ledger.sink import UsageSink
 from gateway.relay.health import Health
 from providers import PROVIDERS
 
@@ -79,7 +79,7 @@ class Services:
     (`ctx.services`), not through app lookups: those are a few property calls deep each."""
 
     runtime: Runtime
-    usage: UsageWriter
+    usage: UsageSink
     drain: Drain
     client: Upstream | None = None  # opened when the app starts (gateway.http.paths)
     answer: AnswerFactory = public_answer  # the answer writer chosen with it

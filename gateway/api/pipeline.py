@@ -13,7 +13,7 @@ from gateway.api.auth import authenticate
 from gateway.context import RequestContext, new_request_id
 from gateway.errors import GatewayError
 from gateway.ledger.pricing import cost
-from gateway.ledger.usage import UsageRow
+from gateway.ledger.sink import UsageRow
 from gateway.logs import AccessLog
 from gateway.state import Services
 from providers import ANTHROPIC, GEMINI, OPENAI

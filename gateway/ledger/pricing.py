@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from config import Price
-from gateway.ledger.usage import UsageRow
+from gateway.ledger.sink import UsageRow
 
 
 def cost(row: UsageRow, price: Price | None) -> float | None:

@@ -16,7 +16,7 @@ import functools
 import operator
 import os
 import sqlite3
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from itertools import chain
 from pathlib import Path
 
@@ -25,39 +25,11 @@ import orjson
 import structlog
 
 from gateway.ledger import spool
+from gateway.ledger.sink import COLUMNS, UsageRow
 
 log = structlog.get_logger("gateway.usage")
 
 
-@dataclass(slots=True)
-class UsageRow:
-    request_id: str
-    ts: float
-    key_name: str | None = None
-    platform: str | None = None
-    endpoint: str | None = None
-    model: str | None = None
-    upstream_model: str | None = None
-    channel: str | None = None
-    stream: int = 0
-    status: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    latency_ms: float = 0.0
-    ttft_ms: float | None = None
-    attempts: int = 0
-    cost: float | None = None
-    error: str | None = None
-    estimated: int = 0  # 1 when token counts are estimated, not reported by the vendor
-    images: int = 0
-    input_chars: int = 0
-    audio_seconds: float = 0.0
-
-
-COLUMNS = tuple(f.name for f in fields(UsageRow))
 # One row's values in column order. dataclasses.astuple deep-copies every field: ~30 us a row, on the event loop.
 _values = operator.attrgetter(*COLUMNS)
 _COLUMN_LIST = ", ".join(COLUMNS)
@@ -103,6 +75,8 @@ CREATE INDEX IF NOT EXISTS usage_key_ts ON usage (key_name, ts);
 
 
 class UsageWriter:
+    """The `UsageSink` of one process: rows batched into SQLite, spooled when it cannot take them."""
+
     """Owns the database connection; `record()` is safe to call from any request handler."""
 
     def __init__(

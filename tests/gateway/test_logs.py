@@ -302,3 +302,8 @@ async def eventually_ready(session: aiohttp.ClientSession, url: str, proc: subpr
                     return
         await asyncio.sleep(0.05)
     raise AssertionError("the gateway did not come up")
+
+
+def test_the_access_line_reads_structlogs_live_processors():
+    # The fast read of structlog's internals and the public API name the same list (see logs._processors_reader).
+    assert logs._processors() is structlog.get_config()["processors"]

@@ -6,7 +6,7 @@ import pytest
 
 from config import Price
 from gateway.ledger.pricing import cost
-from gateway.ledger.usage import UsageRow
+from gateway.ledger.sink import UsageRow
 
 
 def row(**kw: float) -> UsageRow:

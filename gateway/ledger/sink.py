@@ -1,0 +1,58 @@
+"""The usage row, and the small interface every place usage rows go to implements.
+
+Today one implementation: `UsageWriter` (gateway.ledger.usage), SQLite with a JSONL spool. A
+PostgreSQL writer for several replicas goes behind the same calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Protocol
+
+
+@dataclass(slots=True)
+class UsageRow:
+    request_id: str
+    ts: float
+    key_name: str | None = None
+    platform: str | None = None
+    endpoint: str | None = None
+    model: str | None = None
+    upstream_model: str | None = None
+    channel: str | None = None
+    stream: int = 0
+    status: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    attempts: int = 0
+    cost: float | None = None
+    error: str | None = None
+    estimated: int = 0  # 1 when token counts are estimated, not reported by the vendor
+    images: int = 0
+    input_chars: int = 0
+    audio_seconds: float = 0.0
+
+
+COLUMNS = tuple(f.name for f in fields(UsageRow))
+
+
+class UsageSink(Protocol):
+    async def start(self) -> None:
+        """Open the store (and replay what an earlier run could not write) before the first request."""
+
+    def record(self, row: UsageRow) -> None:
+        """Take one row. Never blocks the request and never raises: the row is written later, in a batch."""
+
+    async def flush(self) -> None:
+        """Write every row taken so far."""
+
+    async def writable(self) -> bool:
+        """Whether the store takes writes now (for /readyz)."""
+
+    async def close(self) -> None:
+        """Write every row taken, then close. No row taken is lost."""
