@@ -51,9 +51,16 @@ class Form:
         return next((p for p in self.parts if p.name == name and p.filename is None), None)
 
     def value(self, name: str) -> str | None:
-        part = self.field(name)
-        if part is None:
+        """The text of field `name`, which the gateway checks and may rewrite. It must come once and as
+        text: a vendor that reads another `name` part than the one checked would bypass the check."""
+        named = [p for p in self.parts if p.name == name]
+        if not named:
             return None
+        if len(named) > 1:
+            raise MultipartError(f"field {name!r} appears {len(named)} times; send it once")
+        part = named[0]
+        if part.filename is not None:
+            raise MultipartError(f"field {name!r} must be a text field, not a file")
         if part.end - part.start > MAX_FIELD_BYTES:
             raise MultipartError(f"field {name!r} is longer than {MAX_FIELD_BYTES} bytes")
         try:

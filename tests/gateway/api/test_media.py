@@ -178,6 +178,22 @@ async def test_multipart_errors(surface, gateway_factory):
     assert surface.requests == []
 
 
+async def test_a_second_model_field_cannot_slip_past_the_keys_models(surface, gateway_factory):
+    # The key may use gpt-4o* only. A vendor reading the last `model` part would have run whisper-1.
+    keys = [{"name": "app1", "key": "test-key", "models": ["gpt-4o*"]}]
+    gw = await gateway_factory({"keys": keys, "channels": [ch(surface, ["gpt-4o-transcribe", "whisper-1"])]})
+    form = aiohttp.FormData()
+    form.add_field("model", "gpt-4o-transcribe")
+    form.add_field("model", "whisper-1")
+    form.add_field("file", b"abc", filename="a.wav")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{gw.url}/v1/audio/transcriptions", data=form, headers={"Authorization": "Bearer test-key"}) as r:
+            answer = await r.json()
+    assert r.status == 400 and answer["error"]["code"] == "invalid_multipart"
+    assert "'model' appears 2 times" in answer["error"]["message"]
+    assert surface.requests == []
+
+
 async def test_chunked_upload_without_content_length(surface, gateway_factory):
     gw = await gateway_factory({"keys": KEYS, "channels": [ch(surface, ["whisper-1"], model_map={"whisper-1": "w-large"})]})
     audio = os.urandom(4 * MB + 123)

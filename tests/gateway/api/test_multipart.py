@@ -39,7 +39,7 @@ def test_parse_finds_fields_and_files_by_offset():
     raw = body(("model", None, b"whisper-1"), ("file", "a.wav", data), ("stream", None, b"true"))
     form = parse_form(bytearray(raw), CT)
     assert [(p.name, p.filename) for p in form.parts] == [("model", None), ("file", "a.wav"), ("stream", None)]
-    assert form.value("model") == "whisper-1" and form.value("stream") == "true" and form.value("file") is None
+    assert form.value("model") == "whisper-1" and form.value("stream") == "true" and form.value("absent") is None
     part = form.parts[1]
     assert raw[part.start : part.end] == data
 
@@ -111,3 +111,12 @@ async def test_payload_sends_in_bounded_writes_with_content_length(client):
         await server.close()
     expected = raw.replace(b"\r\n\r\nm\r\n", b"\r\n\r\nmodel-2\r\n", 1)
     assert seen == {"length": len(expected), "chunked": False, "body": expected}
+
+
+def test_a_field_the_gateway_checks_must_come_once_and_as_text():
+    twice = parse_form(bytearray(body(("model", None, b"gpt-4o-transcribe"), ("model", None, b"whisper-1"))), CT)
+    with pytest.raises(MultipartError, match="'model' appears 2 times"):
+        twice.value("model")
+    as_file = parse_form(bytearray(body(("model", "m.txt", b"whisper-1"))), CT)
+    with pytest.raises(MultipartError, match="'model' must be a text field"):
+        as_file.value("model")
