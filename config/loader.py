@@ -346,7 +346,7 @@ class _Validator:
             path,
             (
                 "name", "provider", "platform", "base_url", "api_keys", "models", "model_map",
-                "weight", "priority", "tags", "headers", "timeouts", "enabled",
+                "weight", "priority", "tags", "headers", "client_headers", "timeouts", "enabled",
             ),
         )
         if m is None:
@@ -382,6 +382,7 @@ class _Validator:
         priority = self.opt(m, "priority", path, lambda n, p: self.integer(n, p, -(10**9)), 0)
         tags = self.opt(m, "tags", path, self.strings, tuple[str, ...]())
         headers = self.opt(m, "headers", path, self.str_map, dict[str, str]())
+        client_headers = self.opt(m, "client_headers", path, self.strings, tuple[str, ...]())
         self.sendable(api_keys, headers, path)
         if not (name and provider and platform and base_url and models):
             return None
@@ -397,6 +398,7 @@ class _Validator:
             priority=priority,
             tags=frozenset(tags),
             headers=headers,
+            client_headers=frozenset(h.lower() for h in client_headers),
             timeouts=timeouts,
             enabled=enabled,
         )

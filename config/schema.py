@@ -106,6 +106,9 @@ class Channel:
     priority: int = 0
     tags: frozenset[str] = frozenset()
     headers: dict[str, str] = field(default_factory=dict)
+    # Vendor billing headers (OpenAI-Organization, ...) a client may set for itself, lower case;
+    # by default a client's are dropped, so only the channel picks whom the vendor bills.
+    client_headers: frozenset[str] = frozenset()
     timeouts: Timeouts = Timeouts()
     enabled: bool = True
 

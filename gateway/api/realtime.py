@@ -21,7 +21,7 @@ from gateway.api.bodies import require_model
 from gateway.context import RequestContext
 from gateway.errors import AttemptError, GatewayError, status_error, upstream_errors
 from gateway.relay.attempts import Attempts, Verdict
-from gateway.relay.headers import request_headers
+from gateway.relay.headers import attempt_headers, request_headers
 from providers import Provider, Usage
 
 CLOSE_TIMEOUT_S = 10.0
@@ -109,7 +109,7 @@ async def _connect(
                         upstream = await session.ws_connect(
                             ws_url(provider.url(channel, "realtime", attempt.upstream_model, True)),
                             protocols=protocols,
-                            headers={**base_headers, **provider.headers(channel, attempt.api_key)},
+                            headers=attempt_headers(base_headers, provider.headers(channel, attempt.api_key), channel.client_headers),
                             params={**query, "model": attempt.upstream_model},
                             max_msg_size=limit,
                             timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_S),

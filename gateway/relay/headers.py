@@ -31,6 +31,13 @@ _DROP_RESPONSE = frozenset(
 
 _NONE_EACH = (None,) * len(_DROP_RESPONSE)  # popall's default, for each name
 
+# Headers by which a client would choose whom the vendor bills (an organization, project or workspace
+# of the channel's account). Dropped from a client's request unless its channel's `client_headers`
+# allows them, so only the operator's config picks the account that pays.
+BILLING_HEADERS = frozenset(
+    h.lower() for h in ("OpenAI-Organization", "OpenAI-Project", "X-Goog-User-Project", "X-DashScope-WorkSpace")
+)
+
 
 def request_headers(incoming: Mapping[str, str], request_id: str) -> dict[str, str]:
     out = {k: v for k, v in incoming.items() if k.lower() not in _DROP_REQUEST and (v.isascii() or _sendable(v))}
@@ -38,6 +45,16 @@ def request_headers(incoming: Mapping[str, str], request_id: str) -> dict[str, s
     out["Accept-Encoding"] = "identity"  # the gateway reads usage from the body: no compression upstream
     if "User-Agent" not in incoming:  # some vendor front ends refuse requests without one
         out["User-Agent"] = USER_AGENT
+    return out
+
+
+def attempt_headers(base: dict[str, str], own: dict[str, str], allowed: frozenset[str]) -> dict[str, str]:
+    """One attempt's headers: the client's (`base`, from `request_headers`) without the billing headers
+    the channel does not allow, then the channel's and provider's `own`, which replace any client
+    header of the same name, whatever its case."""
+    replaced = {k.lower() for k in own}
+    out = {k: v for k, v in base.items() if (n := k.lower()) not in replaced and (n not in BILLING_HEADERS or n in allowed)}
+    out.update(own)
     return out
 
 

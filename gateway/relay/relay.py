@@ -23,7 +23,7 @@ from gateway.errors import AttemptError, GatewayError, ShuttingDown, sentence, s
 from gateway.http.timer import Slot
 from gateway.http.upstream import Response
 from gateway.relay.attempts import Attempt, Attempts, Verdict
-from gateway.relay.headers import request_headers, response_headers, upstream_query
+from gateway.relay.headers import attempt_headers, request_headers, response_headers, upstream_query
 from gateway.relay.pump import Chain, pump
 from gateway.relay.sse import HideUsage, UsageTap
 from providers import Provider
@@ -71,7 +71,8 @@ async def relay(
                 # Built afresh for each attempt (a multipart form cannot be sent twice) from the same client
                 # body: only the model name differs between channels.
                 data, content_type = build(attempt.provider, attempt.channel, attempt.upstream_model)
-                headers = {**base_headers, **attempt.provider.headers(attempt.channel, attempt.api_key)}
+                channel = attempt.channel
+                headers = attempt_headers(base_headers, attempt.provider.headers(channel, attempt.api_key), channel.client_headers)
                 if content_type:
                     headers["Content-Type"] = content_type
                 response, verdict = await _attempt(request, ctx, attempt, data, headers, strip_usage, slot)

@@ -157,3 +157,19 @@ async def test_credential_headers_are_masked_when_a_vendor_echoes_them(vendor, g
             assert r.status == 400
             assert token not in await r.text()
     assert vendor.requests[-1].headers["X-Tenant-Token"] == token
+
+
+async def test_the_channels_headers_win_and_a_client_cannot_pick_whom_the_vendor_bills(raw_vendor, gateway_factory):
+    gw = await gateway_factory({"keys": KEYS, "channels": [
+        channel("org", raw_vendor, models=["gpt-4o"], headers={"OpenAI-Organization": "org-CONFIG"}),
+        channel("bare", raw_vendor, models=["gpt-4o-mini"]),
+        channel("open", raw_vendor, models=["o3"], client_headers=["openai-project"]),
+    ]})
+    evil = {"openai-organization": "org-EVIL", "OpenAI-Project": "proj-EVIL", "X-Custom": "kept"}
+    for model in ("gpt-4o", "gpt-4o-mini", "o3"):
+        await gw.client().chat.completions.create(model=model, messages=[], extra_headers=evil)
+    heads = [r.split(b"\r\n\r\n")[0].lower().split(b"\r\n") for r in raw_vendor.requests]
+    org, bare, allowed = ([h for h in head if h.startswith((b"openai-", b"x-custom"))] for head in heads)
+    assert sorted(org) == [b"openai-organization: org-config", b"x-custom: kept"]  # replaced, whatever the case
+    assert bare == [b"x-custom: kept"]  # the channel sets nothing: the client still picks no org or project
+    assert sorted(allowed) == [b"openai-project: proj-evil", b"x-custom: kept"]  # this channel allows it
