@@ -158,20 +158,24 @@ class UsageTap:
 class HideUsage:
     """Drops or rewrites the events carrying usage the client did not ask for. Takes whole events."""
 
-    __slots__ = ("provider",)
+    __slots__ = ("_usage_key", "provider")
 
     at_boundary = True  # it passes on whole events only
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
+        self._usage_key = provider.events.usage_key
 
     def feed(self, data: bytes) -> bytes:
-        events = self.provider.events
-        if events.usage_key not in data or not events.usage_at.search(data):
+        if self._usage_key not in data:  # nearly every chunk: one test, no attribute chain
             return data
-        out: list[bytes] = []
-        pos = 0
-        for m in _EVENT_END.finditer(data):
+        m = self.provider.events.usage_at.search(data)
+        if m is None:
+            return data
+        # The events before the first one with usage go on as they are, in one piece.
+        pos = _complete_end(data[: m.start()])
+        out: list[bytes] = [data[:pos]]
+        for m in _EVENT_END.finditer(data, pos):
             out.append(self._event(data[pos : m.end()]))
             pos = m.end()
         if pos < len(data):  # the stream's last event, without its blank line
