@@ -247,10 +247,14 @@ class _Validator:
         return value
 
     def limits(self, node: Any, path: str) -> Limits | None:
-        m = self.mapping(node, path, ("max_body_mb",))
+        m = self.mapping(node, path, ("max_body_mb", "max_response_mb"))
         if m is None:
             return None
-        return Limits(self.opt(m, "max_body_mb", path, lambda n, p: self.number(n, p, 0, exclusive=True), 32.0))
+        positive = lambda n, p: self.number(n, p, 0, exclusive=True)  # noqa: E731
+        return Limits(
+            max_body_mb=self.opt(m, "max_body_mb", path, positive, 32.0),
+            max_response_mb=self.opt(m, "max_response_mb", path, positive, 64.0),
+        )
 
     def routing(self, node: Any, path: str) -> Routing | None:
         m = self.mapping(node, path, ("retries", "failure_threshold", "cooldown_s"))

@@ -38,10 +38,16 @@ class LogConfig:
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_body_mb: float = 32.0
+    # A vendor's JSON answer the gateway holds to read its usage; past it the rest streams through.
+    max_response_mb: float = 64.0
 
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def max_response_bytes(self) -> int:
+        return int(self.max_response_mb * 1024 * 1024)
 
 
 @dataclass(frozen=True, slots=True)

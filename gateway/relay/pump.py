@@ -45,17 +45,24 @@ class Filter(Protocol):
 
 
 class Chain:
-    """An SSE stream's filters, in order. The first is always the usage tap, which reads the
-    vendor's events as they came."""
+    """A body's filters, in order, each taking what the one before passed on.
 
-    __slots__ = ("_feeds", "feed", "filters", "tap")
+    `sse`: the body is an event stream, into which the pump may put keepalive comments and a final
+    error event between events. An SSE chain starts with the usage tap, which reads the vendor's
+    events as they came.
+    """
 
-    def __init__(self, tap: UsageTap, *after: Filter) -> None:
-        self.tap = tap
-        self.filters: tuple[Filter, ...] = (tap, *after)
-        self._feeds = tuple(f.feed for f in self.filters)
+    __slots__ = ("_feeds", "feed", "filters", "sse", "tap")
+
+    def __init__(self, *filters: Filter, sse: bool = True) -> None:
+        self.filters = filters
+        self.sse = sse
+        self.tap = filters[0] if isinstance(filters[0], UsageTap) else None
+        self._feeds = tuple(f.feed for f in filters)
         # This runs for every chunk of every stream: one filter is called directly, two without a loop.
-        self.feed: Callable[[bytes], bytes] = tap.feed if not after else self._feed2 if len(after) == 1 else self._feed
+        self.feed: Callable[[bytes], bytes] = (
+            self._feeds[0] if len(filters) == 1 else self._feed2 if len(filters) == 2 else self._feed
+        )
 
     def _feed2(self, data: bytes) -> bytes:
         first, second = self._feeds
@@ -88,19 +95,24 @@ async def pump(
     chain: Chain | None,
     slot: Slot,
     first_byte_at: float,
+    first: bytes | None = None,
 ) -> tuple[web.StreamResponse, Verdict]:
-    """Copy upstream bytes to the client as they arrive: through `chain` for SSE, as they are when it
-    is None (a binary body). From `prepare()` on, nothing is retried."""
+    """Copy upstream bytes to the client as they arrive, through `chain` (as they are when it is None).
+    `first`: the start of the body, when the caller has read it already. From `prepare()` on, nothing
+    is retried."""
     content = upstream.content
-    # Nothing goes to the client before the first chunk is in hand, so a vendor that answers with
-    # headers and then stalls or hangs up can still be failed over.
-    with upstream_errors("waiting for the first byte"):
-        with slot.timeout_at(first_byte_at):
-            chunk = await content.readany()
-    if chain is not None:
+    if first is None:
+        # Nothing goes to the client before the first chunk is in hand, so a vendor that answers with
+        # headers and then stalls or hangs up can still be failed over.
+        with upstream_errors("waiting for the first byte"):
+            with slot.timeout_at(first_byte_at):
+                first = await content.readany()
+    chunk = first
+    sse = chain is not None and chain.sse
+    if chain is not None and chain.tap is not None:
         ctx.tap = chain.tap
     out = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers, ctx.request_id))
-    if chain is not None:
+    if sse:
         out.headers["Cache-Control"] = "no-cache"
         out.headers["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
     try:
@@ -110,7 +122,7 @@ async def pump(
         return out, Verdict.NONE
     loop = asyncio.get_running_loop()
     idle_s = timeouts.idle_s
-    keepalive_s = KEEPALIVE_S if chain is not None else math.inf  # comments exist only in SSE
+    keepalive_s = KEEPALIVE_S if sse else math.inf  # comments exist only in SSE
     feed = chain.feed if chain is not None else None
     last_data = last_sent = loop.time()
     verdict = Verdict.OK
@@ -151,7 +163,7 @@ async def pump(
             if idle_at <= keepalive_at:
                 failure, verdict = _interrupted(504, f"upstream sent nothing for {idle_s:g}s"), Verdict.FAULT
                 break
-            if chain is not None and not chain.at_boundary:
+            if chain is not None and not chain.at_boundary:  # (only an SSE chain gets here)
                 last_sent = loop.time()  # a comment now would land inside the client's half-sent event
                 continue
             if not await _write(out, ctx, KEEPALIVE):
@@ -164,9 +176,9 @@ async def pump(
             break
     if failure is not None:
         ctx.status, ctx.error = failure.status, failure.message[:500]
-        if chain is None:
-            # A binary body cannot carry an error: cut the connection so the client sees a short read,
-            # not a clean end.
+        if chain is None or not sse:
+            # Only an event stream can carry an error: cut the connection so the client sees a short
+            # read, not a clean end.
             if request.transport is not None:
                 request.transport.close()
             return out, verdict

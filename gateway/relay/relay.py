@@ -13,11 +13,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 from aiohttp.payload import Payload
 
-from config import Channel, Timeouts
+from config import Channel
 from gateway.context import RequestContext
 from gateway.errors import AttemptError, GatewayError, ShuttingDown, sentence, status_error, upstream_errors
 from gateway.http.timer import Slot
@@ -26,7 +27,11 @@ from gateway.relay.attempts import Attempt, Attempts, Verdict
 from gateway.relay.headers import attempt_headers, request_headers, response_headers, upstream_query
 from gateway.relay.pump import Chain, pump
 from gateway.relay.sse import HideUsage, UsageTap
+from gateway.relay.tail import JsonTail
 from providers import Provider
+
+# An upstream error body is read for its message only; past this much the rest is dropped with the connection.
+MAX_ERROR_BODY = 64 * 1024
 
 # Builds the upstream body for one attempt: (provider, channel, upstream model) -> (data, content type).
 BodyBuilder = Callable[[Provider, Channel, str], tuple[bytes | Payload, str | None]]
@@ -142,14 +147,22 @@ async def _attempt(
     try:
         if upstream.status >= 400:
             with upstream_errors("reading the error body"):
-                with slot.timeout_at(asyncio.get_running_loop().time() + timeouts.idle_s):
-                    body = await upstream.read()
-            done = True
+                body, more = await _read_up_to(upstream.content, slot, timeouts.idle_s, MAX_ERROR_BODY)
+            done = not more  # the rest of a huge error body is not worth reading: the connection goes
             raise status_error(upstream.status, body, channel.secrets)
         content_type = upstream.content_type
+        response: web.StreamResponse
         if content_type == "application/json":
-            response: web.StreamResponse = await _forward_json(ctx, upstream, timeouts, provider, slot)
-            verdict = Verdict.OK
+            with upstream_errors("reading the response"):
+                body, more = await _read_up_to(upstream.content, slot, timeouts.idle_s, ctx.config.limits.max_response_bytes)
+            if not more:
+                response, verdict = _answer_json(ctx, upstream, provider, body), Verdict.OK
+            else:  # too big to hold: the rest streams through, and usage is read off its end
+                tail = JsonTail(provider, ctx.endpoint or "")
+                response, verdict = await pump(
+                    request, ctx, upstream, timeouts, Chain(tail, sse=False), slot, first_byte_at, first=body
+                )
+                ctx.usage = tail.usage
         else:
             chain = _sse_filters(ctx, provider, strip_usage) if content_type == "text/event-stream" else None
             response, verdict = await pump(request, ctx, upstream, timeouts, chain, slot, first_byte_at)
@@ -162,15 +175,31 @@ async def _attempt(
             upstream.close()  # drop the vendor connection at once: nobody will read the rest
 
 
-async def _forward_json(
-    ctx: RequestContext, upstream: Response, timeouts: Timeouts, provider: Provider, slot: Slot
-) -> web.Response:
-    with upstream_errors("reading the response"):
-        if upstream.content.is_eof():  # the whole body came with the headers: nothing to wait for, no timer
-            body = await upstream.read()
-        else:
-            with slot.timeout_at(asyncio.get_running_loop().time() + timeouts.idle_s):
-                body = await upstream.read()
+async def _read_up_to(content: aiohttp.StreamReader, slot: Slot, idle_s: float, limit: int) -> tuple[bytes, bool]:
+    """The body to its end, or its start once past `limit` bytes (then True: more is to come).
+
+    `idle_s` bounds each silence, not the whole read: a body that keeps trickling is read to its end.
+    """
+    loop = asyncio.get_running_loop()
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = content.read_nowait()  # what is here already needs no timer (usually the whole body)
+        if not chunk:
+            if content.at_eof():
+                break
+            with slot.timeout_at(loop.time() + idle_s):
+                chunk = await content.readany()
+            if not chunk:
+                break
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(parts), True
+    return parts[0] if len(parts) == 1 else b"".join(parts), False
+
+
+def _answer_json(ctx: RequestContext, upstream: Response, provider: Provider, body: bytes) -> web.Response:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
