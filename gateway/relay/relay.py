@@ -212,6 +212,7 @@ def _answer_json(ctx: RequestContext, upstream: Response, provider: Provider, bo
 def _sse_filters(ctx: RequestContext, provider: Provider, strip_usage: bool) -> Chain:
     """The filters an SSE answer goes through: the usage tap on the vendor's events, then what hides
     the usage the gateway asked for (when it asked). A protocol converter will go last."""
+    endpoint, max_event = ctx.endpoint or "", ctx.config.limits.max_response_bytes
     if not strip_usage:
-        return Chain(UsageTap(provider, ctx.endpoint or ""))
-    return Chain(UsageTap(provider, ctx.endpoint or "", whole_events=True), HideUsage(provider))
+        return Chain(UsageTap(provider, endpoint, max_event=max_event))
+    return Chain(UsageTap(provider, endpoint, whole_events=True, max_event=max_event), HideUsage(provider))

@@ -17,8 +17,9 @@ import orjson
 
 from providers import Provider, Usage
 
-_EVENT_END = re.compile(rb"\r?\n\r?\n")
-_ENDINGS = (b"\n\n", b"\n\r\n")  # what every event ending ends with
+# An event ends with a blank line; SSE lines end with LF, CRLF or a bare CR.
+_EVENT_END = re.compile(rb"\r?\n\r?\n|\r\r")
+_ENDINGS = (b"\n\n", b"\n\r\n", b"\r\r")  # what every event ending ends with
 # Event bytes a tap holds before it counts their text: counting is only needed when no usage comes, and
 # one pass over many events costs a fraction of one pass per event.
 _SCAN_AT = 16 * 1024
@@ -30,7 +31,8 @@ def _complete_end(buf: bytes | bytearray, start: int = 0) -> int:
         return len(buf)
     lf = buf.rfind(b"\n\n", start)  # also ends \r\n\n
     crlf = buf.rfind(b"\n\r\n", start)  # also ends \r\n\r\n
-    return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
+    cr = buf.rfind(b"\r\r", start)  # bare CR line ends
+    return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0, cr + 2 if cr >= 0 else 0)
 
 
 def event_data(event: bytes) -> Any:
@@ -47,14 +49,22 @@ class UsageTap:
 
     `whole_events`: pass on whole events only, holding back the start of one until it ends (for a
     filter after it that reads events); otherwise every chunk goes on as it came, at once.
+    `max_event`: an event that grows past this many bytes without ending is not held: the tap lets
+    go of it, stops reading the stream and passes the rest on as it comes (the row is then estimated,
+    unless usage came before).
     """
 
-    __slots__ = ("_buf", "_events", "_text_bytes", "_unscanned", "endpoint", "provider", "usage", "whole_events")
+    __slots__ = (
+        "_buf", "_events", "_text_bytes", "_unscanned", "endpoint", "max_event", "provider", "stopped", "usage",
+        "whole_events",
+    )  # fmt: skip
 
-    def __init__(self, provider: Provider, endpoint: str, *, whole_events: bool = False) -> None:
+    def __init__(self, provider: Provider, endpoint: str, *, whole_events: bool = False, max_event: int = 1 << 62) -> None:
         self.provider = provider
         self.endpoint = endpoint
         self.whole_events = whole_events
+        self.max_event = max_event
+        self.stopped = False
         self.usage: Usage | None = None
         self._text_bytes = 0
         self._events = 0
@@ -66,6 +76,8 @@ class UsageTap:
 
     def feed(self, chunk: bytes) -> bytes:
         """Take the next chunk from upstream; return the bytes to pass on now."""
+        if self.stopped:
+            return chunk
         if self._buf:
             # Search only what is new (and the two bytes an ending may straddle), and append in place:
             # an event of megabytes arriving in many chunks costs linear time, not quadratic.
@@ -73,6 +85,8 @@ class UsageTap:
             self._buf += chunk
             end = _complete_end(self._buf, start)
             if end == 0:
+                if len(self._buf) > self.max_event:
+                    return self._stop(chunk)
                 return b"" if self.whole_events else chunk
             buf = bytes(self._buf)
         else:
@@ -80,6 +94,8 @@ class UsageTap:
             end = _complete_end(buf)
             if end == 0:  # no whole event yet
                 self._buf = bytearray(buf)
+                if len(buf) > self.max_event:
+                    return self._stop(chunk)
                 return b"" if self.whole_events else chunk
         if end == len(buf):
             whole = buf
@@ -103,6 +119,13 @@ class UsageTap:
                 self._event(whole[pos : m.end()])
                 pos = m.end()
         return whole if self.whole_events else chunk
+
+    def _stop(self, chunk: bytes) -> bytes:
+        """Let go of an event past `max_event`: pass on what was held of it, and from now on everything."""
+        held, self._buf = bytes(self._buf), bytearray()
+        self.stopped = True
+        self._scan()
+        return held if self.whole_events else chunk
 
     def flush(self) -> bytes:
         """End of stream: a last event left without its blank line is read, and passed on if held."""
@@ -135,7 +158,7 @@ class UsageTap:
     def _scan(self) -> None:
         if data := self._unscanned:
             self._unscanned = bytearray()
-            self._events += data.count(b"\n\n") + data.count(b"\n\r\n")
+            self._events += data.count(b"\n\n") + data.count(b"\n\r\n") + data.count(b"\r\r")
             self._text(data)
 
     def _text(self, data: bytes | bytearray) -> None:

@@ -38,7 +38,7 @@ def _feed(chain: Chain, data: bytes, cuts: list[int]) -> bytes:
     for cut in [*sorted(set(cuts)), len(data)]:
         out.append(chain.feed(data[prev:cut]))
         sent = b"".join(out)  # a keepalive may follow exactly when the client has whole events only
-        assert chain.at_boundary == (not sent or sent.endswith((b"\n\n", b"\n\r\n")))
+        assert chain.at_boundary == (not sent or sent.endswith((b"\n\n", b"\n\r\n", b"\r\r")))
         prev = cut
     out.append(chain.flush())
     return b"".join(out)
@@ -47,7 +47,7 @@ def _feed(chain: Chain, data: bytes, cuts: list[int]) -> bytes:
 @settings(max_examples=200, deadline=None)
 @given(
     n=st.integers(0, 12),
-    sep=st.sampled_from([b"\n\n", b"\r\n\r\n", b"\r\n\n"]),
+    sep=st.sampled_from([b"\n\n", b"\r\n\r\n", b"\r\n\n", b"\r\r"]),
     with_usage=st.booleans(),
     cuts=st.lists(st.integers(0, 4000), max_size=12),
 )
@@ -80,3 +80,25 @@ def test_usage_on_a_chunk_with_choices_is_stripped_not_dropped():
     events = out.split(b"\n\n")
     assert orjson.loads(events[1][6:]) == {"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
     assert tap.usage is not None and tap.usage.total_tokens == 4
+
+
+def test_bare_cr_line_endings_end_events():
+    events = [b'data: {"choices":[{"delta":{"content":"a"}}]}\r\r', b'data: {"choices":[],"usage":{"prompt_tokens":2}}\r\r',
+              b"data: [DONE]\r\r"]
+    chain = _chain(strip=True)
+    assert chain.feed(events[0]) == events[0]  # passed on at once, not held until the stream ends
+    assert chain.feed(events[1]) == b""  # the usage-only event the client did not ask for
+    assert chain.feed(events[2]) + chain.flush() == events[2]
+    assert chain.tap.usage is not None and chain.tap.usage.prompt_tokens == 2 and chain.tap.events == 3
+
+
+def test_an_event_that_never_ends_is_let_go_past_the_cap():
+    tap = UsageTap(PROVIDERS["openai"], "chat/completions", whole_events=True, max_event=1000)
+    chain = Chain(tap, HideUsage(PROVIDERS["openai"]))
+    sent = chain.feed(b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n') + chain.feed(b'data: "' + b"x" * 600)
+    assert not tap.stopped
+    sent += chain.feed(b"y" * 600)  # past 1,000 bytes without an end: held no longer
+    assert tap.stopped and len(tap._buf) == 0
+    sent += chain.feed(b"z" * 5000) + chain.flush()  # and from now on passed on as it comes
+    assert sent.endswith(b"x" * 600 + b"y" * 600 + b"z" * 5000)
+    assert tap.usage is None and tap.text_bytes == 1  # the row is estimated from what was read
