@@ -228,6 +228,10 @@ class HTTPLayerLog(logging.Logger):
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
         exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, web.RequestPayloadError):
+            # A body that cannot be decoded (bad gzip, broken chunks): the route already answered 400
+            # and wrote its access line; aiohttp then fails again draining the rest. Nothing more to say.
+            return
         if isinstance(exc, HttpProcessingError):
             detail = mask(f"{type(exc).__name__}: {exc.message}", ())[:200]
             _http_log.warning("bad_http_request", status=exc.code, error=detail)

@@ -27,6 +27,7 @@ class Usage:
     reasoning_tokens: int = 0
     images: int = 0  # images generated or edited
     seconds: float = 0.0  # audio duration the vendor billed (transcription, translation)
+    estimated: bool = False  # a count was unreadable or absurd as the vendor sent it, and was guessed
 
     def merge(self, other: Usage) -> None:
         """Take the larger of each count: vendors repeat cumulative usage across events."""
@@ -37,6 +38,7 @@ class Usage:
         self.total_tokens = max(self.total_tokens, other.total_tokens, self.prompt_tokens + self.completion_tokens)
         self.images = max(self.images, other.images)
         self.seconds = max(self.seconds, other.seconds)
+        self.estimated = self.estimated or other.estimated
 
     def add(self, other: Usage) -> None:
         """Sum counts of separate billable units, such as each response in a realtime session."""
@@ -47,6 +49,7 @@ class Usage:
         self.reasoning_tokens += other.reasoning_tokens
         self.images += other.images
         self.seconds += other.seconds
+        self.estimated = self.estimated or other.estimated
 
 
 @dataclass(frozen=True, slots=True)

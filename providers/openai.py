@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -81,23 +82,50 @@ class OpenAIProvider:
 
 
 def _tokens(raw: dict[str, Any]) -> Usage:
-    # Read on every answer: counts are checked inline (`type(v) is int` keeps bools and floats out)
-    # rather than through a helper call each.
+    # Read on every answer: a sane count (an int in range) is checked inline, and only an odd one goes
+    # through `_loose`, which reads what it can and says the row is estimated.
     prompt = raw.get("prompt_tokens", raw.get("input_tokens"))
-    prompt = prompt if type(prompt) is int else 0
     completion = raw.get("completion_tokens", raw.get("output_tokens"))
-    completion = completion if type(completion) is int else 0
     total = raw.get("total_tokens")
     cached = _first_dict(raw, "prompt_tokens_details", "input_tokens_details", "input_token_details").get("cached_tokens")
     reasoning = _first_dict(raw, "completion_tokens_details", "output_tokens_details", "output_token_details").get("reasoning_tokens")
+    counts: list[Any] = [prompt, completion, total, cached, reasoning]
+    estimated = False
+    for i, value in enumerate(counts):
+        if not (type(value) is int and 0 <= value <= MAX_TOKENS):
+            counts[i], odd = _loose(value)
+            estimated = estimated or odd
+    prompt, completion, total, cached, reasoning = counts
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        total_tokens=total if type(total) is int and total else prompt + completion,
-        cached_tokens=cached if type(cached) is int else 0,
-        reasoning_tokens=reasoning if type(reasoning) is int else 0,
+        total_tokens=total or prompt + completion,
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
         seconds=_number(raw.get("seconds")) if raw.get("type") == "duration" else 0.0,
+        estimated=estimated,
     )
+
+
+# No single request is billed a billion tokens: a count past this is absurd, clamped and marked estimated.
+MAX_TOKENS = 10**9
+
+
+def _loose(value: Any) -> tuple[int, bool]:
+    """A token count that is not a plain int in range: (what can be read of it, whether it is a guess).
+
+    Absent is 0. A whole float (12.0) or a digit string ("12") is read as is; a fraction is rounded, a
+    negative count is 0 and an absurd one is clamped to MAX_TOKENS, each marked as a guess; anything
+    else (a bool, a list, NaN) is 0, marked too.
+    """
+    if value is None:
+        return 0, False
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0, True
+    exact = float(value).is_integer() and 0 <= value <= MAX_TOKENS
+    return min(max(round(value), 0), MAX_TOKENS), not exact
 
 
 def _image_count(payload: dict[str, Any]) -> int:

@@ -74,6 +74,7 @@ def metered(services: Services, handler: Handler, *, authenticated: bool = True)
             body_err = GatewayError(400, f"The request body could not be read ({detail}); send it again, uncompressed.", code="invalid_body")
             ctx.error = body_err.message[:500]
             response = body_err.response(ctx.protocol)
+            response.force_close()  # the rest of that body cannot be read: this connection carries no more requests
         except asyncio.CancelledError:
             ctx.status = 499
             ctx.error = ctx.error or "client closed the connection"
@@ -155,6 +156,7 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         cached, reasoning = usage.cached_tokens, usage.reasoning_tokens
         images = max(images, usage.images)
         audio_seconds = max(audio_seconds, usage.seconds)
+        estimated = int(usage.estimated)
     elif ctx.estimate_tokens and (tap is not None or (ctx.attempts and status < 400)):
         # An answer went out but the vendor reported no usage (stream cut, client gone, vendor silent):
         # estimate ~4 bytes a token. A request that got no answer is not billed. Endpoints not billed

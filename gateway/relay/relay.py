@@ -10,6 +10,7 @@ small); SSE and binary bodies are forwarded chunk by chunk as they arrive, with 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -200,13 +201,28 @@ async def _read_up_to(content: aiohttp.StreamReader, slot: Slot, idle_s: float, 
 
 
 def _answer_json(ctx: RequestContext, upstream: Response, provider: Provider, body: bytes) -> web.Response:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        payload = None
+    payload = _json_of(body, upstream.headers.get("Content-Encoding"), ctx.config.limits.max_response_bytes)
     ctx.usage = provider.usage(ctx.endpoint or "", payload)
     ctx.mark_first_byte()
     return ctx.services.answer(upstream.status, body, response_headers(upstream.headers, ctx.request_id))
+
+
+def _json_of(body: bytes, encoding: str | None, limit: int) -> Any:
+    """An answer's JSON, read for its usage only (the client gets `body` as it came): decompressed
+    (to `limit` bytes) when the vendor compressed it although asked not to, with invalid UTF-8 replaced."""
+    if encoding is not None and encoding.strip().lower() in ("gzip", "x-gzip", "deflate"):
+        try:
+            body = zlib.decompressobj(wbits=47).decompress(body, limit)  # 47: gzip or zlib, told by the header
+        except zlib.error:
+            return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return orjson.loads(body.decode("utf-8", "replace"))
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _sse_filters(ctx: RequestContext, provider: Provider, strip_usage: bool) -> Chain:

@@ -48,7 +48,15 @@ P = OpenAIProvider()
          Usage(14, 4, 18)),
         ("audio/transcriptions", {"text": "hi"}, None),
         ("chat/completions", "not a dict", None),
-        ("chat/completions", {"usage": {"prompt_tokens": True, "completion_tokens": "3"}}, Usage()),
+        # Odd counts: read what can be read, clamp what is absurd, and say the row is a guess.
+        ("chat/completions", {"usage": {"prompt_tokens": True, "completion_tokens": "3"}},
+         Usage(0, 3, 3, estimated=True)),
+        ("chat/completions", {"usage": {"prompt_tokens": 12.0, "completion_tokens": 3}}, Usage(12, 3, 15)),
+        ("chat/completions", {"usage": {"prompt_tokens": 1e23, "completion_tokens": 3}},
+         Usage(10**9, 3, 10**9 + 3, estimated=True)),
+        ("chat/completions", {"usage": {"prompt_tokens": -5, "completion_tokens": 7.6}}, Usage(0, 8, 8, estimated=True)),
+        ("chat/completions", {"usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 10**30}},
+         Usage(4, 2, 10**9, estimated=True)),
     ],
 )
 def test_usage(endpoint, payload, expected):

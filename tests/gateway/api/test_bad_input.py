@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 
+import aiohttp
 import orjson
 import pytest
 import structlog
@@ -206,3 +207,17 @@ async def test_errors_on_other_protocol_routes_take_their_shape(gw, path, check)
     status, body, _ = await post(gw, data=b"{not json", path=path, headers={"Authorization": "Bearer wrong"})
     assert 400 <= status < 500
     assert check(orjson.loads(body))
+
+
+async def test_a_body_that_cannot_be_decoded_is_a_quiet_400(vendor, gateway_factory):
+    gw = await gateway_factory({"keys": KEYS, "channels": [channel("v", vendor)]})
+    headers = {"Authorization": "Bearer test-key", "Content-Type": "application/json"}
+    with structlog.testing.capture_logs() as logs:
+        async with aiohttp.ClientSession() as s:  # one session: a 400 must not break the next request
+            for encoding in ("gzip", "deflate", "br", "gzip"):
+                async with s.post(gw.url + "/v1/chat/completions", data=b"not compressed at all",
+                                  headers={**headers, "Content-Encoding": encoding}) as r:
+                    assert r.status == 400
+    assert not [e for e in logs if e["log_level"] in ("error", "critical")]  # no tracebacks
+    assert len([e for e in logs if e["log_level"] == "warning"]) <= 1  # br: refused by the HTTP layer, one line
+    assert vendor.requests == []

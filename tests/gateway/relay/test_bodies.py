@@ -4,6 +4,7 @@ streams through with its usage read off its end (issue 19, items 5 and 13)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -118,3 +119,33 @@ async def test_a_huge_error_body_is_cut_to_its_start(raw_vendor, gateway_factory
         {"name": "r", "provider": "openai", "base_url": raw_vendor.base_url, "api_keys": ["vk"], "models": ["gpt-*"]}]})
     status, body, _ = await post(gw, {"model": "gpt-4o", "messages": MESSAGES})
     assert status == 400 and b"bad request" in body and len(body) < 300_000  # its start, not 5 MB
+
+
+def _raw_json(body: bytes, *headers: bytes) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+    return head + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+
+
+ODD = {
+    # invalid UTF-8 in the text: the usage is still read
+    "bad-utf8": (_raw_json(answer(10).replace(b"yyyy", b"y\xff\xfey", 1)), (7, 5, 12, 0)),
+    # compressed although the gateway asked for identity: read for usage, passed on as it came
+    "gzip": (_raw_json(gzip.compress(answer(10)), b"Content-Encoding: gzip"), (7, 5, 12, 0)),
+    # an absurd count: clamped, and the row says it is a guess
+    "absurd": (_raw_json(answer(10).replace(b'"prompt_tokens":7', b'"prompt_tokens":1e23')), (10**9, 5, 12, 1)),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD))
+async def test_usage_is_read_from_odd_vendor_answers(case, raw_vendor, gateway_factory):
+    raw, (prompt, completion, total, estimated) = ODD[case]
+    raw_vendor.answer = lambda _: raw
+    gw = await gateway_factory({"keys": KEYS, "channels": [
+        {"name": "r", "provider": "openai", "base_url": raw_vendor.base_url, "api_keys": ["vk"], "models": ["gpt-*"]}]})
+    status, body, _ = await post(gw, {"model": "gpt-4o", "messages": MESSAGES})
+    sent = raw.split(b"\r\n\r\n", 1)[1]
+    # The client gets the bytes as they came (its library undoes the gzip, with the vendor's header).
+    assert status == 200 and body == (gzip.decompress(sent) if case == "gzip" else sent)
+    row = (await gw.rows())[-1]
+    assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"], row["estimated"]) == (
+        prompt, completion, total, estimated)

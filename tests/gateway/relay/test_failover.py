@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import KEYS, channel
 from tests.fakevendor import Blackhole, Fault
-from tests.faultkit import eventually, MESSAGES, post, stream_chat
+from tests.faultkit import MESSAGES, eventually, post, stream_chat
 
 
 async def test_same_tier_is_exhausted_before_a_lower_tier(vendor_factory, gateway_factory):
