@@ -52,24 +52,21 @@ class Chain:
     events as they came.
     """
 
-    __slots__ = ("_feeds", "feed", "filters", "sse", "tap")
+    __slots__ = ("_feeds", "filters", "sse", "tap")
 
     def __init__(self, *filters: Filter, sse: bool = True) -> None:
         self.filters = filters
         self.sse = sse
         self.tap = filters[0] if isinstance(filters[0], UsageTap) else None
         self._feeds = tuple(f.feed for f in filters)
-        # This runs for every chunk of every stream: one filter is called directly, two without a loop.
-        self.feed: Callable[[bytes], bytes] = (
-            self._feeds[0] if len(filters) == 1 else self._feed2 if len(filters) == 2 else self._feed
-        )
 
-    def _feed2(self, data: bytes) -> bytes:
-        first, second = self._feeds
-        data = first(data)
-        return second(data) if data else data
+    def feeder(self) -> Callable[[bytes], bytes]:
+        """What the pump calls for every chunk: the one filter itself when there is one, else the chain.
+        (Not kept on the chain: a bound method of its own would make a reference cycle, and every
+        stream's chain and buffers would wait for the cyclic garbage collector.)"""
+        return self._feeds[0] if len(self._feeds) == 1 else self.feed
 
-    def _feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes) -> bytes:
         for feed in self._feeds:
             data = feed(data)
             if not data:
@@ -123,7 +120,7 @@ async def pump(
     loop = asyncio.get_running_loop()
     idle_s = timeouts.idle_s
     keepalive_s = KEEPALIVE_S if sse else math.inf  # comments exist only in SSE
-    feed = chain.feed if chain is not None else None
+    feed = chain.feeder() if chain is not None else None
     last_data = last_sent = loop.time()
     verdict = Verdict.OK
     failure: GatewayError | None = None

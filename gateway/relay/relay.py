@@ -27,7 +27,7 @@ from gateway.http.upstream import Response
 from gateway.relay.attempts import Attempt, Attempts, Verdict
 from gateway.relay.headers import attempt_headers, request_headers, response_headers, upstream_query
 from gateway.relay.pump import Chain, pump
-from gateway.relay.sse import HideUsage, UsageTap
+from gateway.relay.sse import UsageTap
 from gateway.relay.tail import JsonTail
 from providers import Provider
 
@@ -226,9 +226,7 @@ def _json_of(body: bytes, encoding: str | None, limit: int) -> Any:
 
 
 def _sse_filters(ctx: RequestContext, provider: Provider, strip_usage: bool) -> Chain:
-    """The filters an SSE answer goes through: the usage tap on the vendor's events, then what hides
-    the usage the gateway asked for (when it asked). A protocol converter will go last."""
-    endpoint, max_event = ctx.endpoint or "", ctx.config.limits.max_response_bytes
-    if not strip_usage:
-        return Chain(UsageTap(provider, endpoint, max_event=max_event))
-    return Chain(UsageTap(provider, endpoint, whole_events=True, max_event=max_event), HideUsage(provider))
+    """The filters an SSE answer goes through: the usage tap on the vendor's events, hiding the usage
+    the gateway asked for (when it asked). A protocol converter will go after it."""
+    tap = UsageTap(provider, ctx.endpoint or "", hide_usage=strip_usage, max_event=ctx.config.limits.max_response_bytes)
+    return Chain(tap)

@@ -1,4 +1,4 @@
-"""The SSE filters: whatever the chunking, the client gets the same bytes and the row the same usage and text."""
+"""The SSE tap: whatever the chunking, the client gets the same bytes and the row the same usage and text."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.relay.pump import Chain
-from gateway.relay.sse import HideUsage, UsageTap
+from gateway.relay.sse import UsageTap
 from providers import PROVIDERS
 
 
@@ -28,7 +28,7 @@ def _stream(n: int, sep: bytes, with_usage: bool) -> tuple[list[bytes], bytes]:
 def _chain(strip: bool) -> Chain:
     openai = PROVIDERS["openai"]
     if strip:
-        return Chain(UsageTap(openai, "chat/completions", whole_events=True), HideUsage(openai))
+        return Chain(UsageTap(openai, "chat/completions", hide_usage=True))
     return Chain(UsageTap(openai, "chat/completions"))
 
 
@@ -93,8 +93,8 @@ def test_bare_cr_line_endings_end_events():
 
 
 def test_an_event_that_never_ends_is_let_go_past_the_cap():
-    tap = UsageTap(PROVIDERS["openai"], "chat/completions", whole_events=True, max_event=1000)
-    chain = Chain(tap, HideUsage(PROVIDERS["openai"]))
+    tap = UsageTap(PROVIDERS["openai"], "chat/completions", hide_usage=True, max_event=1000)
+    chain = Chain(tap)
     sent = chain.feed(b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n') + chain.feed(b'data: "' + b"x" * 600)
     assert not tap.stopped
     sent += chain.feed(b"y" * 600)  # past 1,000 bytes without an end: held no longer
