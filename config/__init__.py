@@ -2,6 +2,7 @@
 
 from config.loader import ConfigError, Loaded, interpolate, load_config, parse_config, parse_listen, sha256_hex
 from config.schema import (
+    BILLING_HEADERS,
     Channel,
     ClientKey,
     Config,
@@ -16,6 +17,7 @@ from config.schema import (
 )
 
 __all__ = [
+    "BILLING_HEADERS",
     "Channel",
     "ClientKey",
     "Config",

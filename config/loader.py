@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from config.schema import (
+    BILLING_HEADERS,
     Channel,
     ClientKey,
     Config,
@@ -387,6 +388,10 @@ class _Validator:
         tags = self.opt(m, "tags", path, self.strings, tuple[str, ...]())
         headers = self.opt(m, "headers", path, self.str_map, dict[str, str]())
         client_headers = self.opt(m, "client_headers", path, self.strings, tuple[str, ...]())
+        for i, header in enumerate(client_headers):
+            if header.lower() not in BILLING_HEADERS:
+                self.fail(f"{path}.client_headers[{i}]", f"{header!r} is not a vendor billing header; "
+                          f"allowed: {', '.join(sorted(BILLING_HEADERS))}")
         self.sendable(api_keys, headers, path)
         if not (name and provider and platform and base_url and models):
             return None

@@ -99,6 +99,13 @@ class ClientKey:
     budget: float | None = None
 
 
+# Headers by which a client would choose whom a vendor bills (an organization, project or workspace of
+# the channel's account): never taken from a client unless its channel's `client_headers` allows them.
+BILLING_HEADERS = frozenset(
+    h.lower() for h in ("OpenAI-Organization", "OpenAI-Project", "X-Goog-User-Project", "X-DashScope-WorkSpace")
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Channel:
     name: str

@@ -109,7 +109,7 @@ async def _connect(
                         upstream = await session.ws_connect(
                             ws_url(provider.url(channel, "realtime", attempt.upstream_model, True)),
                             protocols=protocols,
-                            headers=attempt_headers(base_headers, provider.headers(channel, attempt.api_key), channel.client_headers),
+                            headers=attempt_headers(base_headers, provider.headers(channel, attempt.api_key), channel, request.headers),
                             params={**query, "model": attempt.upstream_model},
                             max_msg_size=limit,
                             timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_S),

@@ -8,6 +8,8 @@ from urllib.parse import unquote_plus
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from config import BILLING_HEADERS, Channel
+
 USER_AGENT = "llm-gateway"  # sent upstream for clients that send none
 
 # Never copied from the client to the vendor: credentials, hop-by-hop, and what the gateway sets itself.
@@ -31,16 +33,12 @@ _DROP_RESPONSE = frozenset(
 
 _NONE_EACH = (None,) * len(_DROP_RESPONSE)  # popall's default, for each name
 
-# Headers by which a client would choose whom the vendor bills (an organization, project or workspace
-# of the channel's account). Dropped from a client's request unless its channel's `client_headers`
-# allows them, so only the operator's config picks the account that pays.
-BILLING_HEADERS = frozenset(
-    h.lower() for h in ("OpenAI-Organization", "OpenAI-Project", "X-Goog-User-Project", "X-DashScope-WorkSpace")
-)
+_DROP_FROM_CLIENTS = _DROP_REQUEST | BILLING_HEADERS
 
 
 def request_headers(incoming: Mapping[str, str], request_id: str) -> dict[str, str]:
-    out = {k: v for k, v in incoming.items() if k.lower() not in _DROP_REQUEST and (v.isascii() or _sendable(v))}
+    """The client's headers that may go to any vendor, made once per request (see `attempt_headers`)."""
+    out = {k: v for k, v in incoming.items() if k.lower() not in _DROP_FROM_CLIENTS and (v.isascii() or _sendable(v))}
     out["X-Request-Id"] = request_id
     out["Accept-Encoding"] = "identity"  # the gateway reads usage from the body: no compression upstream
     if "User-Agent" not in incoming:  # some vendor front ends refuse requests without one
@@ -48,12 +46,18 @@ def request_headers(incoming: Mapping[str, str], request_id: str) -> dict[str, s
     return out
 
 
-def attempt_headers(base: dict[str, str], own: dict[str, str], allowed: frozenset[str]) -> dict[str, str]:
-    """One attempt's headers: the client's (`base`, from `request_headers`) without the billing headers
-    the channel does not allow, then the channel's and provider's `own`, which replace any client
-    header of the same name, whatever its case."""
+def attempt_headers(
+    base: dict[str, str], own: dict[str, str], channel: Channel, incoming: Mapping[str, str]
+) -> dict[str, str]:
+    """One attempt's headers: the client's (`base`) and the channel's and provider's (`own`), which
+    replace a client header of the same name whatever its case, plus the billing headers the channel
+    lets its clients set (taken from `incoming`, the client's request)."""
+    if not channel.headers and not channel.client_headers:
+        # The usual channel: `own` is the provider's auth header, which never comes from a client.
+        return {**base, **own}
     replaced = {k.lower() for k in own}
-    out = {k: v for k, v in base.items() if (n := k.lower()) not in replaced and (n not in BILLING_HEADERS or n in allowed)}
+    out = {k: v for k, v in base.items() if k.lower() not in replaced}
+    out.update((k, v) for k, v in incoming.items() if (n := k.lower()) in channel.client_headers and n not in replaced)
     out.update(own)
     return out
 

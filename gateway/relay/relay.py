@@ -78,7 +78,7 @@ async def relay(
                 # body: only the model name differs between channels.
                 data, content_type = build(attempt.provider, attempt.channel, attempt.upstream_model)
                 channel = attempt.channel
-                headers = attempt_headers(base_headers, attempt.provider.headers(channel, attempt.api_key), channel.client_headers)
+                headers = attempt_headers(base_headers, attempt.provider.headers(channel, attempt.api_key), channel, request.headers)
                 if content_type:
                     headers["Content-Type"] = content_type
                 response, verdict = await _attempt(request, ctx, attempt, data, headers, strip_usage, slot)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from config import ConfigError, interpolate, parse_config, sha256_hex
 from providers import PROVIDERS
@@ -163,3 +164,11 @@ channels:
         "channels[0].headers.X-Ok: holds a line break or another control character",
     ]
     assert not any("sk-secret-value" in p for p in found)  # a key's value is never echoed
+
+
+def test_client_headers_may_only_allow_vendor_billing_headers():
+    raw = {"channels": [{"name": "c", "provider": "openai", "base_url": "http://x/v1", "api_keys": ["k"], "models": ["m"],
+                         "client_headers": ["OpenAI-Project", "Authorization"]}]}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(yaml.safe_dump(raw), env={}, providers=PROVIDERS)
+    assert any(p.startswith("channels[0].client_headers[1]: 'Authorization' is not a vendor billing header") for p in exc.value.problems)
