@@ -45,6 +45,20 @@ _OPENAI_TYPES = {
 }
 # Things that look like credentials, masked wherever upstream text is echoed back.
 _SECRET_RE = re.compile(r"(sk-|sk_|AIza|Bearer\s+)[A-Za-z0-9_\-\.]{6,}")
+# Where a client's key sits in text an HTTP library may log: the value of a credential header (to the
+# end of its line or quote), the WebSocket subprotocol that carries it, and a `key=` query parameter.
+_CREDENTIAL_RE = re.compile(
+    r"(?i)((?:authorization|proxy-authorization|x-api-key|x-goog-api-key|api-key)\s*[:=]\s*)[^\r\n'\"]+"
+    r"|(openai-insecure-api-key\.)[^\s,'\"\]\)]+"
+    r"|([?&]key=)[^&\s'\"]+"
+)
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with every credential-shaped part masked: for log lines whose content the gateway does
+    not control (aiohttp's own, a parser's error with the offending header in it)."""
+    text = _CREDENTIAL_RE.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + "***", text)
+    return _SECRET_RE.sub(lambda m: m.group(1) + "***", text)
 
 
 class GatewayError(Exception):
@@ -233,7 +247,8 @@ class HTTPLayerLog(logging.Logger):
             # and wrote its access line; aiohttp then fails again draining the rest. Nothing more to say.
             return
         if isinstance(exc, HttpProcessingError):
-            detail = mask(f"{type(exc).__name__}: {exc.message}", ())[:200]
+            # The parser's message can quote the offending header line, key and all.
+            detail = mask_credentials(f"{type(exc).__name__}: {exc.message}")[:200]
             _http_log.warning("bad_http_request", status=exc.code, error=detail)
         else:
-            _http_log.error("http_layer_error", message=str(msg) % args if args else str(msg), exc_info=exc)
+            _http_log.error("http_layer_error", message=mask_credentials(str(msg) % args if args else str(msg)), exc_info=exc)

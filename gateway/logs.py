@@ -23,6 +23,7 @@ import orjson
 import structlog
 
 from config import LogConfig
+from gateway.errors import mask_credentials
 
 
 def _processors_reader() -> Callable[[], Any]:
@@ -72,6 +73,22 @@ def setup_logging(cfg: LogConfig, stream: TextIO | None = None) -> None:
     )
     _json_lines[:] = [renderer, level, outlet] if outlet is not None else []
     logging.basicConfig(level=max(level, logging.WARNING), stream=out, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, MaskCredentials) for f in handler.filters):
+            handler.addFilter(MaskCredentials())
+
+
+class MaskCredentials(logging.Filter):
+    """Masks keys in the lines libraries log through the standard `logging` module (aiohttp's, say, which
+    quotes a WebSocket client's subprotocols, one of which may carry its key)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = mask_credentials(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_credentials(record.exc_text)
+        return True
 
 
 def finish_logging(within_s: float = 1.0) -> None:

@@ -6,10 +6,12 @@ import asyncio
 import signal
 import sqlite3
 
+import aiohttp
 import openai
 import pytest
 
 from tests.conftest import channel
+from tests.fakesurface import FakeSurface
 from tests.procs import GatewayProcess
 
 CLIENT_KEY = "client-secret-key-123456"
@@ -95,3 +97,41 @@ async def test_no_keys_in_logs_errors_or_rows(vendor_factory, proc_factory):
         assert secret not in logs
         assert secret not in db_dump
     await asyncio.sleep(0)
+
+
+async def _raw(port: int, head: bytes) -> bytes:
+    """Send one raw request head (bytes no HTTP client would send) and return the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(65536), 5)
+    writer.close()
+    return answer
+
+
+async def test_a_client_key_planted_in_every_header_form_stays_out_of_the_logs(proc_factory):
+    # Not sk-shaped, so only the gateway's knowledge of where keys travel can keep it out.
+    key = "plantedKEY7x9q2w"
+    async with FakeSurface().running() as surface:
+        channel_ = {"name": "s", "provider": "openai", "base_url": surface.base_url, "api_keys": ["vk-s-secret"],
+                    "models": ["gpt-*"]}
+        gw = await proc_factory({"keys": [{"name": "app1", "key": key}], "channels": [channel_]})
+        body = b'{"model":"gpt-4o","messages":[]}'
+        for header in (b"Authorization: Bearer %s", b"Authorization: %s", b"Authorization: Basic %s", b"X-API-Key: %s",
+                       b"x-goog-api-key: %s", b"Api-Key: %s", b"Proxy-Authorization: Bearer %s"):
+            line = header % key.encode()
+            for value_end in (b"", b"\x01", b"\x7f"):  # a control character makes the HTTP parser refuse the line
+                await _raw(gw.port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + line + value_end
+                           + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await _raw(gw.port, b"POST /v1beta/models/gemini-x:generateContent?key=%s HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: 2\r\n\r\n{}" % key.encode())
+        await _raw(gw.port, b"GET /v1/models?key=%s\x01 HTTP/1.1\r\nHost: x\r\n\r\n" % key.encode())
+        # A browser's realtime key rides in a subprotocol; offered alone, nothing overlaps and aiohttp warns.
+        async with aiohttp.ClientSession() as http:
+            for offered in ([f"openai-insecure-api-key.{key}"], ["realtime", f"openai-insecure-api-key.{key}"]):
+                async with http.ws_connect(f"{gw.url}/v1/realtime?model=gpt-realtime", protocols=offered) as ws:
+                    await ws.receive_json()
+        assert await gw.stop() == 0
+    logs = gw.logs()
+    assert "bad_http_request" in logs and "overlap" in logs  # the paths under audit were taken
+    assert key not in logs and key[:8] not in logs
