@@ -211,6 +211,15 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     return _SECRET_RE.sub(lambda m: m.group(1) + "***", text)
 
 
+def mask_known(data: bytes, secrets: Iterable[bytes]) -> bytes:
+    """`data` with each of `secrets` (a channel's keys, encoded) masked; for bytes the gateway passes on,
+    where a search for anything credential-shaped would cost too much and catch too much."""
+    for secret in secrets:
+        if secret in data:
+            data = data.replace(secret, b"***")
+    return data
+
+
 def mask_bytes(body: bytes, secrets: Iterable[str]) -> bytes:
     secrets = [s for s in secrets if s]
     if not any(s.encode() in body for s in secrets) and not _SECRET_RE.search(body.decode("utf-8", "replace")):

@@ -16,14 +16,14 @@ from typing import Protocol
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from config import Timeouts
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, ShuttingDown, upstream_errors
+from gateway.errors import GatewayError, ShuttingDown, mask_known, upstream_errors
 from gateway.http.timer import Slot
 from gateway.http.upstream import Response
 from gateway.relay.attempts import Verdict
-from gateway.relay.headers import response_headers
 from gateway.relay.sse import UsageTap
 
 # Silence on a started stream after which the client gets an SSE comment, so idle proxies keep it open.
@@ -92,11 +92,17 @@ async def pump(
     chain: Chain | None,
     slot: Slot,
     first_byte_at: float,
+    headers: CIMultiDict[str],
+    secrets: tuple[bytes, ...] = (),
     first: bytes | None = None,
 ) -> tuple[web.StreamResponse, Verdict]:
-    """Copy upstream bytes to the client as they arrive, through `chain` (as they are when it is None).
-    `first`: the start of the body, when the caller has read it already. From `prepare()` on, nothing
-    is retried."""
+    """Copy upstream bytes to the client as they arrive, through `chain` (as they are when it is None),
+    under `headers`. `first`: the start of the body, when the caller has read it already. From
+    `prepare()` on, nothing is retried.
+
+    `secrets` (the channel's keys) are masked in what a chain passes on, chunk by chunk: a key a vendor
+    echoes is caught whole in an SSE stream whose usage is hidden (whole events), and when it does not
+    straddle two reads otherwise. A binary body (no chain) is not searched."""
     content = upstream.content
     if first is None:
         # Nothing goes to the client before the first chunk is in hand, so a vendor that answers with
@@ -108,7 +114,7 @@ async def pump(
     sse = chain is not None and chain.sse
     if chain is not None and chain.tap is not None:
         ctx.tap = chain.tap
-    out = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers, ctx.request_id))
+    out = web.StreamResponse(status=upstream.status, headers=headers)
     if sse:
         out.headers["Cache-Control"] = "no-cache"
         out.headers["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
@@ -121,6 +127,7 @@ async def pump(
     idle_s = timeouts.idle_s
     keepalive_s = KEEPALIVE_S if sse else math.inf  # comments exist only in SSE
     feed = chain.feeder() if chain is not None else None
+    keys = secrets if chain is not None else ()
     last_data = last_sent = loop.time()
     verdict = Verdict.OK
     failure: GatewayError | None = None
@@ -128,11 +135,14 @@ async def pump(
     while True:
         if pending is not None:
             if not pending:  # the upstream finished
-                if chain is not None and (rest := chain.flush()) and not await _write(out, ctx, rest):
+                if chain is not None and (rest := mask_known(chain.flush(), keys)) and not await _write(out, ctx, rest):
                     verdict = Verdict.NONE
                 break
             last_data = loop.time()
             data = feed(pending) if feed is not None else pending
+            for key in keys:
+                if key in data:
+                    data = data.replace(key, b"***")
             if data:
                 # `_write`, inlined: this runs for every chunk of every stream.
                 if ctx.ttft_ms is None:

@@ -18,10 +18,11 @@ import aiohttp
 import orjson
 from aiohttp import web
 from aiohttp.payload import Payload
+from multidict import CIMultiDict
 
 from config import Channel
 from gateway.context import RequestContext
-from gateway.errors import AttemptError, GatewayError, ShuttingDown, sentence, status_error, upstream_errors
+from gateway.errors import AttemptError, GatewayError, ShuttingDown, mask_known, sentence, status_error, upstream_errors
 from gateway.http.timer import Slot
 from gateway.http.upstream import Response
 from gateway.relay.attempts import Attempt, Attempts, Verdict
@@ -144,6 +145,8 @@ async def _attempt(
             upstream = await ctx.services.upstream.request(
                 request.method, url, headers, data, upstream_query(request.rel_url.raw_query_string), timeouts.connect_s
             )
+    secrets = channel.secrets
+    keys = tuple(s.encode() for s in secrets if s)
     done = False
     try:
         if upstream.status >= 400:
@@ -156,17 +159,19 @@ async def _attempt(
         if content_type == "application/json":
             with upstream_errors("reading the response"):
                 body, more = await _read_up_to(upstream.content, slot, timeouts.idle_s, ctx.config.limits.max_response_bytes)
+            out_headers = response_headers(upstream.headers, ctx.request_id, secrets)
             if not more:
-                response, verdict = _answer_json(ctx, upstream, provider, body), Verdict.OK
+                response, verdict = _answer_json(ctx, upstream, provider, mask_known(body, keys), out_headers), Verdict.OK
             else:  # too big to hold: the rest streams through, and usage is read off its end
                 tail = JsonTail(provider, ctx.endpoint or "")
                 response, verdict = await pump(
-                    request, ctx, upstream, timeouts, Chain(tail, sse=False), slot, first_byte_at, first=body
+                    request, ctx, upstream, timeouts, Chain(tail, sse=False), slot, first_byte_at, out_headers, keys, body
                 )
                 ctx.usage = tail.usage
         else:
             chain = _sse_filters(ctx, provider, strip_usage) if content_type == "text/event-stream" else None
-            response, verdict = await pump(request, ctx, upstream, timeouts, chain, slot, first_byte_at)
+            out_headers = response_headers(upstream.headers, ctx.request_id, secrets)
+            response, verdict = await pump(request, ctx, upstream, timeouts, chain, slot, first_byte_at, out_headers, keys)
         done = upstream.content.at_eof()
         return response, verdict
     finally:
@@ -200,11 +205,13 @@ async def _read_up_to(content: aiohttp.StreamReader, slot: Slot, idle_s: float, 
     return parts[0] if len(parts) == 1 else b"".join(parts), False
 
 
-def _answer_json(ctx: RequestContext, upstream: Response, provider: Provider, body: bytes) -> web.Response:
+def _answer_json(
+    ctx: RequestContext, upstream: Response, provider: Provider, body: bytes, headers: CIMultiDict[str]
+) -> web.Response:
     payload = _json_of(body, upstream.headers.get("Content-Encoding"), ctx.config.limits.max_response_bytes)
     ctx.usage = provider.usage(ctx.endpoint or "", payload)
     ctx.mark_first_byte()
-    return ctx.services.answer(upstream.status, body, response_headers(upstream.headers, ctx.request_id))
+    return ctx.services.answer(upstream.status, body, headers)
 
 
 def _json_of(body: bytes, encoding: str | None, limit: int) -> Any:
