@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import functools
 import operator
-import os
 import sqlite3
 from dataclasses import fields
 from itertools import chain
@@ -75,18 +74,30 @@ CREATE INDEX IF NOT EXISTS usage_key_ts ON usage (key_name, ts);
 
 
 class UsageWriter:
-    """The `UsageSink` of one process: rows batched into SQLite, spooled when it cannot take them."""
+    """The `UsageSink` of one process: rows batched into SQLite, spooled when it cannot take them.
+    It owns the database connection; `record()` is safe to call from any request handler.
 
-    """Owns the database connection; `record()` is safe to call from any request handler."""
+    While the database cannot take writes (locked, read-only, full, gone), batches go to the spool as
+    soon as they are taken, so rows wait in memory no longer than when all is well; at most once every
+    `retry_s` a cheap probe asks whether it takes writes again, and then the spool is replayed.
+    """
 
     def __init__(
-        self, path: str, *, batch_size: int = 512, flush_interval_s: float = 0.2, busy_timeout_s: float = 5.0
+        self,
+        path: str,
+        *,
+        batch_size: int = 512,
+        flush_interval_s: float = 0.2,
+        busy_timeout_s: float = 5.0,
+        retry_s: float = 1.0,
     ) -> None:
         self.path = path
         self.spool_path = Path(path).with_suffix(".spool.jsonl")
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.busy_timeout_s = busy_timeout_s
+        self.retry_s = retry_s
+        self._retry_at = 0.0  # loop time of the next recovery probe while unhealthy
         self._rows: list[UsageRow] = []  # recorded, not yet taken by a batch (a list: Queue costs ~3 us a row)
         self._pending = asyncio.Event()
         self._lock = asyncio.Lock()  # one batch in flight at a time, so flush() sees every row
@@ -136,13 +147,12 @@ class UsageWriter:
             self._db = None
 
     async def writable(self) -> bool:
-        if self._db is None:
-            return False
-        try:
-            await self._db.execute("SELECT 1 FROM usage LIMIT 1")
-        except Exception:
-            return False
-        return self.healthy and os.access(Path(self.path).parent, os.W_OK)
+        """Whether the last write (or probe) went into the table. While it did not, a probe here (at
+        most once every `retry_s`) lets an idle gateway notice the database is back, and replay."""
+        if not self.healthy:
+            async with self._lock:
+                await self._recover()
+        return self.healthy
 
     async def _open(self) -> bool:
         try:
@@ -158,6 +168,8 @@ class UsageWriter:
             await db.executescript(SCHEMA)
             await _migrate(db)
             await db.commit()
+            # SQLite opens a file it may not write read-only, without a word: ask for a write lock.
+            await _probe_write(db, self.busy_timeout_s, self.busy_timeout_s)
         except Exception as exc:
             await db.close()
             self._unhealthy("usage_db_open_failed", exc)
@@ -165,6 +177,25 @@ class UsageWriter:
         self._db = db
         self.healthy = True
         return True
+
+    async def _recover(self) -> None:
+        """While unhealthy, at most once every `retry_s`: does the database take writes again? If it
+        does, replay the spool. Called with the lock held."""
+        loop = asyncio.get_running_loop()
+        if self.healthy or loop.time() < self._retry_at:
+            return
+        self._retry_at = loop.time() + self.retry_s
+        if self._db is None:
+            if not await self._open():
+                return
+        else:
+            try:
+                await _probe_write(self._db, min(self.busy_timeout_s, 0.1), self.busy_timeout_s)  # still locked: later
+            except Exception:
+                return
+        self.healthy, self._reported = True, False
+        log.info("usage_db_recovered", path=self.path)
+        await self._replay_spool()
 
     def _unhealthy(self, event: str, exc: BaseException) -> None:
         if not self._reported:  # once per outage: every batch meanwhile logs only where its rows went
@@ -182,7 +213,8 @@ class UsageWriter:
                         await self._closing.wait()
             self._pending.clear()
             async with self._lock:
-                await self._write(self._drain(self.batch_size))
+                # While the database is out, every row taken goes to the spool at once.
+                await self._write(self._drain(self.batch_size if self.healthy else None))
             if self._rows:
                 self._pending.set()
 
@@ -198,9 +230,11 @@ class UsageWriter:
         """Insert the batch; when that fails, spool it. Called with the lock held."""
         if not batch:
             return
-        was_healthy = self.healthy
-        if self._db is None and not await self._open():
-            await self._spool(batch, "usage database is not open")
+        if not self.healthy:
+            # Spooled at once, at the rate rows come: waiting on a database that failed would only keep
+            # them in memory, where a crash loses them.
+            await self._spool(batch, "usage database unavailable")
+            await self._recover()
             return
         assert self._db is not None
         try:
@@ -215,13 +249,14 @@ class UsageWriter:
             with contextlib.suppress(Exception):
                 await self._db.rollback()  # no half batch may ride along with the next commit
             self._unhealthy("usage_db_write_failed", exc)
+            self._retry_at = asyncio.get_running_loop().time() + self.retry_s
+            if not _is_busy(exc):  # read-only, full, gone: a fresh connection will see the fix
+                with contextlib.suppress(Exception):
+                    await self._db.close()
+                self._db = None
             await self._spool(batch, f"{type(exc).__name__}: {exc}")
             return
-        self.healthy, self._reported = True, False
         self.written += len(batch)
-        if not was_healthy:
-            log.info("usage_db_recovered", path=self.path)
-            await self._replay_spool()
 
     async def _spool(self, batch: list[UsageRow], reason: str) -> None:
         await asyncio.to_thread(self._spool_now, batch, reason)
@@ -267,6 +302,27 @@ class UsageWriter:
                 log.error("usage_spool_replay_failed", spool=str(path), error=f"{type(exc).__name__}: {exc}")
             finally:
                 await asyncio.to_thread(claimed.release, replayed)
+
+
+async def _probe_write(db: aiosqlite.Connection, wait_s: float, busy_timeout_s: float) -> None:
+    """Raise unless `db` can take a write within `wait_s`: take the write lock and start a write (a
+    delete of nothing: a connection SQLite opened read-only still takes the lock), then roll back.
+    The connection's own busy timeout is `busy_timeout_s` again afterwards."""
+    await db.execute(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
+    try:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await db.execute("DELETE FROM usage WHERE 0")
+        finally:
+            await db.rollback()
+    finally:
+        with contextlib.suppress(Exception):
+            await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """Another connection holds the lock: this one is fine, and waits its turn."""
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
 def _parse_spool(data: bytes, path: Path) -> list[UsageRow]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
+import subprocess
 import threading
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from gateway.ledger import spool
 from gateway.ledger.usage import UsageRow, UsageWriter
 from gateway.state import SERVICES, Runtime
 from tests.conftest import KEYS, Gateway, channel, make_config
-from tests.faultkit import post
+from tests.faultkit import eventually, post
 from tests.procs import GatewayProcess
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -31,7 +33,7 @@ async def start(tmp_path):
     async def make(raw, **writer_kw):
         config = make_config(raw, tmp_path)
         runtime = Runtime(config)
-        writer = UsageWriter(config.database, busy_timeout_s=0.05, flush_interval_s=0.05, **writer_kw)
+        writer = UsageWriter(config.database, **{"busy_timeout_s": 0.05, "flush_interval_s": 0.05, "retry_s": 0.0, **writer_kw})
         server = TestServer(create_app(runtime, usage=writer), host="127.0.0.1")
         await server.start_server()
         gw = Gateway(server, runtime, Path(config.database), [])
@@ -72,7 +74,7 @@ async def test_locked_database_spools_then_replays_when_it_recovers(vendor, star
         status, _, _ = await post(gw, BODY, headers={"X-Request-Id": "req-after"})
         rows = await gw.rows()
     locker.close()
-    assert [r["request_id"] for r in rows] == ["req-after", *ids]  # nothing lost, nothing twice
+    assert [r["request_id"] for r in rows] == [*ids, "req-after"]  # nothing lost, nothing twice, in order
     assert not writer_spool.exists()
     events = list(dict.fromkeys(e["event"] for e in logs if e["event"].startswith("usage_")))
     assert events == ["usage_db_write_failed", "usage_rows_spooled", "usage_db_recovered", "usage_spool_replayed"]
@@ -196,3 +198,42 @@ async def test_real_process_spools_on_sigterm_and_replays_on_restart(vendor, tmp
     finally:
         gw.kill()
     assert db_rows(db_path) == [(f"p-{i}", 200) for i in range(4)]
+
+
+async def test_while_locked_rows_are_spooled_as_fast_as_they_come(vendor, start, tmp_path):
+    # A one-second busy timeout and batches of 20: a writer that waited out the timeout for every batch
+    # would spool 20 rows a second and keep the rest in memory, where a crash loses them.
+    gw = await start({"keys": KEYS, "channels": [channel("a", vendor)]}, busy_timeout_s=1.0, batch_size=20, retry_s=5.0)
+    locker = sqlite3.connect(gw.db_path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    try:
+        await asyncio.gather(*(post(gw, BODY) for _ in range(200)))
+        spool = tmp_path / "usage.spool.jsonl"
+        await eventually(lambda: len(spool_lines(spool)) == 200, timeout=3.0, what="all 200 rows in the spool")
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr to make the database read-only for root too")
+async def test_a_database_read_only_at_start_recovers_without_a_restart(vendor, start, tmp_path):
+    db_path = tmp_path / "usage.db"
+    sqlite3.connect(db_path).close()
+    gw0 = await start({"keys": KEYS, "channels": [channel("a", vendor)]})  # creates the table, in WAL mode
+    await gw0.server.close()
+    if (await asyncio.to_thread(subprocess.run, ["chattr", "+i", str(db_path)], capture_output=True)).returncode:
+        pytest.skip("chattr +i is not permitted here")
+    try:
+        gw = await start({"keys": KEYS, "channels": [channel("a", vendor)]})
+        status, _, _ = await post(gw, BODY, headers={"X-Request-Id": "while-read-only"})
+        assert status == 200
+        status, _, _ = await post(gw, None, path="/readyz", method="GET")
+        assert status == 503  # readiness tells the truth: rows cannot go into the table
+        await gw.server.app[SERVICES].usage.flush()
+        assert [r["request_id"] for r in spool_lines(tmp_path / "usage.spool.jsonl")] == ["while-read-only"]
+    finally:
+        await asyncio.to_thread(subprocess.run, ["chattr", "-i", str(db_path)], check=True)  # the operator fixes it
+    status, _, _ = await post(gw, None, path="/readyz", method="GET")
+    assert status == 200  # no restart
+    assert [r for r, _ in db_rows(db_path)] == ["while-read-only"]
+    assert not (tmp_path / "usage.spool.jsonl").exists()
