@@ -93,6 +93,10 @@ async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyn
         await stop.wait()
     finally:
         log.info("shutting_down", grace_s=runtime.config.shutdown_grace_s)
+        # At once, not when aiohttp's on_shutdown runs after the listener has closed: every answer from
+        # now on says Connection: close, so a keep-alive client does not send its next request into a
+        # connection about to close.
+        app[SERVICES].drain.begin(runtime.config.shutdown_grace_s)
         loop.remove_signal_handler(signal.SIGHUP)
         for sig in (signal.SIGTERM, signal.SIGINT):
             # A second signal cuts the grace short instead of killing the process: streams still end

@@ -87,6 +87,8 @@ def metered(services: Services, handler: Handler, *, authenticated: bool = True)
             finish(request, ctx, response)
         if not response.prepared:
             response.headers["X-Request-Id"] = ctx.request_id
+            if services.drain.deadline is not None:
+                response.force_close()  # shutting down: the client must not send another request on this connection
         return response
 
     return serve

@@ -118,6 +118,8 @@ async def pump(
     if sse:
         out.headers["Cache-Control"] = "no-cache"
         out.headers["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
+    if ctx.services.drain.deadline is not None:
+        out.force_close()  # shutting down: no further request on this connection (see gateway.api.pipeline)
     try:
         await out.prepare(request)
     except ConnectionError:

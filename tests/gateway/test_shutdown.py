@@ -137,3 +137,27 @@ async def test_second_sigterm_cuts_the_grace_short(vendor_factory, start_gateway
         assert err is not None and err.code == "shutting_down"
     assert await exit_code(gw) == 0
     assert [r[:2] for r in rows(gw)] == [(503, 1)]
+
+
+async def test_answers_during_the_drain_tell_keep_alive_clients_to_close(vendor_factory, start_gateway):
+    vendor = await vendor_factory("slow")
+    for _ in range(6):
+        vendor.faults.append(Fault("slow", seconds=0.6))
+    gw = await start_gateway({"channels": [channel("a", vendor)], "shutdown_grace_s": 10})
+    body = b'{"model":"gpt-4o","messages":[]}'
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+               b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    conns = [await asyncio.open_connection("127.0.0.1", gw.port) for _ in range(6)]
+    idle = await asyncio.open_connection("127.0.0.1", gw.port)  # kept alive, no request in flight
+    for _, writer in conns:
+        writer.write(request)
+    await eventually(lambda: len(vendor.requests) == 6, what="six requests in flight")
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGTERM)
+    for reader, writer in conns:  # in flight when the drain began: answered, and told to close
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).lower()
+        assert head.startswith(b"http/1.1 200") and b"connection: close" in head
+        writer.close()
+    assert await asyncio.wait_for(idle[0].read(), 10) == b""  # the idle keep-alive one is closed cleanly
+    idle[1].close()
+    assert await exit_code(gw) == 0
