@@ -14,6 +14,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    if not await services.usage.writable():
-        return web.json_response({"status": "not ready", "reason": "usage database is not writable"}, status=503)
+    usage = services.usage
+    if not await usage.writable():
+        reason = "usage database is not writable"
+        if usage.held or usage.dropped:
+            reason += f"; neither is the spool: {usage.held} usage rows held in memory, {usage.dropped} dropped"
+        return web.json_response(
+            {"status": "not ready", "reason": reason, "usage_rows_held": usage.held, "usage_rows_dropped": usage.dropped},
+            status=503,
+        )
     return web.json_response({"status": "ready", "config_generation": services.runtime.generation})

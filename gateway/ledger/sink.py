@@ -42,6 +42,12 @@ COLUMNS = tuple(f.name for f in fields(UsageRow))
 
 
 class UsageSink(Protocol):
+    dropped: int  # rows lost since start: only when rows kept in memory passed their bound
+
+    @property
+    def held(self) -> int:
+        """Rows kept in memory because the store and its fallback could not take them yet."""
+
     async def start(self) -> None:
         """Open the store (and replay what an earlier run could not write) before the first request."""
 

@@ -105,6 +105,10 @@ class UsageWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._closed = False
+        # Rows neither the database nor the spool could take (a full disk holds both): kept here and
+        # tried again with every batch, up to MAX_HELD; past that a row is dropped, counted and logged.
+        self._held: list[UsageRow] = []
+        self.dropped = 0
         self._reported = False  # the current outage has been logged
         self.written = 0
         self.healthy = False
@@ -130,6 +134,11 @@ class UsageWriter:
         async with self._lock:
             await self._write(self._drain())
 
+    @property
+    def held(self) -> int:
+        """Rows kept in memory because neither the database nor the spool could take them."""
+        return len(self._held)
+
     async def close(self) -> None:
         """Write (or spool) every queued row, then close the database."""
         self._closing.set()
@@ -142,6 +151,9 @@ class UsageWriter:
             if not self._rows:
                 self._closed = True
                 break
+        if self._held:  # the process is going: the log is the last place these rows can go
+            held, self._held = self._held, []
+            _log_unsaved(held, "usage database and spool unavailable at shutdown")
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -149,10 +161,12 @@ class UsageWriter:
     async def writable(self) -> bool:
         """Whether the last write (or probe) went into the table. While it did not, a probe here (at
         most once every `retry_s`) lets an idle gateway notice the database is back, and replay."""
-        if not self.healthy:
+        if not self.healthy or self._held:
             async with self._lock:
+                if self._held:
+                    await self._write([])  # held rows first: the disk may have room again
                 await self._recover()
-        return self.healthy
+        return self.healthy and not self._held
 
     async def _open(self) -> bool:
         try:
@@ -228,6 +242,8 @@ class UsageWriter:
 
     async def _write(self, batch: list[UsageRow]) -> None:
         """Insert the batch; when that fails, spool it. Called with the lock held."""
+        if self._held:  # rows an earlier batch could not place go first, in order
+            batch, self._held = self._held + batch, []
         if not batch:
             return
         if not self.healthy:
@@ -259,18 +275,34 @@ class UsageWriter:
         self.written += len(batch)
 
     async def _spool(self, batch: list[UsageRow], reason: str) -> None:
-        await asyncio.to_thread(self._spool_now, batch, reason)
+        error = await asyncio.to_thread(self._append_spool, batch, reason)
+        if error is None:
+            return
+        # Neither the database nor the spool (a full disk holds both): keep the rows and try again with
+        # the next batch, or when /readyz asks; only past MAX_HELD are rows dropped, counted and logged.
+        room = MAX_HELD - len(self._held)
+        self._held.extend(batch[:room])
+        if len(batch) > room:
+            dropped = batch[room:]
+            self.dropped += len(dropped)
+            _log_unsaved(dropped, f"{reason}; spool: {error}; {MAX_HELD} rows already held")
+        log.error("usage_rows_held", rows=len(self._held), dropped=self.dropped, spool=str(self.spool_path), error=error)
 
     def _spool_now(self, batch: list[UsageRow], reason: str) -> None:
+        """For a row recorded after close: the spool, or else the log."""
+        error = self._append_spool(batch, reason)
+        if error is not None:
+            _log_unsaved(batch, f"{reason}; spool: {error}")
+
+    def _append_spool(self, batch: list[UsageRow], reason: str) -> str | None:
+        """Append the batch to the spool; the error, or None once it is there."""
         data = b"".join(orjson.dumps(dataclasses.asdict(r)) + b"\n" for r in batch)
         try:
             spool.append(self.spool_path, data)
         except OSError as exc:
-            # Last resort: the rows go to the log, where an operator can still recover them.
-            for r in batch:
-                log.critical("usage_row_unsaved", row=dataclasses.asdict(r), error=f"{reason}; spool: {exc}")
-            return
+            return f"{type(exc).__name__}: {exc}"
         log.warning("usage_rows_spooled", rows=len(batch), spool=str(self.spool_path), reason=reason)
+        return None
 
     async def _replay_spool(self) -> None:
         """Move spooled rows into the table. Safe to repeat: a row already there is not inserted again."""
@@ -302,6 +334,16 @@ class UsageWriter:
                 log.error("usage_spool_replay_failed", spool=str(path), error=f"{type(exc).__name__}: {exc}")
             finally:
                 await asyncio.to_thread(claimed.release, replayed)
+
+
+# Rows kept in memory while neither the database nor the spool can take them (about 1 KB each).
+MAX_HELD = 100_000
+
+
+def _log_unsaved(rows: list[UsageRow], error: str) -> None:
+    """The last resort: each row as a critical log line, which `gateway usage --replay-log` reads back."""
+    for r in rows:
+        log.critical("usage_row_unsaved", row=dataclasses.asdict(r), error=error)
 
 
 async def _probe_write(db: aiosqlite.Connection, wait_s: float, busy_timeout_s: float) -> None:

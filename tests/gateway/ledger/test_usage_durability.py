@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
 from gateway.ledger import spool
+from gateway.ledger import usage as usage_module
 from gateway.ledger.usage import UsageRow, UsageWriter
 from gateway.state import SERVICES, Runtime
 from tests.conftest import KEYS, Gateway, channel, make_config
@@ -237,3 +238,29 @@ async def test_a_database_read_only_at_start_recovers_without_a_restart(vendor, 
     assert status == 200  # no restart
     assert [r for r, _ in db_rows(db_path)] == ["while-read-only"]
     assert not (tmp_path / "usage.spool.jsonl").exists()
+
+
+async def test_rows_wait_in_memory_while_the_disk_is_full_and_go_out_when_it_frees(vendor, start, tmp_path, monkeypatch):
+    # Neither the database nor the spool can be written (both stand in for a full disk as directories).
+    monkeypatch.setattr(usage_module, "MAX_HELD", 4)
+    (tmp_path / "usage.db").mkdir()
+    (tmp_path / "usage.spool.jsonl").mkdir()
+    gw = await start({"keys": KEYS, "channels": [channel("a", vendor)]})
+    with structlog.testing.capture_logs() as logs:
+        for i in range(6):
+            status, _, _ = await post(gw, BODY, headers={"X-Request-Id": f"req-{i}"})
+            assert status == 200
+        await gw.server.app[SERVICES].usage.flush()
+        status, body, _ = await post(gw, None, path="/readyz", method="GET")
+    ready = orjson.loads(body)
+    assert status == 503 and (ready["usage_rows_held"], ready["usage_rows_dropped"]) == (4, 2)  # the bound, then counted
+    lost = [e["row"]["request_id"] for e in logs if e["event"] == "usage_row_unsaved"]
+    assert lost == ["req-4", "req-5"]  # each dropped row is still in the log, for --replay-log
+
+    (tmp_path / "usage.spool.jsonl").rmdir()  # room on the disk again
+    status, _, _ = await post(gw, None, path="/readyz", method="GET")
+    assert [r["request_id"] for r in spool_lines(tmp_path / "usage.spool.jsonl")] == [f"req-{i}" for i in range(4)]
+    (tmp_path / "usage.db").rmdir()
+    status, _, _ = await post(gw, None, path="/readyz", method="GET")
+    assert status == 200
+    assert [r for r, _ in db_rows(tmp_path / "usage.db")][:4] == [f"req-{i}" for i in range(4)]
