@@ -202,7 +202,7 @@ class _Validator:
             raw,
             "",
             (
-                "listen", "database", "log", "limits", "workers", "shutdown_grace_s",
+                "listen", "database", "spool", "log", "limits", "workers", "shutdown_grace_s",
                 "routing", "keys", "channels", "models",
             ),
         )
@@ -210,6 +210,7 @@ class _Validator:
             return None
         listen = self.opt(top, "listen", "", self.listen, Listen("127.0.0.1", 8080))
         database = self.opt(top, "database", "", self.string, "data/gateway.db")
+        spool = self.opt(top, "spool", "", self.string, None)
         log = self.opt(top, "log", "", self.log, LogConfig())
         limits = self.opt(top, "limits", "", self.limits, Limits())
         workers = self.opt(top, "workers", "", lambda n, p: self.integer(n, p, 1), 1)
@@ -221,7 +222,7 @@ class _Validator:
         if not keys and not listen.is_loopback:
             self.fail("listen", f"{listen} is not a loopback address and no keys are defined: add keys: or listen on 127.0.0.1")
         return Config(
-            listen=listen, database=database, log=log, limits=limits, workers=workers,
+            listen=listen, database=database, spool=spool, log=log, limits=limits, workers=workers,
             shutdown_grace_s=grace, routing=routing, keys=keys, channels=channels,
             models=models, source=source,
         )

@@ -10,6 +10,7 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 _SECRET_HEADER_WORDS = ("key", "auth", "token", "secret")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -159,6 +160,7 @@ class ModelInfo:
 class Config:
     listen: Listen
     database: str
+    spool: str | None = None  # where rows the database cannot take wait; default: beside the database
     log: LogConfig = LogConfig()
     limits: Limits = Limits()
     workers: int = 1
@@ -168,6 +170,10 @@ class Config:
     channels: tuple[Channel, ...] = ()
     models: dict[str, ModelInfo] = field(default_factory=dict)
     source: str = ""  # the file it was read from, for messages
+
+    @property
+    def spool_path(self) -> str:
+        return self.spool or str(Path(self.database).with_suffix(".spool.jsonl"))
 
     @cached_property
     def platforms(self) -> frozenset[str]:

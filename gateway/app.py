@@ -39,7 +39,7 @@ def create_app(runtime: Runtime, *, usage: UsageSink | None = None, http_path: s
         # HTTP layer logs what it cannot parse as one line, not a traceback.
         handler_args={"logger": HTTPLayerLog(), "max_line_size": MAX_HEADER_FIELD, "max_field_size": MAX_HEADER_FIELD},
     )
-    services = app[SERVICES] = Services(runtime, usage or UsageWriter(runtime.config.database), Drain())
+    services = app[SERVICES] = Services(runtime, usage or UsageWriter(runtime.config.database, spool_path=runtime.config.spool_path), Drain())
     app.on_shutdown.append(_begin_drain)
     # The upstream client first: when the lean path was forced and cannot be taken, nothing else is open yet.
     app.cleanup_ctx.append(functools.partial(_session_ctx, mode=mode))

@@ -62,8 +62,9 @@ class Runtime:
             return False
         for warning in loaded.warnings:
             log.warning("config_warning", detail=warning)
-        if loaded.config.listen != self.config.listen or loaded.config.database != self.config.database:
-            log.warning("config_reload_restart_needed", detail="listen and database changes apply after a restart")
+        new, old = loaded.config, self.config
+        if (new.listen, new.database, new.spool_path) != (old.listen, old.database, old.spool_path):
+            log.warning("config_reload_restart_needed", detail="listen, database and spool changes apply after a restart")
         self.config = loaded.config
         self._lookups = Lookups(self.config)
         self.generation += 1

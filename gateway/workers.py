@@ -133,7 +133,7 @@ def prepare_database(config: Config) -> None:
     from gateway.ledger.usage import UsageWriter
 
     async def ready() -> None:
-        writer = UsageWriter(config.database)
+        writer = UsageWriter(config.database, spool_path=config.spool_path)
         await writer.start()
         await writer.close()
 

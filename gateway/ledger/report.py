@@ -1,4 +1,5 @@
-"""`python -m gateway usage`: totals from the usage table as a table, CSV or JSON."""
+"""`python -m gateway usage`: totals from the usage table as a table, CSV or JSON; and `--replay-log`,
+which puts back the rows a gateway could only log (`usage_row_unsaved`, when its disk was full)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 import orjson
 
 from config import Config
+from gateway.ledger.sink import COLUMNS, UsageRow
+from gateway.ledger.usage import SCHEMA, insert_once
 
 GROUPS = {
     "key": "key_name",
@@ -29,9 +32,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", help="only this key name")
     p.add_argument("--model", help="only this public model")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--replay-log", metavar="FILE", help="insert the usage_row_unsaved rows of a JSON log file "
+                   "('-' for stdin) into the usage table; a row already there is not inserted again")
 
 
 def report(config: Config, args: argparse.Namespace) -> int:
+    if args.replay_log:
+        return replay_log(config, args.replay_log)
     if not Path(config.database).exists():
         print(f"{config.database}: no usage database yet", file=sys.stderr)
         return 1
@@ -69,4 +76,32 @@ def report(config: Config, args: argparse.Namespace) -> int:
         widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
         for r in table:
             print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)))
+    return 0
+
+
+def replay_log(config: Config, source: str) -> int:
+    """Insert every `usage_row_unsaved` row of a JSON-lines log into the usage table, once."""
+    stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # closed below
+    try:
+        rows, skipped = [], 0
+        for line in stream:
+            if b"usage_row_unsaved" not in line:
+                continue
+            try:
+                entry = orjson.loads(line)
+                rows.append(UsageRow(**{k: v for k, v in entry["row"].items() if k in COLUMNS}))
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                skipped += 1
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    Path(config.database).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(config.database)
+    try:
+        db.executescript(SCHEMA)
+        inserted = insert_once(db, rows)
+        db.commit()
+    finally:
+        db.close()
+    print(f"{inserted} row(s) inserted, {len(rows) - inserted} already there, {skipped} line(s) unreadable")
     return 0

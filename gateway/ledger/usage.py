@@ -86,13 +86,15 @@ class UsageWriter:
         self,
         path: str,
         *,
+        spool_path: str | None = None,
         batch_size: int = 512,
         flush_interval_s: float = 0.2,
         busy_timeout_s: float = 5.0,
         retry_s: float = 1.0,
     ) -> None:
         self.path = path
-        self.spool_path = Path(path).with_suffix(".spool.jsonl")
+        # On another disk when configured so, so that a full disk does not take both at once.
+        self.spool_path = Path(spool_path) if spool_path else Path(path).with_suffix(".spool.jsonl")
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.busy_timeout_s = busy_timeout_s
@@ -380,6 +382,13 @@ def _parse_spool(data: bytes, path: Path) -> list[UsageRow]:
             log.error("usage_spool_bad_line", spool=str(path), line=n, text=line[:4096].decode("utf-8", "replace"),
                       error=str(exc))
     return rows
+
+
+def insert_once(db: sqlite3.Connection, rows: list[UsageRow]) -> int:
+    """Insert the rows a table does not hold yet (same ts and request_id), synchronously; how many went in."""
+    before = db.total_changes
+    db.executemany(_INSERT_ONCE, [(*_values(r), r.ts, r.request_id) for r in rows])
+    return db.total_changes - before
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:

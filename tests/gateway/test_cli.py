@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import orjson
 import yaml
 
+from gateway.ledger.sink import UsageRow
 from tests.conftest import KEYS, channel
 
 ROOT = Path(__file__).parent.parent.parent
@@ -42,3 +45,20 @@ async def test_usage_report(vendor, gateway_factory, tmp_path: Path):
     assert report["model"] == "gpt-4o" and report["requests"] == 3 and report["total_tokens"] == 42
     table = run("usage", "--config", str(cfg)).stdout.splitlines()
     assert table[0].split()[:3] == ["key", "requests", "errors"] and table[1].split()[:2] == ["app1", "3"]
+
+
+def test_replay_log_puts_unsaved_rows_back_once(tmp_path: Path):
+    db = tmp_path / "usage.db"
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump({"database": str(db)}))
+    rows = [UsageRow(request_id=f"r{i}", ts=1000.0 + i, key_name="app1", status=200, total_tokens=i) for i in range(3)]
+    log = tmp_path / "gateway.log"
+    lines = [orjson.dumps({"row": dataclasses.asdict(r), "error": "disk full", "event": "usage_row_unsaved",
+                           "level": "critical"}) for r in rows]
+    log.write_bytes(b"\n".join([b'{"event":"request"}', *lines, b"usage_row_unsaved but not JSON"]) + b"\n")
+    first = run("usage", "--config", str(config), "--replay-log", str(log))
+    assert first.returncode == 0 and first.stdout.strip() == "3 row(s) inserted, 0 already there, 1 line(s) unreadable"
+    again = run("usage", "--config", str(config), "--replay-log", str(log))
+    assert again.stdout.strip() == "0 row(s) inserted, 3 already there, 1 line(s) unreadable"
+    got = sqlite3.connect(db).execute("SELECT request_id, ts, key_name, total_tokens FROM usage ORDER BY id").fetchall()
+    assert got == [(f"r{i}", 1000.0 + i, "app1", i) for i in range(3)]

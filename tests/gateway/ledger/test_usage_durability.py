@@ -264,3 +264,15 @@ async def test_rows_wait_in_memory_while_the_disk_is_full_and_go_out_when_it_fre
     status, _, _ = await post(gw, None, path="/readyz", method="GET")
     assert status == 200
     assert [r for r, _ in db_rows(tmp_path / "usage.db")][:4] == [f"req-{i}" for i in range(4)]
+
+
+async def test_the_spool_can_live_on_another_disk(vendor, gateway_factory, tmp_path):
+    (tmp_path / "usage.db").mkdir()  # the database's disk is out
+    elsewhere = tmp_path / "other-disk" / "rows.jsonl"
+    elsewhere.parent.mkdir()
+    gw = await gateway_factory({"keys": KEYS, "channels": [channel("a", vendor)], "spool": str(elsewhere)})
+    status, _, _ = await post(gw, BODY, headers={"X-Request-Id": "kept-elsewhere"})
+    assert status == 200
+    await gw.server.app[SERVICES].usage.flush()
+    assert [r["request_id"] for r in spool_lines(elsewhere)] == ["kept-elsewhere"]
+    assert not (tmp_path / "usage.spool.jsonl").exists()
