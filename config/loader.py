@@ -249,13 +249,14 @@ class _Validator:
         return value
 
     def limits(self, node: Any, path: str) -> Limits | None:
-        m = self.mapping(node, path, ("max_body_mb", "max_response_mb"))
+        m = self.mapping(node, path, ("max_body_mb", "max_response_mb", "refused_rows_per_s"))
         if m is None:
             return None
         positive = lambda n, p: self.number(n, p, 0, exclusive=True)  # noqa: E731
         return Limits(
             max_body_mb=self.opt(m, "max_body_mb", path, positive, 32.0),
             max_response_mb=self.opt(m, "max_response_mb", path, positive, 64.0),
+            refused_rows_per_s=self.opt(m, "refused_rows_per_s", path, lambda n, p: self.integer(n, p, 0), 20),
         )
 
     def routing(self, node: Any, path: str) -> Routing | None:

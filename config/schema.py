@@ -41,6 +41,9 @@ class Limits:
     max_body_mb: float = 32.0
     # A vendor's JSON answer the gateway holds to read its usage; past it the rest streams through.
     max_response_mb: float = 64.0
+    # Requests refused for want of a valid key that get a usage row and access line, per second and
+    # process; the rest are counted (gateway.ledger.refused).
+    refused_rows_per_s: int = 20
 
     @property
     def max_body_bytes(self) -> int:

@@ -105,6 +105,7 @@ async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyn
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        app[SERVICES].refused.report()
         access_log.flush()
         log.info("stopped")
         finish_logging()

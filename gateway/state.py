@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
@@ -12,6 +12,7 @@ from config import Channel, ClientKey, Config, ConfigError, load_config
 from gateway.http.answer import AnswerFactory, public_answer
 from gateway.http.drain import Drain
 from gateway.http.upstream import Upstream
+from gateway.ledger.refused import RefusedCap
 from gateway.ledger.sink import UsageSink
 from gateway.relay.health import Health
 from providers import PROVIDERS
@@ -82,6 +83,7 @@ class Services:
     runtime: Runtime
     usage: UsageSink
     drain: Drain
+    refused: RefusedCap = field(default_factory=RefusedCap)  # how many 401s get a row (gateway.ledger.refused)
     client: Upstream | None = None  # opened when the app starts (gateway.http.paths)
     answer: AnswerFactory = public_answer  # the answer writer chosen with it
 

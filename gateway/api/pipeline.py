@@ -147,6 +147,8 @@ def _check_headers(request: web.Request) -> None:
 def finish(request: web.Request, ctx: RequestContext, response: web.StreamResponse | None) -> None:
     """Record the usage row and the access line. Runs for every metered request, however it ended."""
     status = ctx.status or (response.status if response is not None else 500)
+    if status == 401 and not ctx.services.refused.allow(ctx.config.limits.refused_rows_per_s):
+        return  # a flood of bad keys: counted, not recorded one by one (gateway.ledger.refused)
     usage = ctx.usage
     tap = ctx.tap
     if usage is None and tap is not None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+import structlog
 
 from config import sha256_hex
+from gateway.ledger import refused
 from tests.conftest import channel
+from tests.faultkit import post
 
 KEYS = [
     {"name": "app1", "key": "test-key"},
@@ -103,3 +106,25 @@ async def test_health_endpoints(gw):
         async with s.get(gw.url + "/readyz") as r:
             assert r.status == 200 and (await r.json())["status"] == "ready"
     assert await gw.rows() == []  # probes are not billed
+
+
+async def test_a_flood_of_bad_keys_is_counted_not_recorded_row_by_row(vendor, gateway_factory, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(refused.time, "monotonic", lambda: clock[0])  # one second, however slow the machine
+    gw = await gateway_factory({"keys": KEYS, "channels": [channel("v", vendor)], "limits": {"refused_rows_per_s": 5}})
+    with structlog.testing.capture_logs() as logs:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(40):
+                async with s.post(gw.url + "/v1/chat/completions", json={"model": "gpt-4o"},
+                                  headers={"Authorization": "Bearer wrong"}) as r:
+                    assert r.status == 401  # every refusal is still answered
+        status, _, _ = await post(gw, {"model": "gpt-4o", "messages": []})
+        assert status == 200
+        clock[0] += 1  # the next second: the count of the last one is reported
+        async with aiohttp.ClientSession() as s:
+            async with s.get(gw.url + "/v1/models", headers={"Authorization": "Bearer wrong"}) as r:
+                assert r.status == 401
+    rows = await gw.rows()
+    assert [r["status"] for r in rows] == [401] * 5 + [200, 401]  # 5 refusals a second, served ones always
+    [report] = [e for e in logs if e["event"] == "refused_requests_not_recorded"]
+    assert (report["count"], report["log_level"]) == (35, "warning")
