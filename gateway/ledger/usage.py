@@ -88,7 +88,7 @@ class UsageWriter:
         *,
         spool_path: str | None = None,
         batch_size: int = 512,
-        flush_interval_s: float = 0.2,
+        flush_interval_s: float = 0.1,
         busy_timeout_s: float = 5.0,
         retry_s: float = 1.0,
     ) -> None:
@@ -106,6 +106,7 @@ class UsageWriter:
         self._db: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
+        self._full = asyncio.Event()  # set by record() when a batch's worth of rows is waiting, and by close()
         self._closed = False
         # Rows neither the database nor the spool could take (a full disk holds both): kept here and
         # tried again with every batch, up to MAX_HELD; past that a row is dropped, counted and logged.
@@ -127,9 +128,12 @@ class UsageWriter:
         if self._closed:  # a straggler after shutdown: the spool is all that is left
             self._spool_now([row], "usage writer already closed")
             return
-        self._rows.append(row)
-        if len(self._rows) == 1:
+        rows = self._rows
+        rows.append(row)
+        if len(rows) == 1:
             self._pending.set()
+        elif len(rows) == self.batch_size:
+            self._full.set()  # a batch is ready: no need to wait out the flush interval
 
     async def flush(self) -> None:
         """Write every row queued so far, now."""
@@ -144,6 +148,7 @@ class UsageWriter:
     async def close(self) -> None:
         """Write (or spool) every queued row, then close the database."""
         self._closing.set()
+        self._full.set()
         self._pending.set()
         if self._task is not None:
             await self._task
@@ -220,17 +225,19 @@ class UsageWriter:
         self.healthy = False
 
     async def _run(self) -> None:
+        """Write what waits once a batch's worth has come or `flush_interval_s` has passed since the
+        first of it, whichever is sooner, all of it in one transaction. So a row waits in memory at most
+        `flush_interval_s` plus one commit: what a SIGKILL can lose (docs/performance.md)."""
         while not self._closing.is_set():
             await self._pending.wait()
-            # Let a burst gather so one transaction carries many rows (but do not hold up a close).
             if len(self._rows) < self.batch_size:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.flush_interval_s):
-                        await self._closing.wait()
+                        await self._full.wait()
             self._pending.clear()
+            self._full.clear()
             async with self._lock:
-                # While the database is out, every row taken goes to the spool at once.
-                await self._write(self._drain(self.batch_size if self.healthy else None))
+                await self._write(self._drain())
             if self._rows:
                 self._pending.set()
 

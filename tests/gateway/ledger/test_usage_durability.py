@@ -276,3 +276,17 @@ async def test_the_spool_can_live_on_another_disk(vendor, gateway_factory, tmp_p
     await gw.server.app[SERVICES].usage.flush()
     assert [r["request_id"] for r in spool_lines(elsewhere)] == ["kept-elsewhere"]
     assert not (tmp_path / "usage.spool.jsonl").exists()
+
+
+async def test_a_full_batch_is_written_at_once_not_after_the_flush_interval(tmp_path):
+    # What a SIGKILL can lose is what waits in memory: a batch's worth never waits out the interval.
+    writer = UsageWriter(str(tmp_path / "usage.db"), batch_size=5, flush_interval_s=30.0)
+    await writer.start()
+    try:
+        writer.record(UsageRow("r0", 1.0))
+        await asyncio.sleep(0.05)  # the writer is now waiting out its interval for more
+        for i in range(1, 5):
+            writer.record(UsageRow(f"r{i}", 1.0))
+        await eventually(lambda: len(db_rows(tmp_path / "usage.db")) == 5, timeout=5.0, what="the batch committed")
+    finally:
+        await writer.close()
