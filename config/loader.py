@@ -249,14 +249,24 @@ class _Validator:
         return value
 
     def limits(self, node: Any, path: str) -> Limits | None:
-        m = self.mapping(node, path, ("max_body_mb", "max_response_mb", "refused_rows_per_s"))
+        m = self.mapping(
+            node,
+            path,
+            ("max_body_mb", "max_response_mb", "refused_rows_per_s", "max_connections", "idle_timeout_s",
+             "header_timeout_s", "body_timeout_s"),
+        )
         if m is None:
             return None
         positive = lambda n, p: self.number(n, p, 0, exclusive=True)  # noqa: E731
+        count = lambda n, p: self.integer(n, p, 0)  # noqa: E731
         return Limits(
             max_body_mb=self.opt(m, "max_body_mb", path, positive, 32.0),
             max_response_mb=self.opt(m, "max_response_mb", path, positive, 64.0),
-            refused_rows_per_s=self.opt(m, "refused_rows_per_s", path, lambda n, p: self.integer(n, p, 0), 20),
+            refused_rows_per_s=self.opt(m, "refused_rows_per_s", path, count, 20),
+            max_connections=self.opt(m, "max_connections", path, count, 0),
+            idle_timeout_s=self.opt(m, "idle_timeout_s", path, positive, 60.0),
+            header_timeout_s=self.opt(m, "header_timeout_s", path, positive, 10.0),
+            body_timeout_s=self.opt(m, "body_timeout_s", path, positive, 30.0),
         )
 
     def routing(self, node: Any, path: str) -> Routing | None:

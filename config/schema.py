@@ -44,6 +44,13 @@ class Limits:
     # Requests refused for want of a valid key that get a usage row and access line, per second and
     # process; the rest are counted (gateway.ledger.refused).
     refused_rows_per_s: int = 20
+    # Client connections (gateway.http.guard): how many one process keeps (0: from its file limit), how
+    # long one may wait idle for its next request, and how long a request head or a silence inside a
+    # request body may take.
+    max_connections: int = 0
+    idle_timeout_s: float = 60.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
 
     @property
     def max_body_bytes(self) -> int:

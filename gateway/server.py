@@ -15,6 +15,7 @@ from aiohttp import web
 from config import Config, Listen
 from gateway.api.pipeline import access_log
 from gateway.app import create_app
+from gateway.http.guard import ConnectionGuard
 from gateway.logs import finish_logging, setup_logging
 from gateway.state import SERVICES, Runtime
 from gateway.workers import run_loop, supervise
@@ -53,6 +54,11 @@ async def serve_worker(config: Config, path: str | None, listen: Listen, serving
     await server
 
 
+def _guard_limits(config: Config) -> tuple[int, float, float]:
+    limits = config.limits
+    return limits.max_connections, limits.idle_timeout_s, limits.header_timeout_s
+
+
 def raise_nofile_limit() -> None:
     """Each request in flight holds two descriptors (client, vendor); many systems start at 1,024."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -78,10 +84,17 @@ async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyn
         access_log=None,  # the pipeline writes one structured line per request instead
     )
     await runner.setup()
-    site = web.TCPSite(runner, listen.host, listen.port, reuse_port=config.workers > 1, backlog=2048)
-    await site.start()
-    stop = asyncio.Event()
+    assert runner.server is not None
     loop = asyncio.get_running_loop()
+    guard = app[SERVICES].guard = ConnectionGuard(*_guard_limits(config))
+    runtime.on_reload.append(lambda new: guard.configure(*_guard_limits(new)))
+    # Our own listener around aiohttp's protocol factory (what web.TCPSite would make), so that every
+    # connection goes through the guard.
+    listener = await loop.create_server(
+        guard.factory(runner.server), listen.host, listen.port, reuse_port=config.workers > 1, backlog=2048
+    )
+    guard.start()
+    stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, runtime.reload)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -102,7 +115,9 @@ async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyn
             # A second signal cuts the grace short instead of killing the process: streams still end
             # with an error event and the usage rows are still flushed.
             loop.add_signal_handler(sig, app[SERVICES].drain.begin, 0.0)
+        listener.close()  # no new connections; aiohttp's cleanup then drains the ones it has
         await runner.cleanup()
+        guard.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         app[SERVICES].refused.report()

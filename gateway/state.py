@@ -11,6 +11,7 @@ from aiohttp import web
 from config import Channel, ClientKey, Config, ConfigError, load_config
 from gateway.http.answer import AnswerFactory, public_answer
 from gateway.http.drain import Drain
+from gateway.http.guard import ConnectionGuard
 from gateway.http.upstream import Upstream
 from gateway.ledger.refused import RefusedCap
 from gateway.ledger.sink import UsageSink
@@ -84,6 +85,7 @@ class Services:
     usage: UsageSink
     drain: Drain
     refused: RefusedCap = field(default_factory=RefusedCap)  # how many 401s get a row (gateway.ledger.refused)
+    guard: ConnectionGuard | None = None  # the client connections' bounds, when serving (gateway.server)
     client: Upstream | None = None  # opened when the app starts (gateway.http.paths)
     answer: AnswerFactory = public_answer  # the answer writer chosen with it
 

@@ -3,6 +3,7 @@ fields every API route checks the same way (model, booleans)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -22,6 +23,23 @@ def _too_large(ctx: RequestContext) -> GatewayError:
     )
 
 
+async def _next_chunk(request: web.Request, ctx: RequestContext) -> bytes:
+    """The next piece of the body; b"" at its end. A client silent for `limits.body_timeout_s` in the
+    middle of its body gets a 408 (a slow-body attack would hold a connection and a buffer for ever)."""
+    content = request.content
+    chunk = content.read_nowait()  # what is here already needs no timer: usually the whole body
+    if chunk or content.at_eof():
+        return chunk
+    timeout_s = ctx.config.limits.body_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await content.readany()
+    except TimeoutError:
+        raise GatewayError(
+            408, f"The request body stalled: nothing came for {timeout_s:g} s. Send it again.", code="body_timeout"
+        ) from None
+
+
 async def read_body(request: web.Request, ctx: RequestContext) -> bytes:
     """The whole request body, refusing (413) as soon as it passes `limits.max_body_mb`."""
     limit = ctx.config.limits.max_body_bytes
@@ -30,7 +48,7 @@ async def read_body(request: web.Request, ctx: RequestContext) -> bytes:
         raise _too_large(ctx)
     parts: list[bytes] = []
     size = 0
-    while chunk := await request.content.readany():
+    while chunk := await _next_chunk(request, ctx):
         size += len(chunk)
         if size > limit:
             raise _too_large(ctx)
@@ -48,7 +66,7 @@ async def read_upload(request: web.Request, ctx: RequestContext) -> bytearray:
     buf = bytearray(declared or 0)
     view = memoryview(buf) if declared else None
     size = 0
-    while chunk := await request.content.readany():
+    while chunk := await _next_chunk(request, ctx):
         end = size + len(chunk)
         if end > limit:
             raise _too_large(ctx)

@@ -15,7 +15,7 @@ from gateway.errors import GatewayError
 from gateway.ledger.pricing import cost
 from gateway.ledger.sink import UsageRow
 from gateway.logs import AccessLog
-from gateway.state import Services
+from gateway.state import SERVICES, Services
 from providers import ANTHROPIC, GEMINI, OPENAI
 
 log = structlog.get_logger("gateway.access")
@@ -85,6 +85,8 @@ def metered(services: Services, handler: Handler, *, authenticated: bool = True)
             response = GatewayError(500, "The gateway failed on this request; it has been logged.", type="server_error").response(ctx.protocol)
         finally:
             finish(request, ctx, response)
+            if services.guard is not None:
+                services.guard.request_done(request.transport)
         if not response.prepared:
             response.headers["X-Request-Id"] = ctx.request_id
             if services.drain.deadline is not None:
@@ -100,6 +102,9 @@ def probe(handler: Served) -> Served:
     async def serve(request: web.Request) -> web.StreamResponse:
         response = await handler(request)
         response.headers["X-Request-Id"] = new_request_id(request.headers.get("X-Request-Id"))
+        guard = request.app[SERVICES].guard
+        if guard is not None:
+            guard.request_done(request.transport)
         return response
 
     return serve

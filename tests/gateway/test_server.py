@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sqlite3
 
@@ -135,3 +136,44 @@ async def test_a_client_key_planted_in_every_header_form_stays_out_of_the_logs(p
     logs = gw.logs()
     assert "bad_http_request" in logs and "overlap" in logs  # the paths under audit were taken
     assert key not in logs and key[:8] not in logs
+
+
+@pytest.mark.slow  # run by `make test` and CI; `make test-fast` leaves it out
+async def test_slowloris_connections_are_cut_and_health_stays_reachable(vendor_factory, proc_factory):
+    v = await vendor_factory("v")
+    gw = await proc_factory({"keys": [{"name": "app1", "key": CLIENT_KEY}], "channels": [channel("v", v)],
+                             "limits": {"max_connections": 20, "header_timeout_s": 0.5, "idle_timeout_s": 1.0,
+                                        "body_timeout_s": 0.5}})
+    dripping = []
+    for _ in range(40):  # twice the cap, each a head begun and never ended
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Drip-0: a")
+        dripping.append((reader, writer))
+    silent = [await asyncio.open_connection("127.0.0.1", gw.port) for _ in range(3)]  # never send a byte
+    async with aiohttp.ClientSession() as http:  # a new client still gets in: the longest-waiting drip makes room
+        for _ in range(3):
+            async with http.get(gw.url + "/healthz") as r:
+                assert r.status == 200
+    for i in range(1, 4):  # keep dripping, a byte at a time, well inside any per-byte timeout
+        for _, writer in dripping:
+            with contextlib.suppress(ConnectionError):  # one the gateway has cut already
+                if not writer.is_closing():
+                    writer.write(b"\r\nX-Drip-%d: a" % i)
+        await asyncio.sleep(0.3)
+    for reader, _ in dripping + silent:  # every one is cut: a head has 0.5 s, an idle connection 1 s
+        try:
+            answer = await asyncio.wait_for(reader.read(), 5)
+        except ConnectionError:  # cut while the test was still writing to it
+            continue
+        assert answer in (b"", b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    # A body that stops half-way gets a 408 once it has been silent for body_timeout_s.
+    body_reader, body_writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    body_writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_KEY.encode()
+                      + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":")
+    head = await asyncio.wait_for(body_reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 408")
+    for _, writer in [*dripping, *silent, (body_reader, body_writer)]:
+        writer.close()
+    assert await gw.stop() == 0
+    logs = gw.logs()
+    assert '"event":"connections_cut"' in logs
