@@ -136,11 +136,16 @@ class Channel:
     timeouts: Timeouts = Timeouts()
     enabled: bool = True
 
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """What must never be echoed back: the vendor keys, and credential-like extra headers."""
+    # What must never be echoed back: the vendor keys, and credential-like extra headers; worked out
+    # once (every answer is searched for them), as text and as bytes.
+    secrets: tuple[str, ...] = field(init=False, repr=False)
+    secret_bytes: tuple[bytes, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
         creds = tuple(v for k, v in self.headers.items() if any(w in k.lower() for w in _SECRET_HEADER_WORDS))
-        return self.api_keys + creds
+        secrets = tuple(s for s in self.api_keys + creds if s)
+        object.__setattr__(self, "secrets", secrets)
+        object.__setattr__(self, "secret_bytes", tuple(s.encode() for s in secrets))
 
     def serves(self, model: str) -> bool:
         return self.models.match(model)

@@ -41,6 +41,7 @@ class ConnectionGuard:
         self.refused = 0  # new connections turned away: every slot busy
         self._reported = (0, 0, 0)
         self._sweeper: asyncio.Task[None] | None = None
+        self.loop = asyncio.get_running_loop()  # made in the loop it guards
 
     def configure(self, max_connections: int, idle_s: float, head_s: float) -> None:
         """Take the limits in force (at start, and on a reload); `max_connections` 0: from the file limit."""
@@ -57,7 +58,7 @@ class ConnectionGuard:
         return lambda: Guarded(self, inner())
 
     def start(self) -> None:
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="connection-guard")
+        self._sweeper = self.loop.create_task(self._sweep(), name="connection-guard")
 
     def stop(self) -> None:
         if self._sweeper is not None:
@@ -69,7 +70,7 @@ class ConnectionGuard:
         """A request on this connection has been answered: it waits for the next one now."""
         conn = self._by_transport.get(transport)
         if conn is not None:
-            conn.waiting(IDLE, asyncio.get_running_loop().time() + self.idle_s)
+            conn.waiting(IDLE, self.loop.time() + self.idle_s)
 
     def admit(self, conn: Guarded) -> bool:
         if len(self._live) >= self.max_connections:
@@ -140,7 +141,7 @@ class Guarded(asyncio.Protocol):
             return
         self._admitted = True
         self._guard.register(self, transport)
-        self.waiting(IDLE, asyncio.get_running_loop().time() + self._guard.idle_s)
+        self.waiting(IDLE, self._guard.loop.time() + self._guard.idle_s)
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -149,7 +150,7 @@ class Guarded(asyncio.Protocol):
         state = self.state
         if state != BUSY:
             if state == IDLE:
-                self.state, self.deadline = HEAD, asyncio.get_running_loop().time() + self._guard.head_s
+                self.state, self.deadline = HEAD, self._guard.loop.time() + self._guard.head_s
             seen = self._tail + data
             if b"\r\n\r\n" in seen or b"\n\n" in seen:
                 self.state, self._tail = BUSY, b""

@@ -145,8 +145,7 @@ async def _attempt(
             upstream = await ctx.services.upstream.request(
                 request.method, url, headers, data, upstream_query(request.rel_url.raw_query_string), timeouts.connect_s
             )
-    secrets = channel.secrets
-    keys = tuple(s.encode() for s in secrets if s)
+    secrets, keys = channel.secrets, channel.secret_bytes
     done = False
     try:
         if upstream.status >= 400:
