@@ -9,7 +9,13 @@ from gateway.state import SERVICES
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """200 while the process serves, with the connection guard's counters until /metrics exists."""
+    guard = request.app[SERVICES].guard
+    if guard is None:
+        return web.json_response({"status": "ok"})
+    connections = {"live": guard.live, "max": guard.max_connections, "timed_out": guard.timed_out,
+                   "evicted": guard.evicted, "refused": guard.refused}  # fmt: skip
+    return web.json_response({"status": "ok", "connections": connections})
 
 
 async def readyz(request: web.Request) -> web.Response:

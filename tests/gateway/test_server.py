@@ -172,8 +172,11 @@ async def test_slowloris_connections_are_cut_and_health_stays_reachable(vendor_f
                       + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":")
     head = await asyncio.wait_for(body_reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 408")
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/healthz") as r:
+        counters = (await r.json())["connections"]
     for _, writer in [*dripping, *silent, (body_reader, body_writer)]:
         writer.close()
     assert await gw.stop() == 0
     logs = gw.logs()
     assert '"event":"connections_cut"' in logs
+    assert counters["max"] == 20 and counters["timed_out"] + counters["evicted"] >= 20  # the metric until /metrics
