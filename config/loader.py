@@ -39,6 +39,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
 RESERVED_PLATFORMS = frozenset({"v1", "v1beta", "healthz", "readyz"})
 _PLATFORM_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+RESPONSES_MODES = ("native", "chat")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: what a header name may be
 # Framing headers the gateway writes for every upstream request.
@@ -363,7 +364,7 @@ class _Validator:
             path,
             (
                 "name", "provider", "platform", "base_url", "api_keys", "models", "model_map",
-                "weight", "priority", "tags", "headers", "client_headers", "timeouts", "enabled",
+                "weight", "priority", "tags", "headers", "client_headers", "timeouts", "enabled", "responses",
             ),
         )
         if m is None:
@@ -404,6 +405,11 @@ class _Validator:
             if header.lower() not in BILLING_HEADERS:
                 self.fail(f"{path}.client_headers[{i}]", f"{header!r} is not a vendor billing header; "
                           f"allowed: {', '.join(sorted(BILLING_HEADERS))}")
+        responses = self.opt(m, "responses", path, self.string, "native")
+        if responses not in RESPONSES_MODES:
+            self.fail(f"{path}.responses", f"must be one of: {', '.join(RESPONSES_MODES)} (chat: serve /v1/responses over /chat/completions)")
+        elif responses == "chat" and provider is not None and provider != "openai":
+            self.fail(f"{path}.responses", "applies to provider openai only: other providers' Responses clients are always translated")
         self.sendable(api_keys, headers, path)
         if not (name and provider and platform and base_url and models):
             return None
@@ -422,6 +428,7 @@ class _Validator:
             client_headers=frozenset(h.lower() for h in client_headers),
             timeouts=timeouts,
             enabled=enabled,
+            responses=responses,
         )
 
     def sendable(self, api_keys: tuple[str, ...], headers: dict[str, str], path: str) -> None:

@@ -135,6 +135,9 @@ class Channel:
     client_headers: frozenset[str] = frozenset()
     timeouts: Timeouts = Timeouts()
     enabled: bool = True
+    # How /v1/responses reaches this vendor: "native" (its own Responses API) or "chat" (the gateway
+    # serves it over /chat/completions, for OpenAI-compatible vendors that have no Responses API).
+    responses: str = "native"
 
     # What must never be echoed back: the vendor keys, and credential-like extra headers; worked out
     # once (every answer is searched for them), as text and as bytes.

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.api import anthropic as anthropic_api
+from gateway.api import gemini as gemini_api
 from gateway.api import models as models_api
 from gateway.api import openai as openai_api
 from gateway.api import probes, realtime
@@ -49,6 +51,8 @@ def create_app(runtime: Runtime, *, usage: UsageSink | None = None, http_path: s
     app.router.add_get("/readyz", probe(probes.readyz))
     add_api_route(app, "POST", "chat/completions", openai_api.chat_completions)
     add_openai_routes(app)
+    add_api_route(app, "POST", "messages", anthropic_api.messages)
+    add_api_route(app, "POST", "messages/count_tokens", anthropic_api.count_tokens)
     # Last, so it answers only what no route above serves: 404, or 405 with the methods that are.
     app.router.add_route("*", "/{path:.*}", metered(services, unknown_route, authenticated=False))
     return app
@@ -79,6 +83,8 @@ def add_openai_routes(app: web.Application) -> None:
     for prefix in ("", f"/{PLATFORM}"):
         app.router.add_get(f"{prefix}/v1beta/models", metered(services, models_api.gemini_list_models))
         app.router.add_get(f"{prefix}/v1beta/models/{{model:[^:]+}}", metered(services, models_api.gemini_get_model))
+        for version in ("v1beta", "v1"):
+            app.router.add_post(f"{prefix}/{version}/models/{{target:[^/]+:[^/]+}}", metered(services, gemini_api.model_method))
 
 
 async def _begin_drain(app: web.Application) -> None:

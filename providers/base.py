@@ -7,6 +7,7 @@ HTTP itself lives in `gateway.http`; the relay decides when to call what.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -86,3 +87,39 @@ class Provider(Protocol):
     def hide_usage(self, event: Any) -> Any | None:
         """A stream event without the usage `prepare(want_usage=True)` asked for and the client did not:
         the event to send instead, or None to send nothing. Called only on events that carry usage."""
+
+
+def token_counts(*values: Any) -> tuple[list[int], bool]:
+    """Token counts as a vendor sent them, read: (the counts, whether any was a guess).
+
+    Read on every answer: a sane count (an int in range) is checked inline, and only an odd one goes
+    through `_loose`, which reads what it can and says the row is estimated.
+    """
+    counts = list(values)
+    estimated = False
+    for i, value in enumerate(counts):
+        if not (type(value) is int and 0 <= value <= MAX_TOKENS):
+            counts[i], odd = _loose(value)
+            estimated = estimated or odd
+    return counts, estimated
+
+
+# No single request is billed a billion tokens: a count past this is absurd, clamped and marked estimated.
+MAX_TOKENS = 10**9
+
+
+def _loose(value: Any) -> tuple[int, bool]:
+    """A token count that is not a plain int in range: (what can be read of it, whether it is a guess).
+
+    Absent is 0. A whole float (12.0) or a digit string ("12") is read as is; a fraction is rounded, a
+    negative count is 0 and an absurd one is clamped to MAX_TOKENS, each marked as a guess; anything
+    else (a bool, a list, NaN) is 0, marked too.
+    """
+    if value is None:
+        return 0, False
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0, True
+    exact = float(value).is_integer() and 0 <= value <= MAX_TOKENS
+    return min(max(round(value), 0), MAX_TOKENS), not exact

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
 from config import Channel
-from providers.base import OPENAI, StreamEvents, Usage
+from providers.base import OPENAI, StreamEvents, Usage, token_counts
 
 _STREAM_USAGE_ENDPOINTS = frozenset({"chat/completions", "completions"})
 _AUDIO_DURATION_ENDPOINTS = frozenset({"audio/transcriptions", "audio/translations"})
@@ -82,20 +81,12 @@ class OpenAIProvider:
 
 
 def _tokens(raw: dict[str, Any]) -> Usage:
-    # Read on every answer: a sane count (an int in range) is checked inline, and only an odd one goes
-    # through `_loose`, which reads what it can and says the row is estimated.
     prompt = raw.get("prompt_tokens", raw.get("input_tokens"))
     completion = raw.get("completion_tokens", raw.get("output_tokens"))
     total = raw.get("total_tokens")
     cached = _first_dict(raw, "prompt_tokens_details", "input_tokens_details", "input_token_details").get("cached_tokens")
     reasoning = _first_dict(raw, "completion_tokens_details", "output_tokens_details", "output_token_details").get("reasoning_tokens")
-    counts: list[Any] = [prompt, completion, total, cached, reasoning]
-    estimated = False
-    for i, value in enumerate(counts):
-        if not (type(value) is int and 0 <= value <= MAX_TOKENS):
-            counts[i], odd = _loose(value)
-            estimated = estimated or odd
-    prompt, completion, total, cached, reasoning = counts
+    (prompt, completion, total, cached, reasoning), estimated = token_counts(prompt, completion, total, cached, reasoning)
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -105,27 +96,6 @@ def _tokens(raw: dict[str, Any]) -> Usage:
         seconds=_number(raw.get("seconds")) if raw.get("type") == "duration" else 0.0,
         estimated=estimated,
     )
-
-
-# No single request is billed a billion tokens: a count past this is absurd, clamped and marked estimated.
-MAX_TOKENS = 10**9
-
-
-def _loose(value: Any) -> tuple[int, bool]:
-    """A token count that is not a plain int in range: (what can be read of it, whether it is a guess).
-
-    Absent is 0. A whole float (12.0) or a digit string ("12") is read as is; a fraction is rounded, a
-    negative count is 0 and an absurd one is clamped to MAX_TOKENS, each marked as a guess; anything
-    else (a bool, a list, NaN) is 0, marked too.
-    """
-    if value is None:
-        return 0, False
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return 0, True
-    exact = float(value).is_integer() and 0 <= value <= MAX_TOKENS
-    return min(max(round(value), 0), MAX_TOKENS), not exact
 
 
 def _image_count(payload: dict[str, Any]) -> int:

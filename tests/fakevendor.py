@@ -68,6 +68,10 @@ class FakeVendor:
     journal: list[str] | None = None  # shared between vendors: the order requests arrived in
     gate: asyncio.Event | None = None  # when set up, a stream sends its first chunk, then waits for it to open
     faults: deque[Fault] = field(default_factory=deque)
+    # Scripted answers, each taken by the next request of its kind: whole chat answers, and streams as
+    # the list of chunk dicts to send (each as one event, then [DONE]).
+    answers: deque[dict[str, Any]] = field(default_factory=deque)
+    streams: deque[list[dict[str, Any]]] = field(default_factory=deque)
     requests: list[Seen] = field(default_factory=list)
     server: TestServer | None = None
     closed_streams: int = 0  # streams whose client (the gateway) went away before the end
@@ -138,8 +142,12 @@ class FakeVendor:
             request.transport.close()
             return resp
         payload = orjson.loads(body) if body and request.content_type == "application/json" else {}
+        if payload.get("stream") and self.streams:
+            return await self._scripted_stream(request, self.streams.popleft())
         if payload.get("stream"):
             return await self._stream(request, payload, fault)
+        if self.answers:
+            return web.json_response(self.answers.popleft())
         text = f"hello from {self.name}"
         answer = {
             "id": "chatcmpl-1",
@@ -163,6 +171,17 @@ class FakeVendor:
             "prompt_tokens_details": {"cached_tokens": 2},
             "completion_tokens_details": {"reasoning_tokens": 1},
         }
+
+    async def _scripted_stream(self, request: web.Request, chunks: list[dict[str, Any]]) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for chunk in chunks:
+            await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
 
     async def _stream(self, request: web.Request, payload: dict[str, Any], fault: Fault | None) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Vendor": self.name})

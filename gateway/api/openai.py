@@ -20,6 +20,7 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.relay.relay import BodyBuilder, json_body, relay
 from providers import Provider
+from providers.translate import Translation
 
 # OpenAI's own defaults where its API lets a client leave the model out; the gateway routes by it.
 DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
@@ -165,7 +166,7 @@ async def _relay_form(
     require_model(ctx, {"model": sent_model or default_model})
     ctx.stream = (stream or "").strip().lower() == "true"
 
-    def build(provider: Provider, channel: Channel, upstream_model: str) -> tuple[SegmentsPayload, str]:
+    def build(provider: Provider, channel: Channel, upstream_model: str, _: Translation | None) -> tuple[SegmentsPayload, str]:
         fields = {} if upstream_model == sent_model else {"model": upstream_model}
         return form.payload(content_type, fields), content_type
 

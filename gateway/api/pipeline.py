@@ -28,8 +28,8 @@ MAX_HEADER_FIELD = 128 * 1024  # one header line, and the request line: the HTTP
 
 
 def protocol_for(path: str, headers: Mapping[str, str] | None = None) -> str:
-    if path.startswith("/v1beta/") or "/v1beta/" in path:
-        return GEMINI
+    if "/v1beta/" in path or ("/models/" in path and ":" in path.rpartition("/")[2]):
+        return GEMINI  # /v1beta/..., or /v1/models/{model}:{method}
     if path.endswith("/v1/messages") or "/v1/messages/" in path:
         return ANTHROPIC
     if headers is not None and (path.endswith("/v1/models") or "/v1/models/" in path):

@@ -67,6 +67,12 @@ class Attempts:
         else:
             self._health.success(attempt.channel, attempt.api_key)  # the vendor answered; the request was at fault
 
+    def skipped(self, attempt: Attempt, reason: str) -> None:
+        """The attempt's channel cannot serve this request at all (its protocol has no such call):
+        nothing was sent, and it says nothing about the key; the next channel may serve it."""
+        self.last = AttemptError(reason, retryable=True, channel_fault=False)
+        self.abandoned(attempt)
+
     def finished(self, attempt: Attempt, verdict: Verdict) -> None:
         """The attempt answered the client; `verdict` says how the answer ended."""
         if verdict is Verdict.OK:

@@ -84,8 +84,13 @@ def response_headers(upstream: CIMultiDictProxy[str], request_id: str, secrets: 
     return out
 
 
+# Never passed on in the query: `key` carries the client's own key on the Gemini routes, and `alt`
+# (Gemini's stream framing) the gateway sets itself.
+_DROP_QUERY = frozenset({"key", "alt"})
+
+
 def upstream_query(raw: str) -> str:
-    """A client's raw query string minus `key=`, which carries the client's own key on some routes."""
-    if "key" not in raw and "%" not in raw:
+    """A client's raw query string minus `key=` and `alt=` (see _DROP_QUERY)."""
+    if "key" not in raw and "alt" not in raw and "%" not in raw:
         return raw
-    return "&".join(p for p in raw.split("&") if unquote_plus(p.partition("=")[0]) != "key")
+    return "&".join(p for p in raw.split("&") if unquote_plus(p.partition("=")[0]) not in _DROP_QUERY)

@@ -5,6 +5,9 @@ the SPEC calls retryable moves on to the next channel; after it, the stream is e
 event in the client's protocol. "First byte" is the first byte of the upstream *body*: a vendor that
 sends its headers and then stalls or dies is still failed over. JSON answers are read whole (they are
 small); SSE and binary bodies are forwarded chunk by chunk as they arrive, with usage read from a copy.
+Where the vendor speaks another protocol than the client, each attempt carries a `Translation`
+(providers.translate): the body is translated for the vendor, a JSON answer back for the client, and
+an SSE stream goes through its converter after the usage tap, event by event.
 """
 
 from __future__ import annotations
@@ -30,13 +33,17 @@ from gateway.relay.headers import attempt_headers, request_headers, response_hea
 from gateway.relay.pump import Chain, pump
 from gateway.relay.sse import UsageTap
 from gateway.relay.tail import JsonTail
-from providers import Provider
+from providers import ANTHROPIC, GEMINI, Provider
+from providers.anthropic import DEFAULT_VERSION
+from providers.translate import Translation, Untranslatable, plan
+from providers.translate.common import Refused
 
 # An upstream error body is read for its message only; past this much the rest is dropped with the connection.
 MAX_ERROR_BODY = 64 * 1024
 
-# Builds the upstream body for one attempt: (provider, channel, upstream model) -> (data, content type).
-BodyBuilder = Callable[[Provider, Channel, str], tuple[bytes | Payload, str | None]]
+# Builds the upstream body for one attempt: (provider, channel, upstream model, translation) -> (data,
+# content type). The translation is None where the vendor speaks the client's protocol.
+BodyBuilder = Callable[[Provider, Channel, str, Translation | None], tuple[bytes | Payload, str | None]]
 
 
 def json_body(body: dict[str, Any], endpoint: str, protocol: str, want_usage: bool, raw: bytes | None = None) -> BodyBuilder:
@@ -47,12 +54,23 @@ def json_body(body: dict[str, Any], endpoint: str, protocol: str, want_usage: bo
     and nothing is added: no re-encoding of a body that may carry megabytes of base64.
     """
 
-    def build(provider: Provider, channel: Channel, upstream_model: str) -> tuple[bytes, str]:
-        # Only a vendor that speaks the client's protocol can take the client's bytes.
-        if raw is not None and not want_usage and upstream_model == body.get("model") and provider.protocol == protocol:
+    def build(provider: Provider, channel: Channel, upstream_model: str, translation: Translation | None) -> tuple[bytes, str]:
+        if translation is not None:
+            assert translation.endpoint is not None
+            # A translated stream's usage is the converter's to show or not: always ask for it.
+            try:
+                translated = translation.request(body)
+            except Refused as exc:
+                raise GatewayError(400, exc.message, code="unsupported_field", param=exc.param) from None
+            prepared = provider.prepare(translation.endpoint, translated, upstream_model, True)
+        # Only a vendor that speaks the client's protocol can take the client's bytes (a Gemini body
+        # names no model: the URL does).
+        elif raw is not None and not want_usage and (protocol == GEMINI or upstream_model == body.get("model")):
             return raw, "application/json"
+        else:
+            prepared = provider.prepare(endpoint, body, upstream_model, want_usage)
         try:
-            data = orjson.dumps(provider.prepare(endpoint, body, upstream_model, want_usage))
+            data = orjson.dumps(prepared)
         except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
             raise GatewayError(400, f"Request body cannot be sent on: {exc}.", code="invalid_json") from exc
         return data, "application/json"
@@ -66,8 +84,14 @@ async def relay(
     build: BodyBuilder,
     *,
     strip_usage: bool = False,
+    array: bool = False,
+    body: dict[str, Any] | None = None,
 ) -> web.StreamResponse:
-    """Serve ctx.endpoint for ctx.model through the best channel that answers."""
+    """Serve ctx.endpoint for ctx.model through the best channel that answers.
+
+    `array`: a Gemini client streaming without `alt=sse` (it wants a JSON array). `body`: the client's
+    JSON request, for what the gateway answers itself (a token count no vendor of the plan can give).
+    """
     assert ctx.endpoint is not None
     drain = ctx.services.drain
     attempts = Attempts(request, ctx, stop=drain.expired)
@@ -75,14 +99,24 @@ async def relay(
     with drain.track() as slot:
         for attempt in attempts:
             try:
+                try:
+                    translation = _translation(ctx, attempt, array)
+                except Untranslatable as exc:
+                    attempts.skipped(attempt, f"channel {attempt.channel.name!r} cannot serve it: {exc}")
+                    continue
+                if translation is not None and translation.endpoint is None:
+                    attempts.abandoned(attempt)
+                    return _local_answer(ctx, translation, body or {})
                 # Built afresh for each attempt (a multipart form cannot be sent twice) from the same client
                 # body: only the model name differs between channels.
-                data, content_type = build(attempt.provider, attempt.channel, attempt.upstream_model)
+                data, content_type = build(attempt.provider, attempt.channel, attempt.upstream_model, translation)
                 channel = attempt.channel
                 headers = attempt_headers(base_headers, attempt.provider.headers(channel, attempt.api_key), channel, request.headers)
                 if content_type:
                     headers["Content-Type"] = content_type
-                response, verdict = await _attempt(request, ctx, attempt, data, headers, strip_usage, slot)
+                if attempt.provider.protocol == ANTHROPIC and "anthropic-version" not in request.headers:
+                    headers["anthropic-version"] = DEFAULT_VERSION  # a client of another protocol sends none
+                response, verdict = await _attempt(request, ctx, attempt, data, headers, strip_usage, slot, translation)
             except AttemptError as err:
                 if slot.cut():
                     attempts.abandoned(attempt)  # the shutdown deadline, not the vendor, ended it
@@ -99,6 +133,29 @@ async def relay(
     if attempts.last is None or drain.expired():
         raise ShuttingDown()
     raise attempts.exhausted()
+
+
+def _translation(ctx: RequestContext, attempt: Attempt, array: bool) -> Translation | None:
+    """What the attempt needs to bridge the client's protocol and its vendor's (None: nothing)."""
+    assert ctx.endpoint is not None and ctx.model is not None
+    translation = plan(
+        ctx.protocol,
+        ctx.endpoint,
+        attempt.provider.protocol,
+        stream=ctx.stream,
+        responses_over_chat=attempt.channel.responses == "chat",
+        array=array,
+        model=ctx.model,
+    )
+    if translation is not None:
+        translation.state.prompt_estimate = max(1, ctx.request_bytes // 4)
+    return translation
+
+
+def _local_answer(ctx: RequestContext, translation: Translation, body: dict[str, Any]) -> web.Response:
+    """A token count the vendor has no call for, estimated here (counting is not billed)."""
+    ctx.mark_first_byte()
+    return web.Response(body=orjson.dumps(translation.local_answer(body)), content_type="application/json")
 
 
 def _vendor_error(ctx: RequestContext, err: AttemptError, provider: Provider) -> web.Response:
@@ -135,15 +192,21 @@ async def _attempt(
     headers: dict[str, str],
     strip_usage: bool,
     slot: Slot,
+    translation: Translation | None,
 ) -> tuple[web.StreamResponse, Verdict]:
     channel, provider = attempt.channel, attempt.provider
     timeouts = channel.timeouts
-    url = provider.url(channel, ctx.endpoint or "", attempt.upstream_model, ctx.stream)
+    # The vendor's endpoint; a translated request takes none of the client's query (it is another API's).
+    endpoint = ctx.endpoint or ""
+    query = request.rel_url.raw_query_string
+    if translation is not None and translation.client is not None:
+        endpoint, query = translation.endpoint or "", ""
+    url = provider.url(channel, endpoint, attempt.upstream_model, ctx.stream)
     first_byte_at = asyncio.get_running_loop().time() + timeouts.first_byte_s
     with upstream_errors("waiting for the first byte"):
         with slot.timeout_at(first_byte_at):
             upstream = await ctx.services.upstream.request(
-                request.method, url, headers, data, upstream_query(request.rel_url.raw_query_string), timeouts.connect_s
+                request.method, url, headers, data, upstream_query(query), timeouts.connect_s
             )
     secrets, keys = channel.secrets, channel.secret_bytes
     done = False
@@ -160,16 +223,24 @@ async def _attempt(
                 body, more = await _read_up_to(upstream.content, slot, timeouts.idle_s, ctx.config.limits.max_response_bytes)
             out_headers = response_headers(upstream.headers, ctx.request_id, secrets)
             if not more:
-                response, verdict = _answer_json(ctx, upstream, provider, mask_known(body, keys), out_headers), Verdict.OK
+                body = mask_known(body, keys)
+                response, verdict = _answer_json(ctx, upstream, provider, endpoint, body, out_headers, translation), Verdict.OK
+            elif translation is not None and translation.client is not None:
+                raise AttemptError(
+                    f"upstream answered more than {ctx.config.limits.max_response_mb:g} MB of JSON, too big to translate",
+                    status=502, retryable=False, channel_fault=False,
+                )  # fmt: skip
             else:  # too big to hold: the rest streams through, and usage is read off its end
-                tail = JsonTail(provider, ctx.endpoint or "")
+                tail = JsonTail(provider, endpoint)
                 response, verdict = await pump(
                     request, ctx, upstream, timeouts, Chain(tail, sse=False), slot, first_byte_at, out_headers, keys, body
                 )
                 ctx.usage = tail.usage
         else:
-            chain = _sse_filters(ctx, provider, strip_usage) if content_type == "text/event-stream" else None
+            chain = _sse_filters(ctx, provider, endpoint, strip_usage, translation) if content_type == "text/event-stream" else None
             out_headers = response_headers(upstream.headers, ctx.request_id, secrets)
+            if translation is not None:
+                out_headers["Content-Type"] = "text/event-stream" if translation.sse else "application/json"
             response, verdict = await pump(request, ctx, upstream, timeouts, chain, slot, first_byte_at, out_headers, keys)
         done = upstream.content.at_eof()
         return response, verdict
@@ -205,10 +276,21 @@ async def _read_up_to(content: aiohttp.StreamReader, slot: Slot, idle_s: float, 
 
 
 def _answer_json(
-    ctx: RequestContext, upstream: Response, provider: Provider, body: bytes, headers: CIMultiDict[str]
+    ctx: RequestContext,
+    upstream: Response,
+    provider: Provider,
+    endpoint: str,
+    body: bytes,
+    headers: CIMultiDict[str],
+    translation: Translation | None,
 ) -> web.Response:
     payload = _json_of(body, upstream.headers.get("Content-Encoding"), ctx.config.limits.max_response_bytes)
-    ctx.usage = provider.usage(ctx.endpoint or "", payload)
+    ctx.usage = provider.usage(endpoint, payload)
+    if translation is not None and translation.client is not None:
+        if not isinstance(payload, dict):
+            raise AttemptError("upstream answered with JSON the gateway cannot read", retryable=True, channel_fault=True)
+        body = orjson.dumps(translation.answer(payload))
+        headers.popall("Content-Encoding", None)
     ctx.mark_first_byte()
     return ctx.services.answer(upstream.status, body, headers)
 
@@ -231,8 +313,12 @@ def _json_of(body: bytes, encoding: str | None, limit: int) -> Any:
         return None
 
 
-def _sse_filters(ctx: RequestContext, provider: Provider, strip_usage: bool) -> Chain:
+def _sse_filters(
+    ctx: RequestContext, provider: Provider, endpoint: str, strip_usage: bool, translation: Translation | None
+) -> Chain:
     """The filters an SSE answer goes through: the usage tap on the vendor's events, hiding the usage
-    the gateway asked for (when it asked). A protocol converter will go after it."""
-    tap = UsageTap(provider, ctx.endpoint or "", hide_usage=strip_usage, max_event=ctx.config.limits.max_response_bytes)
-    return Chain(tap)
+    the gateway asked for (when it asked); then, when the protocols differ, the converter."""
+    limit = ctx.config.limits.max_response_bytes
+    if translation is None:
+        return Chain(UsageTap(provider, endpoint, hide_usage=strip_usage, max_event=limit))
+    return Chain(UsageTap(provider, endpoint, max_event=limit), translation.stream(limit), sse=translation.sse)

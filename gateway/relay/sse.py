@@ -12,38 +12,14 @@ stream (measured; the tap finds usage events in one pass over a chunk anyway).
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 import orjson
 
 from providers import Provider, Usage
+from providers.sse import EVENT_END, complete_end, event_data
 
-# An event ends with a blank line; SSE lines end with LF, CRLF or a bare CR.
-_EVENT_END = re.compile(rb"\r?\n\r?\n|\r\r")
-_ENDINGS = (b"\n\n", b"\n\r\n", b"\r\r")  # what every event ending ends with
 # Event bytes a tap holds before it counts their text: counting is only needed when no usage comes, and
 # one pass over many events costs a fraction of one pass per event.
 _SCAN_AT = 16 * 1024
-
-
-def _complete_end(buf: bytes | bytearray, start: int = 0) -> int:
-    """Where the last whole event in `buf` ends, looking from `start` on (0 when none has ended)."""
-    if buf.endswith(_ENDINGS):  # the usual chunk: whole events
-        return len(buf)
-    lf = buf.rfind(b"\n\n", start)  # also ends \r\n\n
-    crlf = buf.rfind(b"\n\r\n", start)  # also ends \r\n\r\n
-    cr = buf.rfind(b"\r\r", start)  # bare CR line ends
-    return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0, cr + 2 if cr >= 0 else 0)
-
-
-def event_data(event: bytes) -> Any:
-    """The JSON in an event's `data:` lines, or None when there is none."""
-    data = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
 
 
 class UsageTap:
@@ -85,7 +61,7 @@ class UsageTap:
             # an event of megabytes arriving in many chunks costs linear time, not quadratic.
             start = max(len(self._buf) - 2, 0)
             self._buf += chunk
-            end = _complete_end(self._buf, start)
+            end = complete_end(self._buf, start)
             if end == 0:
                 if len(self._buf) > self.max_event:
                     return self._stop(chunk)
@@ -93,7 +69,7 @@ class UsageTap:
             buf = bytes(self._buf)
         else:
             buf = chunk
-            end = _complete_end(buf)
+            end = complete_end(buf)
             if end == 0:  # no whole event yet
                 self._buf = bytearray(buf)
                 if len(buf) > self.max_event:
@@ -113,12 +89,12 @@ class UsageTap:
         if m is None:
             self._count(whole)
             return whole if self.hide_usage else chunk
-        cut = _complete_end(whole[: m.start()])
+        cut = complete_end(whole[: m.start()])
         if cut:
             self._count(whole[:cut])
         out = [whole[:cut]]
         pos = cut
-        for m in _EVENT_END.finditer(whole, cut):
+        for m in EVENT_END.finditer(whole, cut):
             out.append(self._event(whole[pos : m.end()]))
             pos = m.end()
         return b"".join(out) if self.hide_usage else chunk
