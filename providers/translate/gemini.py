@@ -18,8 +18,8 @@ Where the protocols do not meet, the choice is made once, here:
   (history from another vendor) gets the placeholder Google documents, which Gemini 3 takes.
 - Tool results must be objects: a JSON object string goes as that object, any other text as
   {"result": text}; back, a lone string "result" or "output" is unwrapped.
-- Schemas going to Gemini are cut to its OpenAPI subset (`_gemini_schema`); from a Gemini client they are
-  made JSON Schema again (`_json_schema`); `parametersJsonSchema` and `responseJsonSchema` pass as they are.
+- Schemas going to Gemini are cut to its OpenAPI subset (providers.translate.schema); from a Gemini client they are
+  made JSON Schema again ; `parametersJsonSchema` and `responseJsonSchema` pass as they are.
 - countTokens takes system and tools only inside `generateContentRequest`, which needs the upstream
   model name the codec does not know: they are counted as a leading user turn (tools as JSON text).
 - Dropped: non-function tools (googleSearch, codeExecution...) and their parts, topK, safetySettings,
@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from providers.translate.common import State, data_url, tool_arguments
+from providers.translate.schema import gemini_schema, json_schema
 
 Json = dict[str, Any]
 
@@ -60,17 +61,6 @@ _AUDIO = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audio/
 # Media types of URLs by extension: Gemini's fileData wants one, and `mimetypes` would read system files.
 _EXTENSIONS = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp", "heic": "image/heic", "heif": "image/heif"}
 _EXTENSIONS |= {"pdf": "application/pdf", "mp3": "audio/mp3", "wav": "audio/wav", "mp4": "video/mp4", "txt": "text/plain"}
-
-# JSON Schema words Gemini's Schema takes as they are; `type`, `format`, `enum`, `nullable`, `anyOf`,
-# `properties`, `required` and `items` are rebuilt; everything else ($schema, additionalProperties,
-# default, examples, exclusiveMinimum, ...) is dropped.
-_GEMINI_KEEP = frozenset({"description", "title", "minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties", "pattern", "minimum", "maximum"})
-_FORMATS = {"STRING": ("enum", "date-time"), "NUMBER": ("float", "double"), "INTEGER": ("int32", "int64")}
-# A Gemini Schema as google-genai sends it (snake_case) -> JSON Schema words.
-_JSON_WORDS = {"any_of": "anyOf", "max_items": "maxItems", "min_items": "minItems", "max_length": "maxLength", "min_length": "minLength"}
-_JSON_WORDS |= {"max_properties": "maxProperties", "min_properties": "minProperties", "additional_properties": "additionalProperties", "defs": "$defs", "ref": "$ref"}
-_JSON_DROP = frozenset({"nullable", "propertyOrdering", "property_ordering", "example"})
-
 
 def _now() -> int:
     return int(time.time())
@@ -174,141 +164,6 @@ def _error_from_chat(error: Any) -> Json:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Schemas: JSON Schema <-> the OpenAPI subset Gemini's `parameters` and `responseSchema` take.
-
-
-def _schema_defs(schema: Json) -> Json:
-    defs: Json = {}
-    for key in ("definitions", "$defs"):
-        if isinstance(schema.get(key), dict):
-            defs.update(schema[key])
-    return defs
-
-
-def _gemini_schema(schema: Any, defs: Json, seen: tuple[str, ...] = ()) -> Json:
-    """A JSON schema cut to what Gemini accepts: local $refs inlined, type lists and null options made
-    `nullable`, const an enum, oneOf an anyOf, allOf merged, untyped arrays given string items."""
-    if not isinstance(schema, dict):
-        return {}
-    ref = schema.get("$ref")
-    if isinstance(ref, str):
-        target = defs.get(ref.rsplit("/", 1)[-1]) if ref.startswith(("#/$defs/", "#/definitions/")) else None
-        # A recursive or outside reference has no inline form: the model sees a bare object.
-        out: Json = _gemini_schema(target, defs, (*seen, ref)) if isinstance(target, dict) and ref not in seen else {"type": "OBJECT"}
-        if isinstance(schema.get("description"), str):
-            out["description"] = schema["description"]
-        return out
-    out = {key: value for key, value in schema.items() if key in _GEMINI_KEEP}
-    nullable = schema.get("nullable") is True
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        nullable = nullable or "null" in kind
-        kinds = [k for k in kind if isinstance(k, str) and k != "null"]
-        kind = kinds[0] if len(kinds) == 1 else None if kinds else "null"
-        if len(kinds) > 1:  # one branch a type, each with the words of its type only
-            rest = {k: v for k, v in schema.items() if k not in _GEMINI_KEEP and k not in ("type", "nullable")}
-            out["anyOf"] = [_gemini_schema(_narrowed(rest, k), defs, seen) for k in kinds]
-            if nullable:
-                out["nullable"] = True
-            return out
-    options = schema.get("anyOf") or schema.get("oneOf")
-    if isinstance(options, list):
-        kept: list[Json] = []
-        for option in options:
-            if isinstance(option, dict) and option.get("type") == "null":
-                nullable = True
-            elif cleaned := _gemini_schema(option, defs, seen):  # an empty branch allows anything anyway
-                kept.append(cleaned)
-        if len(kept) == 1:  # `X or null`: X itself, nullable
-            out = {**kept[0], **out}
-        elif kept:
-            out["anyOf"] = kept
-    values = [schema["const"]] if "const" in schema else schema.get("enum")
-    if isinstance(values, list):
-        nullable = nullable or None in values
-        strings = [v for v in values if v is not None]
-        if strings and all(isinstance(v, str) for v in strings):  # Gemini enums are strings only
-            out["enum"] = strings
-            kind = kind or "string"
-    if isinstance(kind, str) and kind:
-        out["type"] = kind.upper()
-    elif "type" not in out:
-        if "properties" in schema:
-            out["type"] = "OBJECT"
-        elif "items" in schema:
-            out["type"] = "ARRAY"
-    fmt = schema.get("format")
-    if fmt in _FORMATS.get(out.get("type", ""), ()):
-        out["format"] = fmt
-    properties = schema.get("properties")
-    if isinstance(properties, dict) and properties:
-        out["properties"] = {name: _gemini_schema(value, defs, seen) for name, value in properties.items()}
-        required = schema.get("required")
-        required = [name for name in required if name in out["properties"]] if isinstance(required, list) else None
-        if required:
-            out["required"] = required
-    items = schema.get("items")
-    if isinstance(items, dict):
-        out["items"] = _gemini_schema(items, defs, seen)
-    elif out.get("type") == "ARRAY":
-        out["items"] = {"type": "STRING"}  # Gemini refuses an array without items
-    all_of = schema.get("allOf")
-    for part in all_of if isinstance(all_of, list) else ():
-        _merge_schema(out, _gemini_schema(part, defs, seen))
-    if nullable:
-        out["nullable"] = True
-    return out
-
-
-def _narrowed(schema: Json, kind: str) -> Json:
-    """A schema of several types as one of them: Gemini refuses `properties` off an object, `items` off
-    an array."""
-    drop = {"properties", "required", "additionalProperties"} if kind != "object" else set()
-    if kind != "array":
-        drop.add("items")
-    return {"type": kind, **{k: v for k, v in schema.items() if k not in drop}}
-
-
-def _merge_schema(out: Json, extra: Json) -> None:
-    """One allOf member merged into the schema: properties and required joined, other words kept first."""
-    for key, value in extra.items():
-        if key == "properties":
-            out["properties"] = {**out.get("properties", {}), **value}
-        elif key == "required":
-            have = out.get("required", [])
-            out["required"] = have + [name for name in value if name not in have]
-        else:
-            out.setdefault(key, value)
-
-
-def _json_schema(schema: Any) -> Any:
-    """A Gemini Schema (REST camelCase or google-genai snake_case, upper-case types) as JSON Schema."""
-    if isinstance(schema, list):
-        return [_json_schema(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out: Json = {}
-    for word, value in schema.items():
-        key = _JSON_WORDS[word] if word in _JSON_WORDS else word
-        if key == "type":
-            if isinstance(value, str) and value.upper() != "TYPE_UNSPECIFIED":
-                out["type"] = value.lower()
-        elif key in ("properties", "$defs"):
-            if isinstance(value, dict):
-                out[key] = {name: _json_schema(s) for name, s in value.items()}
-        elif key in ("items", "anyOf", "additionalProperties"):
-            out[key] = _json_schema(value)
-        elif key == "format":
-            if value != "enum":  # Gemini's marker for string enums, not a JSON Schema format
-                out[key] = value
-        elif key not in _JSON_DROP:
-            out[key] = value
-    if schema.get("nullable") is True and isinstance(out.get("type"), str):
-        out["type"] = [out["type"], "null"]
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------
 # Client half: a Gemini client, the pivot standing for the vendor.
 
 
@@ -364,7 +219,7 @@ def _config_to_chat(config: Json, chat: Json) -> None:
     if _get(config, "responseMimeType", "response_mime_type") == "application/json":
         schema = _get(config, "responseJsonSchema", "response_json_schema")
         if schema is None:
-            schema = _json_schema(_get(config, "responseSchema", "response_schema"))
+            schema = json_schema(_get(config, "responseSchema", "response_schema"))
         if isinstance(schema, dict):
             chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
         else:
@@ -398,7 +253,7 @@ def _tools_to_chat(tools: Any) -> list[Json]:
             schema = _get(declaration, "parametersJsonSchema", "parameters_json_schema")
             if not isinstance(schema, dict):
                 parameters = declaration.get("parameters")
-                schema = _json_schema(parameters) if isinstance(parameters, dict) else {"type": "object", "properties": {}}
+                schema = json_schema(parameters) if isinstance(parameters, dict) else {"type": "object", "properties": {}}
             function["parameters"] = schema
             out.append({"type": "function", "function": function})
     return out
@@ -790,7 +645,7 @@ def _declaration(tool: Json, state: State) -> Json:
         out["description"] = function["description"]
     schema = function.get("parameters")
     if isinstance(schema, dict):
-        parameters = _gemini_schema(schema, _schema_defs(schema))
+        parameters = gemini_schema(schema)
         if parameters.get("properties"):  # Gemini refuses an OBJECT without properties: no parameters then
             out["parameters"] = parameters
     return out
@@ -832,7 +687,7 @@ def _config_from_chat(body: Json) -> Json:
         spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if isinstance(schema, dict):
-            config["responseSchema"] = _gemini_schema(schema, _schema_defs(schema))
+            config["responseSchema"] = gemini_schema(schema)
     effort = body.get("reasoning_effort")
     budget = _BUDGETS.get(effort) if isinstance(effort, str) else None
     if budget is not None:
