@@ -18,8 +18,8 @@ Where the protocols do not meet, the choice is made once, here:
   (history from another vendor) gets the placeholder Google documents, which Gemini 3 takes.
 - Tool results must be objects: a JSON object string goes as that object, any other text as
   {"result": text}; back, a lone string "result" or "output" is unwrapped.
-- Schemas going to Gemini are cut to its OpenAPI subset (providers.translate.schema); from a Gemini client they are
-  made JSON Schema again ; `parametersJsonSchema` and `responseJsonSchema` pass as they are.
+- Schemas going to Gemini are cut to its OpenAPI subset, and from a Gemini client made JSON Schema
+  again (providers.translate.schema); `parametersJsonSchema` and `responseJsonSchema` pass as they are.
 - countTokens takes system and tools only inside `generateContentRequest`, which needs the upstream
   model name the codec does not know: they are counted as a leading user turn (tools as JSON text).
 - Dropped: non-function tools (googleSearch, codeExecution...) and their parts, topK, safetySettings,
