@@ -32,8 +32,17 @@ def event_data(event: bytes) -> Any:
         return None
 
 
+def split_events(data: bytes) -> list[bytes]:
+    """Whole events (as `complete_end` found them) one by one, without their blank lines."""
+    if b"\r" in data:
+        return EVENT_END.split(data)
+    return data.split(b"\n\n")  # the usual line ends: a C split, not a regex one
+
+
 def event_parts(event: bytes) -> tuple[str | None, bytes]:
     """An event's `event:` name (None when unnamed) and its data, the `data:` lines joined."""
+    if event.startswith(b"data: ") and b"\n" not in event:
+        return None, event[6:]  # the usual unnamed one-line event
     name: str | None = None
     data: list[bytes] = []
     for line in event.splitlines():

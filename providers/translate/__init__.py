@@ -16,7 +16,7 @@ from typing import Any, Protocol, cast
 import orjson
 
 from providers.base import ANTHROPIC, GEMINI, OPENAI
-from providers.sse import EVENT_END, complete_end, event_parts
+from providers.sse import complete_end, event_parts, split_events
 from providers.translate import anthropic, chat, gemini, responses
 from providers.translate.common import State
 
@@ -184,7 +184,9 @@ class Converter(_Events):
     def _events(self, data: bytes) -> bytes:
         decode, encode = self._decode, self._encode
         out: list[bytes] = []
-        for event in EVENT_END.split(data):
+        for event in split_events(data):
+            if not event:
+                continue
             name, raw = event_parts(event)
             if not raw or raw == b"[DONE]":
                 continue
@@ -213,7 +215,7 @@ class ArrayFrame(_Events):
 
     def _events(self, data: bytes) -> bytes:
         out: list[bytes] = []
-        for event in EVENT_END.split(data):
+        for event in split_events(data):
             raw = event_parts(event)[1]
             if raw:
                 out.append(b",\r\n" + raw if self._started else b"[" + raw)

@@ -180,17 +180,22 @@ def _blocks_to_message(blocks: list[Any], client_name: Callable[[str], str]) -> 
 
 
 def _message_to_blocks(message: Json, vendor_name: Callable[[str], str], unsigned: bool) -> list[Json]:
-    """A chat assistant message -> Anthropic content blocks. Thinking comes from `thinking_blocks`, or,
-    when `unsigned` (for a client, which sends it back to the gateway only), from bare reasoning with
-    an empty signature; an Anthropic vendor refuses unsigned thinking."""
+    """A chat assistant message -> Anthropic content blocks. Thinking comes from `thinking_blocks`, else
+    from reasoning with its `thinking_signature`, or, when `unsigned` (for a client, which sends it back
+    to the gateway only), from bare reasoning with an empty signature; an Anthropic vendor refuses
+    unsigned thinking."""
     blocks: list[Json] = []
     thinking = message.get("thinking_blocks")
     if isinstance(thinking, list) and thinking:
         blocks.extend(b for b in thinking if isinstance(b, dict) and b.get("type") in ("thinking", "redacted_thinking"))
-    elif unsigned:
+    else:
+        # A chat client that put a stream back together (the openai SDK's stream helper does) has its
+        # thinking as reasoning_content and the block's signature_delta as `thinking_signature`.
         reasoning = message.get("reasoning_content") or message.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
-            blocks.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+        signature = message.get("thinking_signature")
+        signature = signature if isinstance(signature, str) else ""
+        if isinstance(reasoning, str) and reasoning and (signature or unsigned):
+            blocks.append({"type": "thinking", "thinking": reasoning, "signature": signature})
     text = _text_of(message.get("content")) or message.get("refusal")
     if isinstance(text, str) and text:
         blocks.append({"type": "text", "text": text})
@@ -381,6 +386,7 @@ def answer_from_chat(answer: Json, state: State) -> Json:
 
 
 _PING = sse({"type": "ping"}, "ping")
+_TEXT_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":{"type":"text_delta","text":%b}}\n\n'
 _MESSAGE_STOP = sse({"type": "message_stop"}, "message_stop")
 
 
@@ -452,6 +458,10 @@ class StreamFromChat:
         out.append(_PING)
 
     def _delta(self, delta: Json, out: list[bytes]) -> None:
+        text = delta.get("content")
+        if text and len(delta) <= 2 and isinstance(text, str) and (len(delta) == 1 or "role" in delta):
+            self._text(text, out)  # the usual delta, text alone: none of the rest to look for
+            return
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if reasoning and isinstance(reasoning, str):
             self._open_as("thinking", out)
@@ -468,15 +478,18 @@ class StreamFromChat:
             self._block += 1
             out.append(sse({"type": "content_block_start", "index": self._block, "content_block": {"type": "redacted_thinking", "data": redacted}}, "content_block_start"))
             out.append(sse({"type": "content_block_stop", "index": self._block}, "content_block_stop"))
-        text = delta.get("content")
         if text and isinstance(text, str):
-            self._open_as("text", out)
-            self._chars += len(text)
-            out.append(self._block_delta({"type": "text_delta", "text": text}))
+            self._text(text, out)
         calls = delta.get("tool_calls")
         if calls:
             for call in calls:
                 self._tool_delta(call, out)
+
+    def _text(self, text: str, out: list[bytes]) -> None:
+        if self._open != "text":
+            self._open_as("text", out)
+        self._chars += len(text)
+        out.append(_TEXT_DELTA % (self._block, orjson.dumps(text)))  # the most common event, as sse() writes it
 
     def _tool_delta(self, call: Json, out: list[bytes]) -> None:
         index = call.get("index", 0)

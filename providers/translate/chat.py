@@ -137,6 +137,8 @@ class StreamToChat:
             error = data["error"]
             return [{"error": error if isinstance(error, dict) else {"message": str(error)}}]
         data["model"] = self._state.model
+        if not self._state.renamed:
+            return [data]
         for choice in data.get("choices") or ():
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if isinstance(delta, dict) and "tool_calls" in delta:

@@ -6,7 +6,9 @@ with a few fields of the gateway's own where chat has no word for something anot
 to get back unchanged (see docs/translation.md):
 
 - assistant message `thinking_blocks`: Anthropic thinking / redacted_thinking blocks, signatures kept;
-- stream delta `thinking_signature` (closes the thinking block it belongs to), `redacted_thinking`;
+- stream delta `thinking_signature` (closes the thinking block it belongs to), `redacted_thinking`; an
+  assistant message a client put together from such a stream carries `thinking_signature` back, with
+  its `reasoning_content`, as one signed thinking block;
 - choice `stop_sequence`: the stop sequence that ended the answer, when the vendor says;
 - usage `prompt_tokens_details.cache_write_tokens` (Anthropic cache_creation_input_tokens);
 - a chunk `{"error": {"message", "type", "status"}}`: the vendor's stream ended in an error.
@@ -63,6 +65,11 @@ class State:
         short = clean if len(clean) <= MAX_TOOL_NAME else clean[: MAX_TOOL_NAME - 9] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
         self._names[short] = name
         return short
+
+    @property
+    def renamed(self) -> bool:
+        """Some tool name had to be changed for the vendor (so answers need reading for it)."""
+        return bool(self._names)
 
     def client_tool_name(self, name: str) -> str:
         """The client's own name for a tool the vendor named (undoes vendor_tool_name)."""

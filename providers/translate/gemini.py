@@ -160,6 +160,8 @@ def _error_from_chat(error: Any) -> Json:
         error = {"message": str(error)}
     code = error.get("status")
     code = code if type(code) is int else 500
+    if code == 529:  # Anthropic's overloaded: Gemini says 503 UNAVAILABLE, which its SDKs retry
+        code = 503
     return {"error": {"code": code, "message": str(error.get("message") or "error"), "status": _STATUS.get(code, "UNKNOWN")}}
 
 

@@ -1,8 +1,9 @@
-"""Clients of every protocol, each the real SDK pointed at the gateway."""
+"""Clients of every protocol, each the real SDK pointed at the gateway; the fake Anthropic and Gemini
+vendors (tests/fakeprotocols.py) and channels on them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -12,6 +13,7 @@ from google import genai
 from google.genai import types
 
 from tests.conftest import Gateway
+from tests.fakeprotocols import FakeAnthropic, FakeGemini
 
 
 @pytest.fixture
@@ -38,3 +40,31 @@ async def sdk() -> AsyncIterator[Callable[..., Any]]:
         else:
             await client.aio.aclose()
     await session.close()
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """fakes("anthropic" | "gemini", **kw): a started FakeAnthropic / FakeGemini (tests/fakeprotocols.py),
+    closed after the test."""
+    started: list[FakeAnthropic | FakeGemini] = []
+
+    async def make(kind: str, **kw: Any) -> FakeAnthropic | FakeGemini:
+        fake = await (FakeAnthropic(**kw) if kind == "anthropic" else FakeGemini(**kw)).start()
+        started.append(fake)
+        return fake
+
+    yield make
+    for fake in started:
+        await fake.close()
+
+
+def claude_channel(fake: FakeAnthropic, name: str = "claude", **kw: Any) -> dict[str, Any]:
+    """A channel on a fake Anthropic vendor, serving claude-* (the SDK warns on real deprecated names)."""
+    return {"name": name, "provider": "anthropic", "base_url": fake.base_url, "api_keys": [f"vk-{name}-secret"],
+            "models": ["claude-*"], **kw}
+
+
+def gemini_channel(fake: FakeGemini, name: str = "gemini", **kw: Any) -> dict[str, Any]:
+    """A channel on a fake Gemini vendor, serving gemini-*."""
+    return {"name": name, "provider": "gemini", "base_url": fake.base_url, "api_keys": [f"vk-{name}-secret"],
+            "models": ["gemini-*"], **kw}

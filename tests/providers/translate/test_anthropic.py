@@ -703,6 +703,27 @@ def test_thinking_kept_dropped_where_refused() -> None:
     assert codec.request_from_chat(replay, State("m"))["thinking"] == {"type": "enabled", "budget_tokens": 4500}
 
 
+def test_thinking_signature_of_a_streamed_answer_goes_back() -> None:
+    # A chat client that accumulated a stream (the openai SDK's helper joins unknown string fields) sends
+    # back reasoning_content and the signature_delta as `thinking_signature`: one signed thinking block.
+    replay: dict[str, Any] = {"model": "m", "max_tokens": 9000, "reasoning_effort": "medium", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "x", "reasoning_content": "hmm", "thinking_signature": "sig",
+         "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "a", "content": "1"},
+    ]}  # fmt: skip
+    out = codec.request_from_chat(replay, State("m"))
+    assert out["messages"][1]["content"] == [
+        {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+        {"type": "text", "text": "x"},
+        {"type": "tool_use", "id": "a", "name": "f", "input": {}},
+    ]
+    assert out["thinking"] == {"type": "enabled", "budget_tokens": 4096}  # the turn kept its thinking block
+    del replay["messages"][1]["thinking_signature"]  # unsigned reasoning is not sent to Anthropic
+    out = codec.request_from_chat(replay, State("m"))
+    assert out["messages"][1]["content"][0]["type"] == "text" and "thinking" not in out
+
+
 def test_refused_and_dropped() -> None:
     with pytest.raises(Refused) as refused:
         codec.request_from_chat({"model": "m", "messages": [], "n": 2}, State("m"))

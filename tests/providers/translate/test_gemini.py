@@ -392,6 +392,15 @@ def test_stream_from_chat_error():
     assert arr.chunk({"error": {"message": "boom"}}) + arr.end() == b'[{"error":{"code":500,"message":"boom","status":"INTERNAL"}}]'
 
 
+def test_stream_from_chat_anthropic_overloaded_is_unavailable():
+    # An Anthropic vendor's mid-stream overloaded_error (529, no Gemini status) reaches a Gemini client
+    # as Gemini's own overloaded answer, 503 UNAVAILABLE.
+    enc = StreamFromChat(state())
+    assert enc.chunk({"error": {"message": "Overloaded", "type": "overloaded_error", "status": 529}}) == (
+        b'data: {"error":{"code":503,"message":"Overloaded","status":"UNAVAILABLE"}}\r\n\r\n'
+    )
+
+
 # ================================================================ vendor half: chat -> Gemini vendor
 
 
