@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 
 from config import Timeouts
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, ShuttingDown, mask_known, upstream_errors
+from gateway.errors import GatewayError, ShuttingDown, mask, mask_known, upstream_errors
 from gateway.http.timer import Slot
 from gateway.http.upstream import Response
 from gateway.relay.attempts import Verdict
@@ -183,6 +183,12 @@ async def pump(
             message = f"upstream connection broke mid-stream ({type(exc).__name__})"
             failure, verdict = _interrupted(502, message), Verdict.FAULT
             break
+    tap = chain.tap if chain is not None else None
+    if failure is None and tap is not None and tap.error is not None and verdict is Verdict.OK:
+        # The vendor ended the stream with an error event, which the client got: the row and the
+        # channel's health say so too.
+        ctx.status, verdict = 502, Verdict.FAULT
+        ctx.error = mask(f"upstream stream ended with an error: {tap.error}", (k.decode() for k in secrets))[:500]
     if failure is not None:
         ctx.status, ctx.error = failure.status, failure.message[:500]
         if chain is None or not sse:

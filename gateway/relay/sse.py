@@ -12,10 +12,14 @@ stream (measured; the tap finds usage events in one pass over a chunk anyway).
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from providers import Provider, Usage
-from providers.sse import EVENT_END, complete_end, event_data
+from providers.sse import EVENT_END, complete_end, event_data, split_events
+
+_ERROR_KEY = b'"error"'  # in every protocol's error event, as a key or as its type
 
 # Event bytes a tap holds before it counts their text: counting is only needed when no usage comes, and
 # one pass over many events costs a fraction of one pass per event.
@@ -33,8 +37,8 @@ class UsageTap:
     """
 
     __slots__ = (
-        "_buf", "_events", "_text_bytes", "_unscanned", "endpoint", "hide_usage", "max_event", "provider", "stopped",
-        "usage",
+        "_buf", "_events", "_text_bytes", "_unscanned", "endpoint", "error", "hide_usage", "max_event", "provider",
+        "stopped", "usage",
     )  # fmt: skip
 
     def __init__(self, provider: Provider, endpoint: str, *, hide_usage: bool = False, max_event: int = 1 << 62) -> None:
@@ -44,6 +48,7 @@ class UsageTap:
         self.max_event = max_event
         self.stopped = False
         self.usage: Usage | None = None
+        self.error: str | None = None  # the message of an error event the vendor ended its stream with
         self._text_bytes = 0
         self._events = 0
         # Whole events not yet counted (see _SCAN_AT), copied: holding on to the chunks themselves kept
@@ -82,6 +87,8 @@ class UsageTap:
         else:
             whole = buf[:end]
             self._buf = bytearray(buf[end:])
+        if _ERROR_KEY in whole:
+            self._errors(whole)
         events = self.provider.events
         # Events without a usage object are only counted, all in one pass; the events from the first
         # one with usage on are read one by one.
@@ -98,6 +105,13 @@ class UsageTap:
             out.append(self._event(whole[pos : m.end()]))
             pos = m.end()
         return b"".join(out) if self.hide_usage else chunk
+
+    def _errors(self, whole: bytes) -> None:
+        """Note an error event among whole events (any protocol's shape): the stream's row and the
+        channel's health must say the vendor failed, although the client got the event as it came."""
+        for event in split_events(whole):
+            if _ERROR_KEY in event and (message := stream_error(event_data(event))):
+                self.error = message[:300]
 
     def _stop(self, chunk: bytes) -> bytes:
         """Let go of an event past `max_event`: pass on what was held of it, and from now on everything."""
@@ -164,3 +178,21 @@ class UsageTap:
         if kept is None:
             return b""
         return event if kept is payload else b"data: " + orjson.dumps(kept) + b"\n\n"
+
+
+def stream_error(payload: Any) -> str | None:
+    """The message of a stream event that reports an error, in any of the protocols: OpenAI and
+    Gemini `{"error": {...}}`, Anthropic `{"type": "error", "error": {...}}`, Responses `error` and
+    `response.failed`. None for any other event."""
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    kind = payload.get("type")
+    if error is None and kind == "response.failed" and isinstance(payload.get("response"), dict):
+        error = payload["response"].get("error")
+    elif error is None and kind == "error":
+        error = payload  # Responses: the event itself carries code and message
+    if not error:
+        return None
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message or "error")

@@ -102,3 +102,18 @@ def test_an_event_that_never_ends_is_let_go_past_the_cap():
     sent += chain.feed(b"z" * 5000) + chain.flush()  # and from now on passed on as it comes
     assert sent.endswith(b"x" * 600 + b"y" * 600 + b"z" * 5000)
     assert tap.usage is None and tap.text_bytes == 1  # the row is estimated from what was read
+
+
+def test_tap_notes_an_error_event_of_any_protocol() -> None:
+    from gateway.relay.sse import stream_error
+
+    tap = UsageTap(PROVIDERS["openai"], "chat/completions")
+    tap.feed(b'data: {"choices":[{"delta":{"content":"error"}}]}\n\n')  # the word in text is not an error
+    assert tap.error is None
+    tap.feed(b'data: {"error": {"message": "upstream overloaded", "type": "server_error"}}\n\n')
+    assert tap.error == "upstream overloaded"
+    assert stream_error({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}) == "Overloaded"
+    assert stream_error({"type": "error", "code": "server_error", "message": "boom"}) == "boom"
+    assert stream_error({"type": "response.failed", "response": {"error": {"message": "bad"}}}) == "bad"
+    assert stream_error({"error": {"code": 503, "message": "UNAVAILABLE now", "status": "UNAVAILABLE"}}) == "UNAVAILABLE now"
+    assert stream_error({"type": "message_delta"}) is None

@@ -296,8 +296,9 @@ async def test_chat_stream_error_event_reaches_the_client(fakes, gateway_factory
     assert "Overloaded" in caught.value.message and caught.value.body["type"] == "overloaded_error"
     assert "".join(c.choices[0].delta.content or "" for c in got if c.choices) == "echo: hello there"[:6]
     [row] = await gw.rows()
-    assert (row["stream"], row["status"], row["channel"]) == (1, 200, "claude")  # the client had its 200 already
-    # (the vendor's error event is not in the row's `error`: the usage tap does not look for one; see the report)
+    # The client had its 200; the row says the stream broke (502, as for a dropped connection) and why.
+    assert (row["stream"], row["status"], row["channel"]) == (1, 502, "claude")
+    assert row["error"] == "upstream stream ended with an error: Overloaded"
 
 
 # ------------------------------------------------------------------------------ Responses client
