@@ -38,10 +38,13 @@ class GeminiProvider:
         return headers
 
     def prepare(self, endpoint: str, body: dict[str, Any], upstream_model: str, want_usage: bool) -> dict[str, Any]:
-        # The model is in the URL; every answer carries usageMetadata.
-        if "model" not in body:
-            return body
-        return {k: v for k, v in body.items() if k != "model"}
+        # The model is in the URL (every answer carries usageMetadata), but for the one a countTokens
+        # request may name inside its generateContentRequest.
+        out = {k: v for k, v in body.items() if k != "model"}
+        inner = out.get("generateContentRequest")
+        if isinstance(inner, dict) and "model" in inner:
+            out["generateContentRequest"] = {**inner, "model": f"models/{upstream_model}"}
+        return out
 
     def hide_usage(self, event: Any) -> Any | None:
         return event  # never asked for, so never hidden

@@ -65,7 +65,9 @@ def json_body(body: dict[str, Any], endpoint: str, protocol: str, want_usage: bo
             prepared = provider.prepare(translation.endpoint, translated, upstream_model, True)
         # Only a vendor that speaks the client's protocol can take the client's bytes (a Gemini body
         # names no model: the URL does).
-        elif raw is not None and not want_usage and (protocol == GEMINI or upstream_model == body.get("model")):
+        elif raw is not None and not want_usage and (
+            upstream_model == body.get("model") or (protocol == GEMINI and "generateContentRequest" not in body)
+        ):
             return raw, "application/json"
         else:
             prepared = provider.prepare(endpoint, body, upstream_model, want_usage)

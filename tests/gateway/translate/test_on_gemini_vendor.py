@@ -412,3 +412,15 @@ async def test_gemini_passthrough_error(fakes, gateway_factory, sdk):
     with pytest.raises(genai_errors.ClientError) as caught:
         await client.aio.models.generate_content(model=MODEL, contents="hello")
     assert caught.value.code == 400 and caught.value.status == "INVALID_ARGUMENT"
+
+
+async def test_gemini_passthrough_count_names_the_upstream_model_inside(fakes, gateway_factory):
+    # countTokens may carry a whole generateContentRequest, which names the model again: renamed too.
+    fake = await fakes("gemini")
+    gw = await gateway_factory({"keys": KEYS, "channels": [gemini_channel(fake, model_map={MODEL: "gemini-upstream-9"})]})
+    inner = {"model": f"models/{MODEL}", "contents": [{"role": "user", "parts": [{"text": "count me"}]}]}
+    async with aiohttp.ClientSession() as session, session.post(
+        f"{gw.url}/v1beta/models/{MODEL}:countTokens", headers={"x-goog-api-key": "test-key"}, json={"generateContentRequest": inner}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    assert fake.requests[-1].json()["generateContentRequest"]["model"] == "models/gemini-upstream-9"
