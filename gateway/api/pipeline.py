@@ -23,13 +23,14 @@ access_log = AccessLog("gateway.access")
 
 Handler = Callable[[web.Request, RequestContext], Awaitable[web.StreamResponse]]  # an API route's handler
 Served = Callable[[web.Request], Awaitable[web.StreamResponse]]  # what aiohttp calls
+_GEMINI_METHODS = frozenset({"generateContent", "streamGenerateContent", "countTokens"})
 MAX_HEADER_BYTES = 64 * 1024  # all request headers together
 MAX_HEADER_FIELD = 128 * 1024  # one header line, and the request line: the HTTP parser's own limit
 
 
 def protocol_for(path: str, headers: Mapping[str, str] | None = None) -> str:
-    if "/v1beta/" in path or ("/models/" in path and ":" in path.rpartition("/")[2]):
-        return GEMINI  # /v1beta/..., or /v1/models/{model}:{method}
+    if "/v1beta/" in path or ("/models/" in path and path.rpartition(":")[2] in _GEMINI_METHODS):
+        return GEMINI  # /v1beta/..., or /v1/models/{model}:{method} (a fine-tuned OpenAI model has colons too)
     if path.endswith("/v1/messages") or "/v1/messages/" in path:
         return ANTHROPIC
     if headers is not None and (path.endswith("/v1/models") or "/v1/models/" in path):

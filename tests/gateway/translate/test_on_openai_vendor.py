@@ -220,3 +220,14 @@ async def test_responses_over_chat(vendor, gateway_factory):
     with pytest.raises(openai.BadRequestError) as caught:
         await client.responses.create(model="gpt-4o", input="hi", previous_response_id="resp_1")
     assert "previous_response_id" in caught.value.message
+
+
+def test_protocol_of_a_path() -> None:
+    from gateway.api.pipeline import protocol_for
+    from providers import ANTHROPIC, GEMINI, OPENAI
+
+    assert protocol_for("/v1/models/gemini-x:generateContent") == GEMINI
+    assert protocol_for("/google/v1beta/models") == GEMINI
+    assert protocol_for("/v1/models/ft:gpt-4o-mini:org:abc") == OPENAI  # a fine-tuned OpenAI model's colons
+    assert protocol_for("/v1/messages/count_tokens") == ANTHROPIC
+    assert protocol_for("/v1/models", {"x-api-key": "k", "anthropic-version": "2023-06-01"}) == ANTHROPIC
