@@ -25,20 +25,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from providers import ANTHROPIC, GEMINI
+from providers.translate.common import ANTHROPIC_ERROR_TYPES, GEMINI_STATUS
 
 _http_log = structlog.get_logger("gateway.http")
 
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-    405: "invalid_request_error", 413: "request_too_large", 422: "invalid_request_error", 429: "rate_limit_error",
-    431: "invalid_request_error", 503: "overloaded_error", 529: "overloaded_error",
-}
-_GEMINI_STATUS = {
-    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-    405: "UNIMPLEMENTED", 413: "INVALID_ARGUMENT", 422: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
-    431: "INVALID_ARGUMENT", 501: "UNIMPLEMENTED",
-    502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
-}
 _OPENAI_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
     405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
@@ -82,9 +72,9 @@ class GatewayError(Exception):
 
     def body(self, protocol: str) -> dict[str, Any]:
         if protocol == ANTHROPIC:
-            return {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(self.status, "api_error"), "message": self.message}}
+            return {"type": "error", "error": {"type": ANTHROPIC_ERROR_TYPES.get(self.status, "api_error"), "message": self.message}}
         if protocol == GEMINI:
-            return {"error": {"code": self.status, "message": self.message, "status": _GEMINI_STATUS.get(self.status, "INTERNAL")}}
+            return {"error": {"code": self.status, "message": self.message, "status": GEMINI_STATUS.get(self.status, "INTERNAL")}}
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self, protocol: str) -> web.Response:

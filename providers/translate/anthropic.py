@@ -34,6 +34,8 @@ from typing import Any
 import orjson
 
 from providers.translate.common import (
+    ANTHROPIC_ERROR_STATUS,
+    ANTHROPIC_ERROR_TYPES,
     DEFAULT_MAX_TOKENS,
     Refused,
     State,
@@ -53,12 +55,6 @@ _MIN_BUDGET = 1024  # Anthropic refuses a smaller budget_tokens
 # tool calls (see _stop_reason).
 _FINISH = {"max_tokens": "length", "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
 _STOP = {"length": "max_tokens", "content_filter": "refusal"}
-
-# HTTP status <-> Anthropic error type (overloaded: Anthropic's own 529).
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error", 403: "permission_error",
-                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
-                503: "overloaded_error", 504: "timeout_error", 529: "overloaded_error"}
-_ERROR_STATUS = {kind: status for status, kind in _ERROR_TYPES.items()}  # overloaded_error: 529, the last
 
 # What Anthropic's count_tokens endpoint takes of a Messages request.
 _COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
@@ -140,9 +136,9 @@ def _error_body(error: Any) -> Json:
     if not isinstance(error, dict):
         error = {"message": str(error)}
     kind = error.get("type")
-    if kind not in _ERROR_STATUS:
+    if kind not in ANTHROPIC_ERROR_STATUS:
         status = error.get("status")
-        kind = _ERROR_TYPES.get(status, "api_error") if type(status) is int else "api_error"
+        kind = ANTHROPIC_ERROR_TYPES.get(status, "api_error") if type(status) is int else "api_error"
     return {"type": "error", "error": {"type": kind, "message": str(error.get("message") or kind)}}
 
 
@@ -803,7 +799,7 @@ class StreamToChat:
         if kind == "error":
             error: Json = data["error"] if isinstance(data.get("error"), dict) else {}
             error_type = error.get("type") or "api_error"
-            return [{"error": {"message": error.get("message") or error_type, "type": error_type, "status": _ERROR_STATUS.get(error_type, 500)}}]
+            return [{"error": {"message": error.get("message") or error_type, "type": error_type, "status": ANTHROPIC_ERROR_STATUS.get(error_type, 500)}}]
         return []  # ping, content_block_stop, and events of later API versions
 
     def end(self) -> list[Json]:

@@ -32,6 +32,23 @@ MAX_TOOL_NAME = 64
 _SAFE_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$")
 _SAFE_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 _ID_PREFIX = "toolu_gw_"  # a tool id rewritten for Anthropic's [a-zA-Z0-9_-]: base64url of the original follows
+# How each protocol names an HTTP error status, shared by the translators and the gateway's own errors.
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error", 403: "permission_error",
+    404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large", 422: "invalid_request_error",
+    429: "rate_limit_error", 431: "invalid_request_error", 500: "api_error", 503: "overloaded_error",
+    504: "timeout_error", 529: "overloaded_error",
+}  # fmt: skip
+ANTHROPIC_ERROR_STATUS = {
+    "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402, "permission_error": 403,
+    "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
+    "timeout_error": 504, "overloaded_error": 529,
+}  # fmt: skip
+GEMINI_STATUS = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 405: "UNIMPLEMENTED",
+    413: "INVALID_ARGUMENT", 422: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 431: "INVALID_ARGUMENT",
+    500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+}  # fmt: skip
 # Anthropic requires max_tokens; OpenAI and Gemini clients may leave it out.
 DEFAULT_MAX_TOKENS = 8192
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from providers.translate.common import State, data_url, tool_arguments
+from providers.translate.common import ANTHROPIC_ERROR_TYPES, GEMINI_STATUS, State, data_url, tool_arguments
 from providers.translate.schema import gemini_schema, json_schema
 
 Json = dict[str, Any]
@@ -52,8 +52,6 @@ _FOREIGN_SIGNATURE = "skip_thought_signature_validator"
 _TO_URL = str.maketrans("+/", "-_")
 _FROM_URL = str.maketrans("-_", "+/")
 
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error", 503: "overloaded_error"}
 
 # Sampling settings both sides have: Gemini's name, chat's (also google-genai's snake_case one).
 _SETTINGS = (("temperature", "temperature"), ("topP", "top_p"), ("seed", "seed"), ("presencePenalty", "presence_penalty"), ("frequencyPenalty", "frequency_penalty"))
@@ -162,7 +160,7 @@ def _error_from_chat(error: Any) -> Json:
     code = code if type(code) is int else 500
     if code == 529:  # Anthropic's overloaded: Gemini says 503 UNAVAILABLE, which its SDKs retry
         code = 503
-    return {"error": {"code": code, "message": str(error.get("message") or "error"), "status": _STATUS.get(code, "UNKNOWN")}}
+    return {"error": {"code": code, "message": str(error.get("message") or "error"), "status": GEMINI_STATUS.get(code, "UNKNOWN")}}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -908,7 +906,7 @@ class StreamToChat:
             error = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
             code = error.get("code")
             code = code if type(code) is int else 500
-            return [{"error": {"message": str(error.get("message") or error.get("status") or "error"), "type": _ERROR_TYPES.get(code, "api_error"), "status": code}}]
+            return [{"error": {"message": str(error.get("message") or error.get("status") or "error"), "type": ANTHROPIC_ERROR_TYPES.get(code, "api_error"), "status": code}}]
         if not self._id:
             self._id = str(data.get("responseId") or "chatcmpl-" + uuid.uuid4().hex)
         usage = data.get("usageMetadata")

@@ -213,6 +213,7 @@ async def measure(targets: list[Target], load: LoadGen, scale: Scale, say: Any) 
             t.results.setdefault("lat", []).extend(r["ms"])
             t.results["errors"] = t.results.get("errors", 0) + r["errors"]
     say("streams")
+    gw = next(t for t in lat_targets if t.name == "gateway")
     for _ in range(scale.rounds):
         for t in lat_targets:
             r = await load.call(op="stream", target=t.spec, n=scale.stream_n)
@@ -220,9 +221,8 @@ async def measure(targets: list[Target], load: LoadGen, scale: Scale, say: Any) 
             t.results.setdefault("first", []).extend(r["first_ms"])
             t.results.setdefault("last", []).extend(r["last_ms"])
             t.results["errors"] = t.results.get("errors", 0) + r["errors"]
-        # The same stream to an Anthropic client: the chat body is a valid Messages request too, and
-        # every event is translated (chat chunks -> Anthropic events).
-        gw = next(t for t in lat_targets if t.name == "gateway")
+        # In the same round, the same stream to an Anthropic client: the chat body is a valid Messages
+        # request too, and every event is translated (chat chunks -> Anthropic events).
         r = await load.call(op="stream", target={**gw.spec, "path": MESSAGES_PATH}, n=scale.stream_n)
         gw.sent += scale.stream_n + 10
         gw.results.setdefault("last_translated", []).extend(r["last_ms"])
