@@ -151,6 +151,7 @@ def _translation(ctx: RequestContext, attempt: Attempt, array: bool) -> Translat
     )
     if translation is not None:
         translation.state.prompt_estimate = max(1, ctx.request_bytes // 4)
+        translation.state.upstream_model = attempt.upstream_model
     return translation
 
 

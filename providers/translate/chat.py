@@ -5,11 +5,14 @@ names every vendor accepts and drops the pivot's own fields, which OpenAI-compat
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from providers.translate.common import State, estimate_tokens, sse
 
 DONE = b"data: [DONE]\n\n"
+# OpenAI models that refuse max_tokens and take only max_completion_tokens.
+_NEW_LIMIT_FIELD = re.compile(r"^(?:o\d|gpt-5)")
 # The pivot's own fields (see common.py), never sent to an OpenAI-compatible vendor.
 _PIVOT_MESSAGE_FIELDS = ("thinking_blocks", "reasoning_content")
 
@@ -66,6 +69,11 @@ def count_answer(tokens: int) -> dict[str, Any]:
 
 def request_from_chat(body: dict[str, Any], state: State) -> dict[str, Any]:
     out = dict(body)
+    limit = out.pop("max_completion_tokens", None)
+    if limit is not None and "max_tokens" not in out:
+        # The pivot says max_completion_tokens; of the OpenAI-compatible vendors only OpenAI's own
+        # reasoning models take it, and others (DeepSeek, measured by its users) silently ignore it.
+        out["max_completion_tokens" if _NEW_LIMIT_FIELD.match(state.upstream_model) else "max_tokens"] = limit
     tools = out.get("tools")
     if isinstance(tools, list):
         out["tools"] = [_named_tool(t, state) for t in tools]

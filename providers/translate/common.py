@@ -67,6 +67,7 @@ class State:
     stream: bool = False
     include_usage: bool = False
     prompt_estimate: int = 0
+    upstream_model: str = ""  # the name the vendor gets (some vendor quirks go by it)
     # the client's request as it came (a Responses answer echoes its settings back)
     client_request: dict[str, Any] | None = None
     # vendor-side tool name -> the client's, for the names that had to be shortened or cleaned

@@ -161,7 +161,7 @@ async def test_gemini_client_generate_stream_and_count(vendor, gateway_factory, 
     assert answer.text == "hello from vendor"
     assert answer.usage_metadata.prompt_token_count == 11
     body = vendor.requests[-1].json()
-    assert body["messages"][0] == {"role": "system", "content": "be brief"} and body["max_completion_tokens"] == 20
+    assert body["messages"][0] == {"role": "system", "content": "be brief"} and body["max_tokens"] == 20
     pieces = [r.text async for r in await client.aio.models.generate_content_stream(model="gpt-4o", contents="hi")]
     assert "".join(p for p in pieces if p) == "tok0 tok1 tok2 tok3 tok4 "
     count = await client.aio.models.count_tokens(model="gpt-4o", contents="hello there " * 50)

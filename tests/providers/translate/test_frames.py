@@ -123,3 +123,11 @@ def test_tool_ids_made_safe_for_anthropic_and_back() -> None:
         assert safe.replace("_", "").replace("-", "").isalnum()
         assert original_id(safe) == original
     assert anthropic_id("call_abc-1") == "call_abc-1"  # already safe: unchanged
+
+
+def test_chat_vendor_half_names_the_limit_as_the_model_takes_it() -> None:
+    for upstream, field in (("deepseek-chat", "max_tokens"), ("qwen-max", "max_tokens"), ("o3-mini", "max_completion_tokens"),
+                            ("gpt-5-mini", "max_completion_tokens")):
+        state = State("public", upstream_model=upstream)
+        sent = chat_codec.request_from_chat({"model": "public", "messages": [], "max_completion_tokens": 10}, state)
+        assert sent[field] == 10 and len({"max_tokens", "max_completion_tokens"} & sent.keys()) == 1
