@@ -105,7 +105,7 @@ async def test_keepalive_does_not_reset_the_idle_timeout(vendor, gateway_factory
     ("protocol", "prefix", "shape"),
     [
         (OPENAI, b"data: ", {"error": {"message": "m.", "type": "upstream_error", "param": None, "code": "c"}}),
-        (ANTHROPIC, b"event: error\ndata: ", {"type": "error", "error": {"type": "api_error", "message": "m."}}),
+        (ANTHROPIC, b"event: error\ndata: ", {"type": "error", "error": {"type": "timeout_error", "message": "m."}}),  # Anthropic names a 504 so
         (GEMINI, b"data: ", {"error": {"code": 504, "message": "m.", "status": "DEADLINE_EXCEEDED"}}),
     ],
 )
