@@ -3,18 +3,28 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUFF_ARGS := --line-length 120 --target-version py311 --select E,F,W,I,B,UP,ASYNC,RUF --ignore E501,RUF012,ASYNC109
 
-.PHONY: install run test test-fast test-public test-lowest check bench demo clean
+.PHONY: install install-runtime run test test-fast test-public test-lowest check bench demo clean
 
+# The project with its test extra (what test, check and bench need); it includes the runtime install.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed-runtime
+
+# The project and its runtime dependencies only: what `make run` needs.
+$(VENV)/.installed-runtime: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
 	touch $@
 
 install: $(VENV)/.installed
 
-run: install
-	$(PY) -m gateway serve
+install-runtime: $(VENV)/.installed-runtime
+
+run: install-runtime
+	$(VENV)/bin/gateway serve
 
 test: install
 	$(PY) -m pytest -q

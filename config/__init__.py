@@ -3,6 +3,7 @@
 from config.loader import ConfigError, Loaded, interpolate, load_config, parse_config, parse_listen, sha256_hex
 from config.schema import (
     BILLING_HEADERS,
+    AdminKey,
     Channel,
     ClientKey,
     Config,
@@ -18,6 +19,7 @@ from config.schema import (
 
 __all__ = [
     "BILLING_HEADERS",
+    "AdminKey",
     "Channel",
     "ClientKey",
     "Config",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 
 from config.schema import (
     BILLING_HEADERS,
+    AdminKey,
     Channel,
     ClientKey,
     Config,
@@ -64,31 +66,83 @@ class Loaded:
     warnings: list[str]
 
 
-def interpolate(text: str, env: Mapping[str, str]) -> str:
-    """Replace `${VAR}` and `${VAR:-default}`; an unset VAR without default becomes empty."""
+def interpolate(text: str, env: Mapping[str, str], missing: Callable[[str], str] | None = None) -> str:
+    """Replace `${VAR}` and `${VAR:-default}`; an unset (or empty) VAR without default becomes empty,
+    or `missing(VAR)` when given."""
 
     def sub(m: re.Match[str]) -> str:
         value = env.get(m.group(1))
-        if value is None or (value == "" and m.group(2) is not None):
-            return m.group(2) or ""
-        return value
+        if m.group(2) is not None and not value:
+            return m.group(2)
+        if not value and missing is not None:
+            return missing(m.group(1))
+        return value or ""
 
     return _VAR_RE.sub(sub, text)
+
+
+def unset_variables(text: str, env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """Where the YAML holds a `${VAR}` that is unset or empty (and has no default): key path -> the
+    variables' names, so that a message can say which variable to set. Found by parsing a second time
+    with a marker in place of each such variable; {} when there is none (or the marked text does not
+    parse, which the real parse then reports)."""
+    names: list[str] = []
+    nonce = secrets.token_hex(4)
+
+    def marker(name: str) -> str:
+        names.append(name)
+        return f"__unset{nonce}_{len(names) - 1}__"
+
+    marked = interpolate(text, env, marker)
+    if not names:
+        return {}
+    try:
+        tree = yaml.safe_load(marked)
+    except yaml.YAMLError:
+        return {}
+    found: dict[str, tuple[str, ...]] = {}
+    marker_re = re.compile(rf"__unset{nonce}_(\d+)__")
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+        elif isinstance(node, str) and (hits := marker_re.findall(node)):
+            found[path] = tuple(dict.fromkeys(names[int(i)] for i in hits))
+
+    walk(tree, "")
+    return found
+
+
+def not_set(names: Collection[str], env: Mapping[str, str]) -> str:
+    """`OPENAI_API_KEY is not set`, `A is empty and B is not set`."""
+    return " and ".join(f"{n} is {'empty' if n in env else 'not set'}" for n in names)
 
 
 def load_config(
     path: str | os.PathLike[str],
     env: Mapping[str, str] | None = None,
     providers: Collection[str] | None = None,
+    *,
+    allow_unset: bool = False,
 ) -> Loaded:
-    """Load and validate `path`. Raises ConfigError listing every problem."""
+    """Load and validate `path`. Raises ConfigError listing every problem.
+
+    `allow_unset`: for the commands that only read (usage, keys): a client key or any other value whose
+    `${VAR}` is unset is a warning naming the variable instead of a problem; such a client key is kept
+    for its name and limits but matches no secret. Never for serving."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text"]) from exc
-    return parse_config(text, env=os.environ if env is None else env, providers=providers, source=str(path))
+    return parse_config(
+        text, env=os.environ if env is None else env, providers=providers, source=str(path), allow_unset=allow_unset
+    )
 
 
 def parse_config(
@@ -96,6 +150,8 @@ def parse_config(
     env: Mapping[str, str],
     providers: Collection[str] | None = None,
     source: str = "<string>",
+    *,
+    allow_unset: bool = False,
 ) -> Loaded:
     try:
         raw = yaml.safe_load(interpolate(text, env))
@@ -103,7 +159,7 @@ def parse_config(
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError([f"{source}: invalid YAML{where}: {getattr(exc, 'problem', exc)}"]) from exc
-    v = _Validator(providers)
+    v = _Validator(providers, unset_variables(text, env), env, allow_unset)
     config = v.config(raw if raw is not None else {}, source)
     if v.problems:
         raise ConfigError(v.problems)
@@ -118,13 +174,33 @@ def sha256_hex(secret: str) -> str:
 class _Validator:
     """Walks the parsed YAML, building schema objects and collecting problems."""
 
-    def __init__(self, providers: Collection[str] | None) -> None:
+    def __init__(
+        self,
+        providers: Collection[str] | None,
+        unset: Mapping[str, tuple[str, ...]] | None = None,
+        env: Mapping[str, str] | None = None,
+        allow_unset: bool = False,
+    ) -> None:
         self.providers = providers
+        self.unset = unset or {}
+        self.env = env or {}
+        self.allow_unset = allow_unset
         self.problems: list[str] = []
         self.warnings: list[str] = []
 
     def fail(self, path: str, message: str) -> None:
+        names = self.unset.get(path)
+        if names:
+            message = f"{message} ({self.not_set(path)})"
+            if self.allow_unset:
+                self.warnings.append(f"{path}: {message}")
+                return
         self.problems.append(f"{path}: {message}")
+
+    def not_set(self, *paths: str) -> str:
+        """`OPENAI_API_KEY is not set` for the variables behind these key paths; "" when none is known."""
+        names = dict.fromkeys(n for p in paths for n in self.unset.get(p, ()))
+        return not_set(names, self.env)
 
     # -- primitives -------------------------------------------------------------------------
 
@@ -204,7 +280,7 @@ class _Validator:
             "",
             (
                 "listen", "database", "spool", "log", "limits", "workers", "shutdown_grace_s",
-                "routing", "keys", "channels", "models",
+                "routing", "keys", "channels", "models", "admin_keys", "metrics_listen",
             ),
         )
         if top is None:
@@ -220,12 +296,22 @@ class _Validator:
         keys = self.opt(top, "keys", "", self.keys, tuple[ClientKey, ...]())
         channels = self.opt(top, "channels", "", self.channels, tuple[Channel, ...]())
         models = self.opt(top, "models", "", self.models, dict[str, ModelInfo]())
+        admin_keys = self.opt(top, "admin_keys", "", self.admin_keys, tuple[AdminKey, ...]())
+        for i, admin in enumerate(admin_keys):
+            client = next((k.name for k in keys if k.key_sha256 == admin.key_sha256), None)
+            if client is not None:
+                self.fail(f"admin_keys[{i}]", f"same secret as client key {client!r}: an admin key is not a client key")
+        metrics_listen = self.opt(top, "metrics_listen", "", self.listen, None)
+        if metrics_listen is not None and metrics_listen == listen:
+            self.fail("metrics_listen", f"{metrics_listen} is the listen address itself: give /metrics a port of its own")
+        elif metrics_listen is not None and not metrics_listen.is_loopback:
+            self.warnings.append(f"metrics_listen: {metrics_listen} serves /metrics without auth beyond this host")
         if not keys and not listen.is_loopback:
             self.fail("listen", f"{listen} is not a loopback address and no keys are defined: add keys: or listen on 127.0.0.1")
         return Config(
             listen=listen, database=database, spool=spool, log=log, limits=limits, workers=workers,
             shutdown_grace_s=grace, routing=routing, keys=keys, channels=channels,
-            models=models, source=source,
+            models=models, admin_keys=admin_keys, metrics_listen=metrics_listen, source=source,
         )
 
     def listen(self, node: Any, path: str) -> Listen | None:
@@ -294,12 +380,57 @@ class _Validator:
                 continue
             if key.name in names:
                 self.fail(f"{p}.name", f"duplicate key name {key.name!r}")
+            if not key.key_sha256:
+                names.add(key.name)  # its secret's variable is unset (allow_unset): it matches nothing
+                out.append(key)
+                continue
             if key.key_sha256 in hashes:
                 self.fail(p, f"same secret as key {hashes[key.key_sha256]!r}")
             names.add(key.name)
             hashes[key.key_sha256] = key.name
             out.append(key)
         return tuple(out)
+
+    def admin_keys(self, node: Any, path: str) -> tuple[AdminKey, ...] | None:
+        """Like `keys:`, name and key (or key_sha256) only."""
+        if not isinstance(node, list):
+            self.fail(path, f"must be a list, got {_kind(node)}")
+            return None
+        out: list[AdminKey] = []
+        names: dict[str, str] = {}
+        for i, item in enumerate(node):
+            p = f"{path}[{i}]"
+            m = self.mapping(item, p, ("name", "key", "key_sha256"))
+            if m is None:
+                continue
+            name, digest = self.string(m.get("name"), f"{p}.name"), self.secret_digest(m, p)
+            if name is None or digest is None:
+                continue
+            if name in names.values():
+                self.fail(f"{p}.name", f"duplicate admin key name {name!r}")
+            if digest in names:
+                self.fail(p, f"same secret as admin key {names[digest]!r}")
+            names[digest] = name
+            out.append(AdminKey(name=name, key_sha256=digest))
+        return tuple(out)
+
+    def secret_digest(self, m: dict[str, Any], path: str) -> str | None:
+        """The sha256 of an entry's `key`, or its `key_sha256`; exactly one of them."""
+        if ("key" in m) == ("key_sha256" in m):
+            self.fail(path, "needs exactly one of key or key_sha256")
+        elif "key" in m:
+            secret = self.string(m["key"], f"{path}.key", empty_ok=True)
+            if secret == "":
+                self.fail(f"{path}.key", "is empty (is its environment variable set?)")
+            elif secret is not None:
+                return sha256_hex(secret)
+        else:
+            hexd = self.string(m["key_sha256"], f"{path}.key_sha256")
+            if hexd is not None and not _HEX64_RE.match(hexd):
+                self.fail(f"{path}.key_sha256", "must be 64 hex digits (sha256 of the key)")
+            elif hexd is not None:
+                return hexd.lower()
+        return None
 
     def client_key(self, node: Any, path: str) -> ClientKey | None:
         m = self.mapping(
@@ -312,8 +443,14 @@ class _Validator:
         if ("key" in m) == ("key_sha256" in m):
             self.fail(path, "needs exactly one of key or key_sha256")
         elif "key" in m:
-            secret = self.string(m["key"], f"{path}.key", empty_ok=True)
-            if secret == "":
+            unset = self.not_set(f"{path}.key") if m["key"] in (None, "") else ""
+            secret = self.string(m["key"], f"{path}.key", empty_ok=True) if not unset else ""
+            if unset and self.allow_unset:
+                self.warnings.append(f"{path}.key: {unset}: the key {name!r} cannot authenticate")
+                digest = ""
+            elif unset:
+                self.problems.append(f"{path}.key: {unset}")
+            elif secret == "":
                 self.fail(f"{path}.key", "is empty (is its environment variable set?)")
             elif secret is not None:
                 digest = sha256_hex(secret)
@@ -391,8 +528,11 @@ class _Validator:
         enabled = self.opt(m, "enabled", path, self.boolean, True)
         given = m.get("api_keys")
         resolved = tuple(k for k in api_keys if k.strip())
+        disabled_reason = None if enabled else "enabled: false"
         if enabled and isinstance(given, list) and given and not resolved:
-            self.warnings.append(f"{path}: channel {name!r} disabled: its api_keys are empty (environment variable unset?)")
+            paths = [f"{path}.api_keys[{i}]" for i in range(len(given))]
+            disabled_reason = self.not_set(*paths) or "its api_keys are empty"
+            self.warnings.append(f"{path}: channel {name!r} disabled: {disabled_reason}")
             enabled = False
         timeouts = self.opt(m, "timeouts", path, self.timeouts, Timeouts())
         model_map = self.opt(m, "model_map", path, self.str_map, dict[str, str]())
@@ -428,6 +568,7 @@ class _Validator:
             client_headers=frozenset(h.lower() for h in client_headers),
             timeouts=timeouts,
             enabled=enabled,
+            disabled_reason=disabled_reason,
             responses=responses,
         )
 

@@ -110,6 +110,14 @@ class ClientKey:
     budget: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AdminKey:
+    """An operator's key: reaches /metrics and /admin/*, and nothing a client key reaches."""
+
+    name: str
+    key_sha256: str  # hex digest; the plain key is never kept
+
+
 # Headers by which a client would choose whom a vendor bills (an organization, project or workspace of
 # the channel's account): never taken from a client unless its channel's `client_headers` allows them.
 BILLING_HEADERS = frozenset(
@@ -135,6 +143,9 @@ class Channel:
     client_headers: frozenset[str] = frozenset()
     timeouts: Timeouts = Timeouts()
     enabled: bool = True
+    # Why `enabled` is False, for the start-up summary and the 503: "enabled: false",
+    # "OPENAI_API_KEY is not set". Names a variable, never a secret.
+    disabled_reason: str | None = None
     # How /v1/responses reaches this vendor: "native" (its own Responses API) or "chat" (the gateway
     # serves it over /chat/completions, for OpenAI-compatible vendors that have no Responses API).
     responses: str = "native"
@@ -187,6 +198,8 @@ class Config:
     keys: tuple[ClientKey, ...] = ()
     channels: tuple[Channel, ...] = ()
     models: dict[str, ModelInfo] = field(default_factory=dict)
+    admin_keys: tuple[AdminKey, ...] = ()
+    metrics_listen: Listen | None = None  # /metrics without auth on its own address
     source: str = ""  # the file it was read from, for messages
 
     @property
@@ -200,3 +213,7 @@ class Config:
     @cached_property
     def keys_by_hash(self) -> dict[str, ClientKey]:
         return {k.key_sha256: k for k in self.keys}
+
+    @cached_property
+    def admin_keys_by_hash(self) -> dict[str, AdminKey]:
+        return {k.key_sha256: k for k in self.admin_keys}

@@ -19,6 +19,8 @@ from gateway.http import memory, paths, upstream
 from gateway.http.drain import Drain
 from gateway.ledger.sink import UsageSink
 from gateway.ledger.usage import UsageWriter
+from gateway.ops import metrics as ops_metrics
+from gateway.ops import routes as ops_routes
 from gateway.state import SERVICES, Runtime, Services
 
 PLATFORM = "{platform:[a-z0-9][a-z0-9_-]*}"
@@ -31,8 +33,11 @@ def add_api_route(app: web.Application, method: str, endpoint: str, handler: Han
     app.router.add_route(method, f"/{PLATFORM}/v1/{endpoint}", served)
 
 
-def create_app(runtime: Runtime, *, usage: UsageSink | None = None, http_path: str | None = None) -> web.Application:
-    """The app serving `runtime`'s config. `http_path` (auto, lean, public) overrides $GATEWAY_HTTP_PATH."""
+def create_app(
+    runtime: Runtime, *, usage: UsageSink | None = None, http_path: str | None = None, metrics_listen: bool = True
+) -> web.Application:
+    """The app serving `runtime`'s config. `http_path` (auto, lean, public) overrides $GATEWAY_HTTP_PATH.
+    `metrics_listen`: bind the config's metrics_listen, if any (with `workers: N`, worker 0 only)."""
     mode = paths.check_mode(http_path or os.environ.get(paths.ENV) or "auto")
     # Bodies are read by the handlers against limits.max_body_mb, which a reload may change.
     app = web.Application(
@@ -42,13 +47,19 @@ def create_app(runtime: Runtime, *, usage: UsageSink | None = None, http_path: s
         handler_args={"logger": HTTPLayerLog(), "max_line_size": MAX_HEADER_FIELD, "max_field_size": MAX_HEADER_FIELD},
     )
     services = app[SERVICES] = Services(runtime, usage or UsageWriter(runtime.config.database, spool_path=runtime.config.spool_path), Drain())
+    services.metrics = ops_metrics.Metrics() if ops_metrics.enabled() else None
     app.on_shutdown.append(_begin_drain)
     # The upstream client first: when the lean path was forced and cannot be taken, nothing else is open yet.
     app.cleanup_ctx.append(functools.partial(_session_ctx, mode=mode))
     app.cleanup_ctx.append(_usage_ctx)
     app.cleanup_ctx.append(_trim_ctx)
+    app.cleanup_ctx.append(ops_routes.refresher_ctx)
+    if metrics_listen:
+        app.cleanup_ctx.append(ops_routes.metrics_listen_ctx)
     app.router.add_get("/healthz", probe(probes.healthz))
     app.router.add_get("/readyz", probe(probes.readyz))
+    app.router.add_get("/metrics", probe(ops_routes.metrics))
+    app.router.add_get("/admin/status", probe(ops_routes.admin_status))
     add_api_route(app, "POST", "chat/completions", openai_api.chat_completions)
     add_openai_routes(app)
     add_api_route(app, "POST", "messages", anthropic_api.messages)

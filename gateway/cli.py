@@ -1,48 +1,87 @@
-"""`python -m gateway serve|check|usage` (SPEC section 1)."""
+"""`gateway serve|check|usage|keys|version` (SPEC section 1); `python -m gateway` is the same program."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from importlib import metadata
 
-from config import Config, ConfigError, Loaded, load_config, parse_listen
+from config import Config, ConfigError, Listen, Loaded, load_config, parse_listen
+from gateway import __version__
 from gateway.logs import setup_logging
 from providers import PROVIDERS
+
+CONFIG_HELP = "path to gateway.yaml (default: $GATEWAY_CONFIG, then ./gateway.yaml)"
+
+
+def version() -> str:
+    """The installed package's version; the source tree's own when it is run without being installed."""
+    try:
+        return metadata.version("llm-gateway")
+    except metadata.PackageNotFoundError:
+        return __version__
 
 
 def default_config_path() -> str:
     return os.environ.get("GATEWAY_CONFIG") or "gateway.yaml"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway", description="Lightweight LLM API gateway.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    from gateway import keytool
+    from gateway.ledger.report import add_arguments as add_usage_arguments
+
+    p = argparse.ArgumentParser(
+        prog="gateway",
+        description="Lightweight LLM API gateway. Read-only commands (check --allow-unset, usage, keys list) "
+        "do not need the vendor secrets' environment variables to be set.",
+    )
+    p.add_argument("--version", action="version", version=f"gateway {version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{serve,check,usage,keys,version}")
     p_serve = sub.add_parser("serve", help="serve the gateway")
-    p_serve.add_argument("--config", help="path to gateway.yaml (default: $GATEWAY_CONFIG, then ./gateway.yaml)")
+    p_serve.add_argument("--config", help=CONFIG_HELP)
     p_serve.add_argument("--listen", help="HOST:PORT, overriding the config's listen")
     p_check = sub.add_parser("check", help="validate the config and print every problem")
-    p_check.add_argument("--config")
-    p_usage = sub.add_parser("usage", help="usage report from the database")
-    p_usage.add_argument("--config")
-    from gateway.ledger.report import add_arguments
+    p_check.add_argument("--config", help=CONFIG_HELP)
+    p_check.add_argument("--allow-unset", action="store_true",
+                         help="an unset ${VAR} is a warning, not a problem (to check a file where its secrets are not set)")
+    p_usage = sub.add_parser("usage", help="usage and cost report from the database")
+    p_usage.add_argument("--config", help=CONFIG_HELP)
+    add_usage_arguments(p_usage)
+    p_keys = sub.add_parser("keys", help="list client keys, hash a key, make a new one",
+                            description="Client keys.\n\n" + keytool.HELP,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    keytool.add_arguments(p_keys, CONFIG_HELP)
+    sub.add_parser("version", help="print the version")
+    return p
 
-    add_arguments(p_usage)
-    args = parser.parse_args(argv)
-    path = args.config or default_config_path()
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "version":
+        print(version())
+        return 0
+    path = getattr(args, "config", None) or default_config_path()
     if args.command == "check":
-        return check(path)
-    loaded = _load_or_exit(path)
+        return check(path, allow_unset=args.allow_unset)
     if args.command == "usage":
         from gateway.ledger.report import report
 
-        return report(loaded.config, args)
-    return serve(loaded, path, args.listen)
+        return report(_load_or_exit(path, allow_unset=True).config, args)
+    if args.command == "keys":
+        from gateway import keytool
+
+        if args.keys_command == "hash":
+            return keytool.hash_key()
+        if args.keys_command == "new":
+            return keytool.new_key(args.name, args.prefix)
+        return keytool.list_keys(_load_or_exit(path, allow_unset=True).config, args.format)
+    return serve(_load_or_exit(path), path, args.listen)
 
 
-def check(path: str) -> int:
+def check(path: str, *, allow_unset: bool = False) -> int:
     try:
-        loaded = load_config(path, providers=PROVIDERS)
+        loaded = load_config(path, providers=PROVIDERS, allow_unset=allow_unset)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem)
@@ -71,14 +110,45 @@ def serve(loaded: Loaded, path: str, listen_arg: str | None) -> int:
     import structlog
 
     log = structlog.get_logger("gateway")
+    # A disabled channel's warning is said once, by its channel_disabled line in the summary.
+    said = tuple(f": channel {c.name!r} disabled: {c.disabled_reason}" for c in config.channels if not c.enabled)
     for warning in loaded.warnings:
-        log.warning("config_warning", detail=warning)
+        if not warning.endswith(said):
+            log.warning("config_warning", detail=warning)
+    log_summary(config, path, listen)
     return run(config, path, listen)
 
 
-def _load_or_exit(path: str) -> Loaded:
+def log_summary(config: Config, path: str | None, listen: Listen) -> None:
+    """What is about to be served, once at start-up: one line for the gateway, one per channel. A disabled
+    channel's line says why ("OPENAI_API_KEY is not set", "enabled: false"); no line holds a secret."""
+    import structlog
+
+    log = structlog.get_logger("gateway")
+    enabled = [c for c in config.channels if c.enabled]
+    (log.info if enabled else log.warning)(
+        "starting",
+        version=version(),
+        config=path,
+        listen=str(listen),
+        workers=config.workers,
+        channels_enabled=len(enabled),
+        channels_disabled=len(config.channels) - len(enabled),
+        keys=len(config.keys),
+        **({} if enabled else {"detail": "no channel is enabled: every model request gets 503"}),
+    )
+    for c in config.channels:
+        if c.enabled:
+            log.info("channel_enabled", channel=c.name, provider=c.provider, platform=c.platform,
+                     models=list(c.models.patterns), api_keys=len(c.api_keys), priority=c.priority, weight=c.weight)
+        else:
+            log.warning("channel_disabled", channel=c.name, provider=c.provider, platform=c.platform,
+                        models=list(c.models.patterns), reason=c.disabled_reason or "enabled: false")
+
+
+def _load_or_exit(path: str, *, allow_unset: bool = False) -> Loaded:
     try:
-        return load_config(path, providers=PROVIDERS)
+        return load_config(path, providers=PROVIDERS, allow_unset=allow_unset)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -94,10 +94,20 @@ class GatewayError(Exception):
 
 
 class NoChannel(GatewayError):
-    def __init__(self, model: str) -> None:
+    """`disabled`: (name, reason) of the channels that would serve the model but are off; the reason
+    names a setting or a variable ("OPENAI_API_KEY is not set"), never a secret."""
+
+    def __init__(self, model: str, disabled: Iterable[tuple[str, str | None]] = ()) -> None:
+        off = [(name, reason or "enabled: false") for name, reason in disabled]
+        if len(off) == 1:
+            why = f": channel {off[0][0]!r} is disabled ({off[0][1]})."
+        elif off:
+            why = f": channels {', '.join(f'{name!r} ({reason})' for name, reason in off)} are disabled."
+        else:
+            why = "; check the channels in gateway.yaml."
         super().__init__(
             503,
-            f"No enabled channel serves model {model!r} right now; check the channels in gateway.yaml.",
+            f"No enabled channel serves model {model!r} right now{why}",
             type="service_unavailable",
             code="no_channel",
         )

@@ -63,7 +63,7 @@ def setup_logging(cfg: LogConfig, stream: TextIO | None = None) -> None:
         outlet = outlet or _Outlet(out.buffer)  # a reload keeps it, and any lines waiting for a full pipe
         factory = structlog.BytesLoggerFactory(cast(BinaryIO, _LineFile(outlet)))  # every JSON line the same way
     processors: list[structlog.types.Processor] = [
-        structlog.processors.add_log_level, timestamp, structlog.processors.format_exc_info, renderer,
+        structlog.processors.add_log_level, timestamp, process_fields, structlog.processors.format_exc_info, renderer,
     ]
     structlog.configure(
         processors=processors,
@@ -112,6 +112,25 @@ def timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableM
     return event_dict
 
 
+# Which process writes: its pid and its worker index (0 with `workers: 1`; None in the parent that
+# supervises `workers: N`), on every structured line so that lines of several workers sharing one
+# stderr can be told apart. A fork refreshes the pid; `set_worker` the index.
+_process: list[Any] = [os.getpid(), 0]
+os.register_at_fork(after_in_child=lambda: _process.__setitem__(0, os.getpid()))
+
+
+def set_worker(index: int | None) -> None:
+    """This process is worker `index` (None: the supervising parent) from now on, in every line."""
+    _process[:] = [os.getpid(), index]
+
+
+def process_fields(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """`pid` and `worker` of the process writing; a line that names another process (the parent's
+    `worker_died`) says so in fields of its own."""
+    event_dict["pid"], event_dict["worker"] = _process
+    return event_dict
+
+
 # While the JSON set-up above is in force: its renderer, level, and where lines go (see AccessLog).
 _json_lines: list[Any] = []
 
@@ -121,6 +140,7 @@ def _json_line(event: str, level: str, fields: dict[str, Any]) -> bytes:
     fields["event"] = event
     fields["level"] = level
     timestamp(None, "", fields)
+    fields["pid"], fields["worker"] = _process
     return orjson.dumps(fields) + b"\n"
 
 
@@ -245,7 +265,9 @@ class _Outlet:
                     self.dropped += len(lines) - bisect.bisect_right(ends, start)  # this run and the rest
                     self._gone = isinstance(exc, BrokenPipeError)
                     return
-            elif self._backlog + len(run) <= _BACKLOG_BYTES:
+            # Once a line is dropped, the rest are too until the backlog has drained: the lines kept are
+            # the first ones, with no gap among them, and the notice follows them.
+            elif not self.dropped and self._backlog + len(run) <= _BACKLOG_BYTES:
                 self._pending.append(run)
                 self._backlog += len(run)
             else:

@@ -36,16 +36,17 @@ def run(config: Config, path: str | None, listen: Listen) -> int:
     """Serve until SIGTERM/SIGINT; return once requests in flight are done and usage is flushed."""
     raise_nofile_limit()
     if config.workers > 1:
-        return supervise(config, lambda _, serving: run_loop(serve_worker(config, path, listen, serving)))
+        return supervise(config, lambda index, serving: run_loop(serve_worker(config, path, listen, serving, index)))
     run_loop(serve(config, path, listen))
     return 0
 
 
-async def serve_worker(config: Config, path: str | None, listen: Listen, serving: Callable[[], None]) -> None:
+async def serve_worker(config: Config, path: str | None, listen: Listen, serving: Callable[[], None], index: int = 0) -> None:
     """`serve()` in a forked worker: tell the parent once the port is bound, so it knows a later
-    death is worth a restart and not a crash loop."""
+    death is worth a restart and not a crash loop. Worker 0 alone binds `metrics_listen`: a scrape
+    there covers every worker (gateway.ops.metrics), and the supervisor runs no event loop."""
     ready = asyncio.Event()
-    server = asyncio.create_task(serve(config, path, listen, ready=ready))
+    server = asyncio.create_task(serve(config, path, listen, ready=ready, metrics_listen=index == 0))
     listening = asyncio.create_task(ready.wait())
     await asyncio.wait((server, listening), return_when=asyncio.FIRST_COMPLETED)
     listening.cancel()
@@ -70,10 +71,12 @@ def raise_nofile_limit() -> None:
             log.warning("nofile_limit_unchanged", soft=soft, hard=hard, error=str(exc))
 
 
-async def serve(config: Config, path: str | None, listen: Listen, *, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    config: Config, path: str | None, listen: Listen, *, ready: asyncio.Event | None = None, metrics_listen: bool = True
+) -> None:
     runtime = Runtime(config, path)
     runtime.on_reload.append(lambda new: setup_logging(new.log))
-    app = create_app(runtime)
+    app = create_app(runtime, metrics_listen=metrics_listen)
     runner = web.AppRunner(
         app,
         handle_signals=False,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -15,6 +18,7 @@ from gateway.http.guard import ConnectionGuard
 from gateway.http.upstream import Upstream
 from gateway.ledger.refused import RefusedCap
 from gateway.ledger.sink import UsageSink
+from gateway.ops.metrics import Metrics
 from gateway.relay.health import Health
 from providers import PROVIDERS
 
@@ -48,6 +52,12 @@ class Runtime:
         self.health = Health()
         self.generation = 1
         self.on_reload: list[Callable[[Config], None]] = []
+        # For /admin/status, /metrics and /readyz: which file is in force, since when, and whether
+        # the last SIGHUP failed (then the old config serves, and /readyz says why it is not ready).
+        self.config_sha256 = _file_sha256(path)
+        self.loaded_at = time.time()
+        self.last_reload_error: str | None = None
+        self.reloads = {"ok": 0, "failed": 0}
 
     def lookups(self, config: Config) -> Lookups:
         """The lookups of `config`: the config in force, or (rarely) one a reload has since replaced."""
@@ -58,9 +68,12 @@ class Runtime:
         if self.path is None:
             return False
         try:
+            digest = _file_sha256(self.path)
             loaded = load_config(self.path, providers=PROVIDERS)
         except ConfigError as exc:
             log.error("config_reload_failed", path=self.path, problems=exc.problems)
+            self.last_reload_error = "; ".join(exc.problems)[:2000]
+            self.reloads["failed"] += 1
             return False
         for warning in loaded.warnings:
             log.warning("config_warning", detail=warning)
@@ -70,10 +83,23 @@ class Runtime:
         self.config = loaded.config
         self._lookups = Lookups(self.config)
         self.generation += 1
+        self.config_sha256, self.loaded_at, self.last_reload_error = digest, time.time(), None
+        self.reloads["ok"] += 1
         for hook in self.on_reload:
             hook(self.config)
         log.info("config_reloaded", path=self.path, generation=self.generation, channels=len(self.config.channels))
         return True
+
+
+def _file_sha256(path: str | None) -> str | None:
+    """The sha256 of the config file's bytes (read apart from the loader's own read: a file swapped in
+    between is caught by the next reload)."""
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 @dataclass(slots=True, eq=False)
@@ -88,6 +114,8 @@ class Services:
     guard: ConnectionGuard | None = None  # the client connections' bounds, when serving (gateway.server)
     client: Upstream | None = None  # opened when the app starts (gateway.http.paths)
     answer: AnswerFactory = public_answer  # the answer writer chosen with it
+    metrics: Metrics | None = None  # None when metrics are off (GATEWAY_METRICS=off)
+    streams: int = 0  # streamed answers being relayed now (gateway.relay.pump)
 
     @property
     def upstream(self) -> Upstream:

@@ -30,6 +30,8 @@ from typing import Any
 import structlog
 
 from config import Config
+from gateway.logs import set_worker
+from gateway.ops.metrics import prepare_multiprocess, remove_multiprocess, worker_gone
 
 log = structlog.get_logger("gateway")
 
@@ -41,7 +43,10 @@ Worker = Callable[[int, Callable[[], None]], None]
 
 def supervise(config: Config, worker: Worker) -> int:
     """Run `worker` in `config.workers` child processes; return the parent's exit status."""
+    set_worker(None)  # the parent's own lines; a worker's say which it is (gateway.logs)
     prepare_database(config)
+    # One scrape of any worker covers them all: each keeps its values in files under this directory.
+    metrics_dir = prepare_multiprocess()
     children: dict[int, tuple[int, int]] = {}  # pid -> (worker index, read end of its "serving" pipe)
     stopping = False
     failed = False
@@ -55,6 +60,7 @@ def supervise(config: Config, worker: Worker) -> int:
             try:
                 os.close(readfd)
                 _become_worker(parent)
+                set_worker(index)
                 worker(index, lambda: _notify(writefd))
                 code = 0
             except SystemExit as exc:
@@ -89,6 +95,7 @@ def supervise(config: Config, worker: Worker) -> int:
         if pid not in children:
             continue
         index, readfd = children.pop(pid)
+        worker_gone(pid)
         os.set_blocking(readfd, False)
         try:
             served = bool(os.read(readfd, 1))
@@ -99,14 +106,15 @@ def supervise(config: Config, worker: Worker) -> int:
         if stopping:
             if code != 0:
                 failed = True
-                log.error("worker_exit_failed", worker=index, pid=pid, exit_code=code)
+                log.error("worker_exit_failed", child_worker=index, child_pid=pid, exit_code=code)
             continue
-        log.error("worker_died", worker=index, pid=pid, exit_code=code, served=served)
+        log.error("worker_died", child_worker=index, child_pid=pid, exit_code=code, served=served)
         if not served:
             failed = True
             forward(signal.SIGTERM, None)  # it will not come up: stop the others too
             continue
         spawn(index)
+    remove_multiprocess(metrics_dir)
     log.info("workers_stopped", failed=failed)
     return 1 if failed else 0
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,29 @@ class Gateway:
             return [dict(r) for r in db.execute("SELECT * FROM usage ORDER BY id")]
         finally:
             db.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_temp_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite, and every process it starts (the demo, the bench, gateways), leaves no folder of
+    ours (`gateway-*`, `bench-*`) in the temp folder: for the session TMPDIR is a folder of its own,
+    checked and removed at the end. pytest's own tmp_path folders stay where pytest keeps them. (A
+    supervisor killed with SIGKILL cannot remove its metrics folder: a test that kills one fails here.)"""
+    tmp_path_factory.getbasetemp()  # placed before TMPDIR changes
+    private = tempfile.mkdtemp(prefix="gateway-tests-")
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = private
+    try:
+        yield
+    finally:
+        if saved[0] is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = saved[0]
+        tempfile.tempdir = saved[1]
+        left = sorted(name for name in os.listdir(private) if name.startswith(("gateway-", "bench-")))
+        shutil.rmtree(private, ignore_errors=True)
+    assert not left, f"left behind in the temp folder: {left}"
 
 
 def make_config(raw: dict[str, Any], tmp_path: Path) -> Config:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -97,8 +98,11 @@ async def main(once: bool) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.Event().wait()
     finally:
-        rc = await gw.stop()
-        await runner.cleanup()
+        try:
+            rc = await gw.stop()
+            await runner.cleanup()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # the demo's config, database and log go with it
     return rc
 
 

@@ -14,7 +14,8 @@ FORBIDDEN = {
     "gateway.http": ("gateway.api", "gateway.relay", "gateway.ledger", "gateway.state", "gateway.context",
                      "gateway.errors", "gateway.app", "gateway.logs", "providers", "config"),
     "gateway.ledger": ("gateway.api", "gateway.relay", "gateway.http", "gateway.state", "gateway.context"),
-    "gateway.relay": ("gateway.api", "gateway.app", "gateway.server"),
+    "gateway.relay": ("gateway.api", "gateway.app", "gateway.server", "gateway.ops"),
+    "gateway.ops": ("gateway.app", "gateway.server"),
     "providers": ("gateway",),
     "config": ("gateway", "providers"),
 }

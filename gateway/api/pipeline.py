@@ -154,6 +154,8 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
     """Record the usage row and the access line. Runs for every metered request, however it ended."""
     status = ctx.status or (response.status if response is not None else 500)
     if status == 401 and not ctx.services.refused.allow(ctx.config.limits.refused_rows_per_s):
+        if ctx.services.metrics is not None:
+            ctx.services.metrics.refused(ctx.endpoint, ctx.elapsed_ms(), ctx.config)
         return  # a flood of bad keys: counted, not recorded one by one (gateway.ledger.refused)
     usage = ctx.usage
     tap = ctx.tap
@@ -207,7 +209,10 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
     if ctx.model is not None:
         info = ctx.config.models.get(ctx.model)
         row.cost = cost(row, info.price if info else None)
-    ctx.services.usage.record(row)
+    services = ctx.services
+    services.usage.record(row)
+    if services.metrics is not None:
+        services.metrics.request(row, ctx.config)
     access_log.info("request", {
         "request_id": ctx.request_id,
         "method": request.method,

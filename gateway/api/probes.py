@@ -20,6 +20,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
+    failed = services.runtime.last_reload_error
+    if failed is not None:
+        # The old config still serves, but the file on disk is not what runs: an operator must look.
+        reason = f"the last config reload failed (the previous config still serves): {failed}"
+        return web.json_response({"status": "not ready", "reason": reason}, status=503)
     usage = services.usage
     if not await usage.writable():
         reason = "usage database is not writable"

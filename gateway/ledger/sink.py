@@ -7,6 +7,7 @@ PostgreSQL writer for several replicas goes behind the same calls.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Protocol
 
 
@@ -43,6 +44,13 @@ COLUMNS = tuple(f.name for f in fields(UsageRow))
 
 class UsageSink(Protocol):
     dropped: int  # rows lost since start: only when rows kept in memory passed their bound
+    written: int  # rows written to the store since start
+    spooled: int  # rows written to the fallback since start
+    spool_path: Path  # the fallback's file
+
+    @property
+    def queued(self) -> int:
+        """Rows taken and not yet in a batch."""
 
     @property
     def held(self) -> int:

@@ -114,6 +114,7 @@ class UsageWriter:
         self.dropped = 0
         self._reported = False  # the current outage has been logged
         self.written = 0
+        self.spooled = 0  # rows appended to the spool since start
         self.healthy = False
 
     async def start(self) -> None:
@@ -139,6 +140,11 @@ class UsageWriter:
         """Write every row queued so far, now."""
         async with self._lock:
             await self._write(self._drain())
+
+    @property
+    def queued(self) -> int:
+        """Rows recorded and not yet taken by a batch."""
+        return len(self._rows)
 
     @property
     def held(self) -> int:
@@ -310,6 +316,7 @@ class UsageWriter:
             spool.append(self.spool_path, data)
         except OSError as exc:
             return f"{type(exc).__name__}: {exc}"
+        self.spooled += len(batch)
         log.warning("usage_rows_spooled", rows=len(batch), spool=str(self.spool_path), reason=reason)
         return None
 

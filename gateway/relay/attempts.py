@@ -15,6 +15,7 @@ from aiohttp import web
 from config import Channel
 from gateway.context import RequestContext
 from gateway.errors import AttemptError, UpstreamFailure, sentence
+from gateway.relay.health import failure_reason
 from gateway.relay.routing import plan, request_tags
 from providers import PROVIDERS, Provider
 
@@ -41,6 +42,7 @@ class Attempts:
         self._ctx = ctx
         self._stop = stop  # checked before each attempt: no new attempt once it says so (shutdown)
         self._health = ctx.services.runtime.health
+        self._metrics = ctx.services.metrics  # None when metrics are off
         tags = request_tags(request.headers.get("X-Gateway-Tag"))
         self._channels = plan(ctx.services.runtime.lookups(ctx.config), self._health, ctx.key, ctx.model, ctx.platform, tags)
         self.last: AttemptError | None = None  # the latest failure, for the final error
@@ -61,31 +63,45 @@ class Attempts:
         """The attempt failed before anything reached the client."""
         self.last = err
         if err.channel_fault:
+            reason = failure_reason(err.status, err.timeout, err.message)
             self._health.failure(
-                attempt.channel, attempt.api_key, self._ctx.config.routing, cool_now=err.cool_now, reason=err.message
+                attempt.channel, attempt.api_key, self._ctx.config.routing, cool_now=err.cool_now, reason=err.message, kind=reason
             )
+            if self._metrics is not None:
+                self._metrics.attempt(attempt.channel.name, "failed", reason)
         else:
             self._health.success(attempt.channel, attempt.api_key)  # the vendor answered; the request was at fault
+            if self._metrics is not None:
+                self._metrics.attempt(attempt.channel.name, "client_error")
 
     def skipped(self, attempt: Attempt, reason: str) -> None:
         """The attempt's channel cannot serve this request at all (its protocol has no such call):
         nothing was sent, and it says nothing about the key; the next channel may serve it."""
         self.last = AttemptError(reason, retryable=True, channel_fault=False)
-        self.abandoned(attempt)
+        self._health.release(attempt.channel, attempt.api_key)
+        if self._metrics is not None:
+            self._metrics.attempt(attempt.channel.name, "skipped")
 
     def finished(self, attempt: Attempt, verdict: Verdict) -> None:
         """The attempt answered the client; `verdict` says how the answer ended."""
+        metrics = self._metrics
         if verdict is Verdict.OK:
             self._health.success(attempt.channel, attempt.api_key)
+            if metrics is not None:
+                metrics.attempt(attempt.channel.name, "ok")
         elif verdict is Verdict.FAULT:
             reason = self._ctx.error or "stream broke"
-            self._health.failure(attempt.channel, attempt.api_key, self._ctx.config.routing, cool_now=False, reason=reason)
+            self._health.failure(attempt.channel, attempt.api_key, self._ctx.config.routing, cool_now=False, reason=reason, kind="stream")
+            if metrics is not None:
+                metrics.attempt(attempt.channel.name, "failed", "stream")
         else:
             self.abandoned(attempt)
 
     def abandoned(self, attempt: Attempt) -> None:
         """The attempt ended with no word on the key (client gone, shutdown): let another request probe it."""
         self._health.release(attempt.channel, attempt.api_key)
+        if self._metrics is not None:
+            self._metrics.attempt(attempt.channel.name, "abandoned")
 
     def exhausted(self) -> UpstreamFailure:
         """The error once every attempt has failed: 502, or 504 when the last one timed out."""

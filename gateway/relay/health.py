@@ -16,12 +16,34 @@ from config import Channel, Routing
 
 log = structlog.get_logger("gateway.health")
 
+# Why an attempt failed, in a few words fit for a metric label (gateway.ops.metrics).
+REASONS = ("timeout", "connect", "status_5xx", "status_429", "status_401_403", "status_4xx", "malformed", "stream", "other")
+
 
 @dataclass(slots=True)
 class _KeyState:
     failures: int = 0
     cool_until: float = 0.0
     probing: bool = False  # a request is testing the key after its cooldown
+    failed: int = 0  # failures since start, for /admin/status (`failures` is the consecutive ones)
+    last_reason: str = ""  # one of REASONS
+    last_error: str = ""  # the failure's message (masked: it is what the client would be told)
+    last_failure_at: float = 0.0  # clock time
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatus:
+    """One channel key as /admin/status shows it: its id, never the key."""
+
+    key_id: str
+    usable: bool
+    cooldown_s: float  # left; 0 when usable
+    probing: bool
+    failures: int  # consecutive
+    failed: int  # since start
+    last_reason: str
+    last_error: str
+    last_failure_s_ago: float | None
 
 
 class Health:
@@ -61,6 +83,19 @@ class Health:
                 return key
         return min(keys, key=lambda k: self._get(channel.name, k).cool_until)
 
+    def status(self, channel: Channel) -> list[KeyStatus]:
+        """Each of the channel's keys, for /admin/status and the cooldown gauges."""
+        now = self._clock()
+        out = []
+        for key in channel.api_keys or ("",):
+            st = self._state.get((channel.name, key)) or _KeyState()
+            out.append(KeyStatus(
+                key_id=key_id(key), usable=self._usable(st, now), cooldown_s=max(0.0, st.cool_until - now),
+                probing=st.probing, failures=st.failures, failed=st.failed, last_reason=st.last_reason,
+                last_error=st.last_error, last_failure_s_ago=now - st.last_failure_at if st.last_failure_at else None,
+            ))  # fmt: skip
+        return out
+
     def success(self, channel: Channel, key: str) -> None:
         st = self._get(channel.name, key)
         if st.cool_until or st.failures:
@@ -68,9 +103,11 @@ class Health:
                 log.info("channel_key_recovered", channel=channel.name, key_id=key_id(key))
             st.failures, st.cool_until, st.probing = 0, 0.0, False
 
-    def failure(self, channel: Channel, key: str, routing: Routing, *, cool_now: bool, reason: str) -> None:
+    def failure(self, channel: Channel, key: str, routing: Routing, *, cool_now: bool, reason: str, kind: str = "other") -> None:
         st = self._get(channel.name, key)
         st.failures += 1
+        st.failed += 1
+        st.last_reason, st.last_error, st.last_failure_at = kind, reason[:300], self._clock()
         was_probe, st.probing = st.probing, False
         if cool_now or was_probe or st.failures >= routing.failure_threshold:
             st.cool_until = self._clock() + routing.cooldown_s
@@ -91,3 +128,20 @@ class Health:
 def key_id(key: str) -> str:
     """A short, non-reversible label for a vendor key, safe for logs."""
     return hashlib.sha256(key.encode()).hexdigest()[:8] if key else "-"
+
+
+def failure_reason(status: int | None, timeout: bool, message: str) -> str:
+    """One of REASONS for an attempt that failed before the client got anything."""
+    if timeout or status == 408:
+        return "timeout"
+    if status is not None:
+        if status == 429:
+            return "status_429"
+        if status in (401, 403):
+            return "status_401_403"
+        return "status_5xx" if status >= 500 else "status_4xx"
+    if message.startswith("cannot connect"):
+        return "connect"
+    if "malformed" in message or "cannot read" in message:
+        return "malformed"
+    return "other"

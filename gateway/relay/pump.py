@@ -96,6 +96,27 @@ async def pump(
     secrets: tuple[bytes, ...] = (),
     first: bytes | None = None,
 ) -> tuple[web.StreamResponse, Verdict]:
+    """`_pump`, counted in `services.streams` while it runs (/metrics, /admin/status)."""
+    services = ctx.services
+    services.streams += 1
+    try:
+        return await _pump(request, ctx, upstream, timeouts, chain, slot, first_byte_at, headers, secrets, first)
+    finally:
+        services.streams -= 1
+
+
+async def _pump(
+    request: web.Request,
+    ctx: RequestContext,
+    upstream: Response,
+    timeouts: Timeouts,
+    chain: Chain | None,
+    slot: Slot,
+    first_byte_at: float,
+    headers: CIMultiDict[str],
+    secrets: tuple[bytes, ...],
+    first: bytes | None,
+) -> tuple[web.StreamResponse, Verdict]:
     """Copy upstream bytes to the client as they arrive, through `chain` (as they are when it is None),
     under `headers`. `first`: the start of the body, when the caller has read it already. From
     `prepare()` on, nothing is retried.

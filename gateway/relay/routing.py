@@ -45,10 +45,13 @@ def candidates(
     model: str,
     platform: str | None,
     request_tags: frozenset[str] | None,
+    *,
+    disabled: bool = False,
 ) -> list[Channel]:
+    """The enabled channels a request may use; `disabled`: the disabled ones it could use if they were on."""
     out = []
     for c in config.channels:
-        if not c.enabled or not c.serves(model):
+        if c.enabled == disabled or not c.serves(model):
             continue
         if platform is not None and c.platform != platform:
             continue
@@ -108,7 +111,8 @@ def plan(
                 raise GatewayError(
                     403, f"This key may not use any channel serving model {model!r}.", code="model_not_allowed", param="model"
                 )
-            raise NoChannel(model)
+            off = candidates(config, key, model, platform, request_tags, disabled=True)
+            raise NoChannel(model, [(c.name, c.disabled_reason) for c in off])
         if len(routes) >= lookups.MAX_ROUTES:  # model names come from clients: bound what they can make us keep
             routes.clear()
         routes[route] = found

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import collections
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -115,9 +116,12 @@ def report(floor: collections.Counter[str], gateway: collections.Counter[str], n
 
 async def main(mode: str, n: int, top: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-calls-"))
-    async with mock_and_load() as (mock_port, load):
-        floor = await measure("floor", tmp, mock_port, load, mode, n)
-        gateway = await measure("gateway", tmp, mock_port, load, mode, n)
+    try:
+        async with mock_and_load() as (mock_port, load):
+            floor = await measure("floor", tmp, mock_port, load, mode, n)
+            gateway = await measure("gateway", tmp, mock_port, load, mode, n)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     report(floor, gateway, n, top)
 
 

@@ -7,6 +7,7 @@ Targets, all in front of one mock vendor process (`tests.bench.mock`):
     gateway    `python -m gateway serve`: auth, routing, usage rows, access log at info (to a file)
     quiet      the same gateway with log level warning, to price the access line
     2 workers  the same gateway with `workers: 2`
+    no metrics the same gateway with GATEWAY_METRICS=off (with --metrics-off), to price the metrics
 
 Each measurement runs in rounds, the targets taking turns inside a round, and the rounds are pooled:
 a neighbour's burst of CPU then lands on every target alike rather than on whichever ran at the time.
@@ -106,11 +107,12 @@ class LoadGen:
         return result
 
 
-async def spawn(*args: str, log: Path | None = None) -> asyncio.subprocess.Process:
+async def spawn(*args: str, log: Path | None = None, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
     stderr = log.open("ab") if log is not None else None
     try:
         return await asyncio.create_subprocess_exec(
             sys.executable, *args, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=stderr or asyncio.subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
         )
     finally:
         if stderr is not None:
@@ -152,12 +154,14 @@ def gateway_config(tmp: Path, name: str, port: int, mock_port: int, *, level: st
     return path
 
 
-async def start_gateway(tmp: Path, name: str, mock_port: int, *, level: str = "info", workers: int = 1) -> Target:
+async def start_gateway(
+    tmp: Path, name: str, mock_port: int, *, level: str = "info", workers: int = 1, env: dict[str, str] | None = None
+) -> Target:
     port = free_port()
     cfg = gateway_config(tmp, name.replace(" ", "-"), port, mock_port, level=level, workers=workers)
     # An operator's gateway logs to a file or a pipe, not to nowhere: the access line's cost is real.
     proc = await spawn("-m", "gateway", "serve", "--config", str(cfg), "--listen", f"127.0.0.1:{port}",
-                       log=tmp / f"{name.replace(' ', '-')}.log")
+                       log=tmp / f"{name.replace(' ', '-')}.log", env=env)
     return Target(name, port, proc, headers={"Authorization": f"Bearer {BENCH_KEY}"}, db=tmp / f"{name.replace(' ', '-')}.db")
 
 
@@ -241,7 +245,7 @@ async def measure(targets: list[Target], load: LoadGen, scale: Scale, say: Any) 
                 t.sent += r["answered"]
     say(f"{scale.open_streams} streams open at once")
     for t in targets:
-        if t.name in ("direct", "quiet"):
+        if t.name in ("direct", "quiet", "no metrics"):
             continue
         await asyncio.sleep(scale.settle_s)
         t.results["rss_idle"] = t.rss()
@@ -389,6 +393,13 @@ def report(targets: list[Target], scale: Scale, writer_rps: float, rows: dict[st
                      f"added p50 {added(gw, 'p50_ms'):.3f} vs {added(q, 'p50_ms'):.3f} ms, "
                      f"rps@{lo} {gw[f'rps{lo}']:.0f} vs {q[f'rps{lo}']:.0f}, "
                      f"CPU/request {gw['cpu_us_per_req']:.0f} vs {q['cpu_us_per_req']:.0f} us")
+    if "no metrics" in s:
+        m_lo = statistics.median(paired("gateway", "no metrics", f"rps{lo}"))
+        m_hi = statistics.median(paired("gateway", "no metrics", f"rps{hi}"))
+        summary["ratios"]["metrics_rps_lo"], summary["ratios"]["metrics_rps_hi"] = m_lo, m_hi
+        lines.append(f"metrics on / off: requests/s at {lo}: {m_lo:.2f}x, at {hi}: {m_hi:.2f}x [>= 0.95x] "
+                     f"{_ok(min(m_lo, m_hi) >= 0.95)}; CPU/request {gw['cpu_us_per_req']:.0f} vs "
+                     f"{s['no metrics']['cpu_us_per_req']:.0f} us")
     if "2 workers" in s:
         w_lo = statistics.median(paired("2 workers", "gateway", f"rps{lo}"))
         w_hi = statistics.median(paired("2 workers", "gateway", f"rps{hi}"))
@@ -410,7 +421,7 @@ def _ok(good: bool) -> str:
     return "ok" if good else "MISSED"
 
 
-async def bench(scale: Scale, *, workers: bool, quiet: bool) -> dict[str, Any]:
+async def bench(scale: Scale, *, workers: bool, quiet: bool, metrics_off: bool = False) -> dict[str, Any]:
     t_start = time.perf_counter()
 
     def say(msg: str) -> None:
@@ -432,6 +443,11 @@ async def bench(scale: Scale, *, workers: bool, quiet: bool) -> dict[str, Any]:
             targets.append(await start_gateway(tmp, "gateway", mock_port))
             if quiet:
                 targets.append(await start_gateway(tmp, "quiet", mock_port, level="warning"))
+            if metrics_off:
+                # After "gateway" in the turns, or before it with BENCH_METRICS_OFF_FIRST=1: a target's turn
+                # follows the same one in most rounds, which moved this ratio by ~0.08 (both orders measured).
+                off = await start_gateway(tmp, "no metrics", mock_port, env={"GATEWAY_METRICS": "off"})
+                targets.insert(2 if os.environ.get("BENCH_METRICS_OFF_FIRST") else len(targets), off)
             if workers:
                 targets.append(await start_gateway(tmp, "2 workers", mock_port, workers=2))
             procs.extend(t.proc for t in targets[2:])
@@ -472,11 +488,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny counts: checks the bench runs, measures nothing")
     parser.add_argument("--no-workers", action="store_true", help="skip the 2-worker gateway")
     parser.add_argument("--no-quiet", action="store_true", help="skip the gateway with the access log off")
+    parser.add_argument("--metrics-off", action="store_true", help="add the gateway with metrics off, to price them")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     raise_nofile()
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    summary = use_uvloop(bench(QUICK if args.quick else FULL, workers=not args.no_workers, quiet=not args.no_quiet))
+    summary = use_uvloop(bench(QUICK if args.quick else FULL, workers=not args.no_workers, quiet=not args.no_quiet,
+                                 metrics_off=args.metrics_off))
     if args.json is not None:
         args.json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     return 0

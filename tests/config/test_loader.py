@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from config import ConfigError, interpolate, parse_config, sha256_hex
+from config.loader import unset_variables
 from providers import PROVIDERS
 
 GOOD = f"""
@@ -121,8 +122,38 @@ def test_public_listen_without_keys_is_refused():
     load("listen: 0.0.0.0:8080\nkeys: [{name: a, key: s}]\n")  # with keys it is fine
 
 
-def test_client_key_from_unset_variable_is_an_error():
-    assert problems("keys: [{name: a, key: '${NOPE}'}]\n") == ["keys[0].key: is empty (is its environment variable set?)"]
+def test_client_key_from_unset_variable_is_an_error_naming_it():
+    assert problems("keys: [{name: a, key: '${NOPE}'}]\n") == ["keys[0].key: NOPE is not set"]
+    assert problems("keys: [{name: a, key: '${NOPE}'}]\n", NOPE="") == ["keys[0].key: NOPE is empty"]
+
+
+def test_unset_variables_are_found_by_key_path_even_in_flow_lists():
+    text = "a: [${X}, '${Y:-y}']\nb: {c: ${Z}}\nd: 'pre-${X}-${W}'\n"
+    assert unset_variables(text, {"W": ""}) == {"a[0]": ("X",), "b.c": ("Z",), "d": ("X", "W")}
+    assert unset_variables(text, {"X": "1", "Z": "2", "W": "3"}) == {}
+
+
+def test_channel_disabled_reason_names_the_variables():
+    text = "channels: [{name: c, provider: openai, base_url: 'http://x', api_keys: ['${K1}', '${K2}'], models: [m]}]\n"
+    loaded = load(text, K2="")
+    (ch,) = loaded.config.channels
+    assert not ch.enabled and ch.disabled_reason == "K1 is not set and K2 is empty"
+    assert loaded.warnings == ["channels[0]: channel 'c' disabled: K1 is not set and K2 is empty"]
+    off = load(text.replace("models: [m]", "models: [m], enabled: false"), K1="k")
+    assert off.config.channels[0].disabled_reason == "enabled: false" and off.warnings == []
+
+
+def test_allow_unset_keeps_keys_for_read_only_commands():
+    text = ("listen: 0.0.0.0:80\nkeys: [{name: a, key: '${A}', rpm: 5}, {name: b, key: '${B}'}]\n"
+            "channels: [{name: c, provider: openai, base_url: '${BASE_URL}', models: [m]}]\n")
+    assert problems(text) == [
+        "keys[0].key: A is not set", "keys[1].key: B is not set", "channels[0].base_url: must not be empty (BASE_URL is not set)",
+        "listen: 0.0.0.0:80 is not a loopback address and no keys are defined: add keys: or listen on 127.0.0.1",
+    ]
+    loaded = parse_config(text, env={}, allow_unset=True)
+    assert [(k.name, k.key_sha256, k.rpm) for k in loaded.config.keys] == [("a", "", 5), ("b", "", None)]
+    assert "keys[0].key: A is not set: the key 'a' cannot authenticate" in loaded.warnings
+    assert "channels[0].base_url: must not be empty (BASE_URL is not set)" in loaded.warnings
 
 
 def test_invalid_yaml_names_the_line():

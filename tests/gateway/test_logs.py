@@ -71,7 +71,21 @@ def test_the_fast_line_is_the_line_structlog_writes(json_logs):
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", t) for t in times)
     fast_at, slow_at = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in times)
     assert timedelta(0) <= slow_at - fast_at < timedelta(seconds=1)
-    assert fast == slow == {**FIELDS, "event": "request", "level": "info"}
+    assert fast == slow == {**FIELDS, "event": "request", "level": "info", "pid": os.getpid(), "worker": 0}
+
+
+def test_every_line_names_its_process_and_worker(json_logs, monkeypatch):
+    monkeypatch.setattr(logs, "_process", list(logs._process))  # set_worker() here must not outlive the test
+    structlog.get_logger("gateway").info("single")
+    logs.set_worker(3)
+    structlog.get_logger("gateway").warning("forked", pid=1)  # a field named pid cannot pass for the process's
+    AccessLog("gateway.access").info("request", dict(FIELDS))
+    logs.set_worker(None)
+    structlog.get_logger("gateway").info("parent")
+    assert [(line["event"], line["pid"], line["worker"]) for line in _lines(json_logs)] == [
+        ("single", os.getpid(), 0), ("forked", os.getpid(), 3), ("request", os.getpid(), 3),
+        ("parent", os.getpid(), None),
+    ]
 
 
 def test_a_reconfigured_structlog_gets_the_line(json_logs):
@@ -177,7 +191,8 @@ async def test_a_reader_that_stops_does_not_stop_the_loop(kind, monkeypatch):
     lines = [orjson.loads(line) for line in got.splitlines()]
     kept = [line["request_id"] for line in lines[:-1]]
     assert kept == [f"r{n}" for n in range(len(kept))]  # whole, in order: the first ones
-    assert len(kept) > 64 * 1024 // 250  # the backlog's worth at least
+    line_bytes = len(got.splitlines()[0]) + 1
+    assert len(kept) > (64 * 1024 - logs._PIPE_BUF) // line_bytes  # the backlog's worth at least, but for one run
     assert lines[-1]["event"] == "log_lines_dropped"
     assert lines[-1]["lines"] == 2000 - len(kept)
 

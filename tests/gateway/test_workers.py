@@ -9,6 +9,7 @@ import socket
 import sqlite3
 
 import aiohttp
+import orjson
 import pytest
 
 from tests.conftest import channel
@@ -69,6 +70,16 @@ async def test_two_workers_share_the_port_and_lose_no_row(workers_gateway):
         db.close()
     assert rows == (REQUESTS, REQUESTS, REQUESTS)
     assert '{"failed":false,"event":"workers_stopped"' in gw.logs()
+
+    # Every line says which process wrote it: the workers 0 and 1 by their pids, the parent as worker null.
+    lines = [orjson.loads(line) for line in gw.logs().splitlines() if line.startswith("{")]
+    assert all("pid" in line and "worker" in line for line in lines)
+    listening = {line["worker"]: line["pid"] for line in lines if line["event"] == "listening"}
+    assert sorted(listening) == [0, 1] and len(set(listening.values())) == 2
+    served = {(line["worker"], line["pid"]) for line in lines if line["event"] == "request"}
+    assert served and served <= set(listening.items())  # each request line under its worker's own name
+    parent = {(line["worker"], line["pid"]) for line in lines if line["event"] in ("workers_started", "workers_stopped")}
+    assert gw.proc is not None and parent == {(None, gw.proc.pid)}
 
 
 async def test_a_worker_that_dies_is_replaced(workers_gateway):

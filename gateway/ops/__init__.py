@@ -1,0 +1,1 @@
+"""What operators see: the Prometheus metrics, /metrics and /admin/status."""
