@@ -6,6 +6,7 @@ Every problem is collected with its key path (`channels[1].base_url: must be an 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -135,14 +136,17 @@ def load_config(
     `${VAR}` is unset is a warning naming the variable instead of a problem; such a client key is kept
     for its name and limits but matches no secret. Never for serving."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
+        text = data.decode("utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text"]) from exc
-    return parse_config(
+    loaded = parse_config(
         text, env=os.environ if env is None else env, providers=providers, source=str(path), allow_unset=allow_unset
     )
+    # The hash of the very bytes parsed (what /admin/status and /metrics say is in force).
+    return Loaded(dataclasses.replace(loaded.config, sha256=hashlib.sha256(data).hexdigest()), loaded.warnings)
 
 
 def parse_config(

@@ -201,6 +201,7 @@ class Config:
     admin_keys: tuple[AdminKey, ...] = ()
     metrics_listen: Listen | None = None  # /metrics without auth on its own address
     source: str = ""  # the file it was read from, for messages
+    sha256: str | None = None  # of the file's bytes as they were parsed; None when not read from a file
 
     @property
     def spool_path(self) -> str:

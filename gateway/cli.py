@@ -137,13 +137,9 @@ def log_summary(config: Config, path: str | None, listen: Listen) -> None:
         keys=len(config.keys),
         **({} if enabled else {"detail": "no channel is enabled: every model request gets 503"}),
     )
-    for c in config.channels:
-        if c.enabled:
-            log.info("channel_enabled", channel=c.name, provider=c.provider, platform=c.platform,
-                     models=list(c.models.patterns), api_keys=len(c.api_keys), priority=c.priority, weight=c.weight)
-        else:
-            log.warning("channel_disabled", channel=c.name, provider=c.provider, platform=c.platform,
-                        models=list(c.models.patterns), reason=c.disabled_reason or "enabled: false")
+    from gateway.state import log_channels
+
+    log_channels(config)
 
 
 def _load_or_exit(path: str, *, allow_unset: bool = False) -> Loaded:

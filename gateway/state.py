@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -54,7 +52,7 @@ class Runtime:
         self.on_reload: list[Callable[[Config], None]] = []
         # For /admin/status, /metrics and /readyz: which file is in force, since when, and whether
         # the last SIGHUP failed (then the old config serves, and /readyz says why it is not ready).
-        self.config_sha256 = _file_sha256(path)
+        self.config_sha256 = config.sha256
         self.loaded_at = time.time()
         self.last_reload_error: str | None = None
         self.reloads = {"ok": 0, "failed": 0}
@@ -68,7 +66,6 @@ class Runtime:
         if self.path is None:
             return False
         try:
-            digest = _file_sha256(self.path)
             loaded = load_config(self.path, providers=PROVIDERS)
         except ConfigError as exc:
             log.error("config_reload_failed", path=self.path, problems=exc.problems)
@@ -83,23 +80,25 @@ class Runtime:
         self.config = loaded.config
         self._lookups = Lookups(self.config)
         self.generation += 1
-        self.config_sha256, self.loaded_at, self.last_reload_error = digest, time.time(), None
+        self.config_sha256, self.loaded_at, self.last_reload_error = new.sha256, time.time(), None
         self.reloads["ok"] += 1
         for hook in self.on_reload:
             hook(self.config)
         log.info("config_reloaded", path=self.path, generation=self.generation, channels=len(self.config.channels))
+        log_channels(self.config)
         return True
 
 
-def _file_sha256(path: str | None) -> str | None:
-    """The sha256 of the config file's bytes (read apart from the loader's own read: a file swapped in
-    between is caught by the next reload)."""
-    if path is None:
-        return None
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return None
+def log_channels(config: Config) -> None:
+    """One line per channel, at start-up and after each reload: enabled, or disabled and why
+    ("OPENAI_API_KEY is not set", "enabled: false"). No line holds a secret."""
+    for c in config.channels:
+        if c.enabled:
+            log.info("channel_enabled", channel=c.name, provider=c.provider, platform=c.platform,
+                     models=list(c.models.patterns), api_keys=len(c.api_keys), priority=c.priority, weight=c.weight)
+        else:
+            log.warning("channel_disabled", channel=c.name, provider=c.provider, platform=c.platform,
+                        models=list(c.models.patterns), reason=c.disabled_reason or "enabled: false")
 
 
 @dataclass(slots=True, eq=False)

@@ -46,7 +46,7 @@ def supervise(config: Config, worker: Worker) -> int:
     set_worker(None)  # the parent's own lines; a worker's say which it is (gateway.logs)
     prepare_database(config)
     # One scrape of any worker covers them all: each keeps its values in files under this directory.
-    metrics_dir = prepare_multiprocess()
+    metrics_dir = prepare_multiprocess(config.database)
     children: dict[int, tuple[int, int]] = {}  # pid -> (worker index, read end of its "serving" pipe)
     stopping = False
     failed = False

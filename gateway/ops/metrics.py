@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, values
 from prometheus_client.exposition import generate_latest
@@ -49,9 +50,18 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def prepare_multiprocess() -> str:
-    """In the supervisor, before the first fork: a fresh directory the workers' values go to."""
-    path = tempfile.mkdtemp(prefix="gateway-metrics-")
+def prepare_multiprocess(database: str) -> str:
+    """In the supervisor, before the first fork: a fresh directory the workers' values go to.
+
+    It sits beside the database (`data/gateway.metrics` for `data/gateway.db`), not in /tmp: a
+    supervisor killed outright leaves it behind, and the next start clears it, where a fresh temp
+    directory each time would pile up. A database that is not a file gets a temp directory."""
+    if "://" in database:
+        path = tempfile.mkdtemp(prefix="gateway-metrics-")
+    else:
+        path = str(Path(database).with_suffix(".metrics"))
+        shutil.rmtree(path, ignore_errors=True)  # a killed supervisor's values: stale
+        os.makedirs(path, mode=0o700)
     os.environ[MULTIPROC_ENV] = path
     return path
 

@@ -165,3 +165,17 @@ async def test_one_scrape_covers_both_workers(tmp_path, vendor):
         assert await gw.stop() == 0
     finally:
         gw.kill()
+
+
+def test_multiprocess_dir_sits_beside_the_database_and_a_killed_supervisors_is_cleared(tmp_path):
+    from gateway.ops.metrics import prepare_multiprocess, remove_multiprocess
+
+    path = prepare_multiprocess(str(tmp_path / "gateway.db"))
+    try:
+        assert path == str(tmp_path / "gateway.metrics")
+        (tmp_path / "gateway.metrics" / "counter_123.db").write_bytes(b"stale")  # a SIGKILLed supervisor's
+        assert prepare_multiprocess(str(tmp_path / "gateway.db")) == path
+        assert list((tmp_path / "gateway.metrics").iterdir()) == []
+    finally:
+        remove_multiprocess(path)
+    assert not (tmp_path / "gateway.metrics").exists()
