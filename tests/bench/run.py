@@ -7,7 +7,7 @@ Targets, all in front of one mock vendor process (`tests.bench.mock`):
     gateway    `python -m gateway serve`: auth, routing, usage rows, access log at info (to a file)
     quiet      the same gateway with log level warning, to price the access line
     2 workers  the same gateway with `workers: 2`
-    no metrics the same gateway with GATEWAY_METRICS=off (with --metrics-off), to price the metrics
+    no metrics the same gateway with GATEWAY_METRICS=off, to price the metrics
 
 Each measurement runs in rounds, the targets taking turns inside a round, and the rounds are pooled:
 a neighbour's burst of CPU then lands on every target alike rather than on whichever ran at the time.
@@ -234,7 +234,10 @@ async def measure(targets: list[Target], load: LoadGen, scale: Scale, say: Any) 
     for conns in scale.concurrency:
         say(f"requests/s at {conns} connections")
         for n in range(scale.rps_rounds):
-            for t in targets[n % len(targets) :] + targets[: n % len(targets)]:  # each round starts elsewhere
+            # Each round starts elsewhere, and every other round goes the other way: no target always
+            # follows the same one (the one before leaves the machine warm or busy; ~0.08 on a ratio).
+            order = targets[n % len(targets) :] + targets[: n % len(targets)]
+            for t in order if n % 2 == 0 else order[::-1]:
                 cpu0 = t.cpu()
                 r = await load.call(op="rps", target=t.spec, conns=conns, seconds=scale.rps_seconds,
                                     warmup=min(0.5, scale.rps_seconds))
@@ -444,10 +447,7 @@ async def bench(scale: Scale, *, workers: bool, quiet: bool, metrics_off: bool =
             if quiet:
                 targets.append(await start_gateway(tmp, "quiet", mock_port, level="warning"))
             if metrics_off:
-                # After "gateway" in the turns, or before it with BENCH_METRICS_OFF_FIRST=1: a target's turn
-                # follows the same one in most rounds, which moved this ratio by ~0.08 (both orders measured).
-                off = await start_gateway(tmp, "no metrics", mock_port, env={"GATEWAY_METRICS": "off"})
-                targets.insert(2 if os.environ.get("BENCH_METRICS_OFF_FIRST") else len(targets), off)
+                targets.append(await start_gateway(tmp, "no metrics", mock_port, env={"GATEWAY_METRICS": "off"}))
             if workers:
                 targets.append(await start_gateway(tmp, "2 workers", mock_port, workers=2))
             procs.extend(t.proc for t in targets[2:])
@@ -488,13 +488,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny counts: checks the bench runs, measures nothing")
     parser.add_argument("--no-workers", action="store_true", help="skip the 2-worker gateway")
     parser.add_argument("--no-quiet", action="store_true", help="skip the gateway with the access log off")
-    parser.add_argument("--metrics-off", action="store_true", help="add the gateway with metrics off, to price them")
+    parser.add_argument("--no-metrics-off", action="store_true", help="skip the gateway with metrics off")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     raise_nofile()
     os.environ.setdefault("PYTHONHASHSEED", "0")
     summary = use_uvloop(bench(QUICK if args.quick else FULL, workers=not args.no_workers, quiet=not args.no_quiet,
-                                 metrics_off=args.metrics_off))
+                                 metrics_off=not args.no_metrics_off))
     if args.json is not None:
         args.json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     return 0

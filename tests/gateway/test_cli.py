@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -178,8 +179,9 @@ async def test_serve_logs_a_start_up_summary_without_secrets(vendor, tmp_path: P
     main = next(line for line in logs.splitlines() if "channel_enabled" in line)
     assert "channel=main" in main and "api_keys=1" in main
     spare = next(line for line in logs.splitlines() if "channel_disabled" in line and "channel=spare" in line)
-    assert "reason='GW_TEST_SPARE_KEY is empty'" in spare
-    assert "reason='enabled: false'" in next(line for line in logs.splitlines() if "channel=off" in line)
+    # (structlog's console renderer quotes a value with spaces from 25.x on, not before)
+    assert re.search(r"reason='?GW_TEST_SPARE_KEY is empty", spare)
+    assert re.search(r"reason='?enabled: false", next(line for line in logs.splitlines() if "channel=off" in line))
     assert "secret" not in logs and "test-key" not in logs
     assert "config_warning" not in logs  # the disabled channel's warning is its channel_disabled line
 
