@@ -174,29 +174,39 @@ class _Events:
 class Converter(_Events):
     """The vendor's SSE in, the client's stream out, one event at a time (through the pivot)."""
 
-    __slots__ = ("_decode", "_encode")
+    __slots__ = ("_decode", "_direct", "_encode")
 
     def __init__(self, decode: Decoder, encode: Encoder, max_event: int) -> None:
         super().__init__(max_event)
         self._decode = decode
         self._encode = encode
+        # A chat vendor's chunks are pivot chunks already (but for renamed tools): straight to the encoder.
+        self._direct = isinstance(decode, chat.StreamToChat) and decode.unchanged
 
     def _events(self, data: bytes) -> bytes:
-        decode, encode = self._decode, self._encode
+        # Runs for every event of every translated stream: the usual case (one-line `data:` events,
+        # LF line ends) is read inline, the rest by providers.sse.
+        decode, encode, direct = self._decode, self._encode, self._direct
         out: list[bytes] = []
-        for event in split_events(data):
+        for event in data.split(b"\n\n") if b"\r" not in data else split_events(data):
             if not event:
                 continue
-            name, raw = event_parts(event)
+            if event.startswith(b"data: ") and b"\n" not in event:
+                name, raw = None, event[6:]
+            else:
+                name, raw = event_parts(event)
             if not raw or raw == b"[DONE]":
                 continue
             try:
                 payload = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 continue  # not JSON: nothing the client's protocol could carry
+            if direct and type(payload) is dict and "error" not in payload:
+                out.append(encode.chunk(payload))
+                continue
             for chunk in decode.event(name, payload):
                 out.append(encode.chunk(chunk))
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def _end(self) -> bytes:
         encode = self._encode

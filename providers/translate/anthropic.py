@@ -409,15 +409,24 @@ class StreamFromChat:
         self._chars = 0  # generated characters: output tokens guessed if no usage comes
 
     def chunk(self, chunk: Json) -> bytes:
+        choices = chunk.get("choices")
+        if self._open == "text" and choices and len(choices) == 1 and not chunk.get("usage"):
+            # Most chunks of a stream: more text for the open text block, and nothing else to do.
+            choice = choices[0]
+            delta = choice.get("delta")
+            if delta and not choice.get("finish_reason") and (len(delta) == 1 or (len(delta) == 2 and "role" in delta)):
+                text = delta.get("content")
+                if text and isinstance(text, str):
+                    self._chars += len(text)
+                    return _TEXT_DELTA % (self._block, orjson.dumps(text))
         if self._done:
             return b""
         if "error" in chunk:
-            self._done = True
+            self._done, self._open = True, None  # nothing follows an error, not even the open block's text
             return sse(_error_body(chunk["error"]), "error")
         out: list[bytes] = []
         if not self._started:
             self._start(chunk.get("id"), out)
-        choices = chunk.get("choices")
         if choices:
             choice = choices[0]
             delta = choice.get("delta")
@@ -454,10 +463,6 @@ class StreamFromChat:
         out.append(_PING)
 
     def _delta(self, delta: Json, out: list[bytes]) -> None:
-        text = delta.get("content")
-        if text and len(delta) <= 2 and isinstance(text, str) and (len(delta) == 1 or "role" in delta):
-            self._text(text, out)  # the usual delta, text alone: none of the rest to look for
-            return
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if reasoning and isinstance(reasoning, str):
             self._open_as("thinking", out)
@@ -474,6 +479,7 @@ class StreamFromChat:
             self._block += 1
             out.append(sse({"type": "content_block_start", "index": self._block, "content_block": {"type": "redacted_thinking", "data": redacted}}, "content_block_start"))
             out.append(sse({"type": "content_block_stop", "index": self._block}, "content_block_stop"))
+        text = delta.get("content")
         if text and isinstance(text, str):
             self._text(text, out)
         calls = delta.get("tool_calls")

@@ -131,12 +131,18 @@ def _client_names(calls: Any, state: State) -> None:
 
 
 class StreamToChat:
-    """Chat SSE events as pivot chunks: the same dicts, the model and tool names the client's."""
+    """Chat SSE events as pivot chunks: the same dicts, with the client's tool names. (The model name
+    is left as the vendor said: no client encoder reads a chunk's model, each says `state.model`.)"""
 
     __slots__ = ("_state",)
 
     def __init__(self, state: State) -> None:
         self._state = state
+
+    @property
+    def unchanged(self) -> bool:
+        """Every event that is a chunk (not an error) passes as it is: the Converter may skip this decoder."""
+        return not self._state.renamed
 
     def event(self, name: str | None, data: Any) -> list[dict[str, Any]]:
         if not isinstance(data, dict):
@@ -144,7 +150,6 @@ class StreamToChat:
         if "error" in data:
             error = data["error"]
             return [{"error": error if isinstance(error, dict) else {"message": str(error)}}]
-        data["model"] = self._state.model
         if not self._state.renamed:
             return [data]
         for choice in data.get("choices") or ():
