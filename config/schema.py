@@ -1,4 +1,4 @@
-"""Typed, immutable view of gateway.yaml (SPEC section 2).
+"""Typed, immutable view of gateway.yaml (docs/config.md).
 
 Every value object validates nothing itself: `config.loader` builds them only from input it has
 already checked, so code holding a `Config` can trust every field.

@@ -70,7 +70,7 @@ def create_app(
 
 
 def add_openai_routes(app: web.Application) -> None:
-    """The rest of the OpenAI-compatible surface (SPEC section 7), plus the model lists in every shape."""
+    """The rest of the OpenAI-compatible surface (docs/api.md), plus the model lists in every shape."""
     for endpoint, handler in (
         ("completions", openai_api.completions),
         ("responses", openai_api.responses),

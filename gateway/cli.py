@@ -1,4 +1,4 @@
-"""`gateway serve|check|usage|keys|version` (SPEC section 1); `python -m gateway` is the same program."""
+"""`gateway serve|check|usage|keys|version`; `python -m gateway` is the same program."""
 
 from __future__ import annotations
 

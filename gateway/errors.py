@@ -163,7 +163,7 @@ class AttemptError(Exception):
 
 
 def status_error(status: int, body: bytes, secrets: Iterable[str]) -> AttemptError:
-    """Classify an upstream error status per SPEC section 3."""
+    """Classify an upstream error status (docs/api.md: what fails over)."""
     body = mask_bytes(body, secrets)
     detail = _error_text(body)
     message = f"upstream answered {status}" + (f": {detail}" if detail else "")

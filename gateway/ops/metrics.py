@@ -71,6 +71,7 @@ def worker_gone(pid: int) -> None:
     path = multiprocess_dir()
     if path is not None:
         mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+        Path(path, f"status-{pid}.json").unlink(missing_ok=True)  # nor its /admin/status (gateway.ops.status)
 
 
 def remove_multiprocess(path: str) -> None:

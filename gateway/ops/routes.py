@@ -12,7 +12,7 @@ from aiohttp import web
 from config import sha256_hex
 from gateway.api.auth import presented_key
 from gateway.errors import GatewayError
-from gateway.ops.status import refresh, status
+from gateway.ops.status import publish, refresh, status, worker_statuses
 from gateway.state import SERVICES, Services
 from providers import OPENAI
 
@@ -50,7 +50,11 @@ async def admin_status(request: web.Request) -> web.Response:
         check_admin(request, services)
     except GatewayError as err:
         return err.response(OPENAI)
-    return web.json_response(status(services))
+    body = status(services)
+    metrics = services.metrics
+    if metrics is not None and metrics.multiprocess is not None:
+        body = {**body, "workers": worker_statuses(metrics.multiprocess, body)}
+    return web.json_response(body)
 
 
 def scrape(services: Services) -> web.Response:
@@ -90,10 +94,12 @@ async def refresher_ctx(app: web.Application) -> AsyncIterator[None]:
     if metrics is None or metrics.multiprocess is None:
         yield
         return
+    directory = metrics.multiprocess
 
     async def run() -> None:
         while True:
             refresh(services, metrics)
+            publish(services, directory)
             await asyncio.sleep(REFRESH_S)
 
     task = asyncio.create_task(run(), name="metrics-refresh")

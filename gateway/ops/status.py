@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import Any
 
+import orjson
 from prometheus_client import Counter
 
 from gateway.ops.metrics import Metrics
@@ -62,7 +64,7 @@ def _size(path: os.PathLike[str]) -> int:
 
 
 def status(services: Services) -> dict[str, Any]:
-    """/admin/status: this process's view (with `workers: N`, of the worker that answered)."""
+    """/admin/status: this process's view (with `workers: N`, `workers` holds every worker's)."""
     runtime = services.runtime
     config = runtime.config
     health = runtime.health
@@ -102,3 +104,23 @@ def status(services: Services) -> dict[str, Any]:
         },
         "channels": channels,
     }
+
+
+def publish(services: Services, directory: str) -> None:
+    """With `workers: N`: this worker's status, in the shared directory for /admin/status on any worker
+    (written whole, then renamed, so a reader never sees half of it)."""
+    path = Path(directory) / f"status-{os.getpid()}.json"
+    tmp = path.with_suffix(".tmp")
+    with contextlib.suppress(OSError):
+        tmp.write_bytes(orjson.dumps(status(services)))
+        tmp.replace(path)
+
+
+def worker_statuses(directory: str, own: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every live worker's last published status (at most a second old), this worker's as of now."""
+    found = {own["pid"]: own}
+    for path in Path(directory).glob("status-*.json"):
+        with contextlib.suppress(OSError, orjson.JSONDecodeError):
+            other = orjson.loads(path.read_bytes())
+            found.setdefault(other["pid"], other)
+    return [found[pid] for pid in sorted(found)]

@@ -1,7 +1,7 @@
 """The relay pipeline: try the planned channels in turn and forward the first good answer.
 
 One attempt sends the body to one channel key. Until the first byte has gone to the client, a failure
-the SPEC calls retryable moves on to the next channel; after it, the stream is ended with an error
+docs/api.md lists as retryable moves on to the next channel; after it, the stream is ended with an error
 event in the client's protocol. "First byte" is the first byte of the upstream *body*: a vendor that
 sends its headers and then stalls or dies is still failed over. JSON answers are read whole (they are
 small); SSE and binary bodies are forwarded chunk by chunk as they arrive, with usage read from a copy.

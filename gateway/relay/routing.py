@@ -1,4 +1,5 @@
-"""Where a channel is chosen: candidates for a request, then the order to try them in (SPEC section 3)."""
+"""Where a channel is chosen: candidates for a request, then the order to try them in (README: "How a
+channel is chosen")."""
 
 from __future__ import annotations
 

@@ -162,6 +162,12 @@ async def test_one_scrape_covers_both_workers(tmp_path, vendor):
             assert value(text, "gateway_upstream_attempts_total", channel="main", outcome="ok") == n
         pids = {dict(k).get("pid") for k in samples(open_text, "gateway_config_info")}
         assert len(pids) == 2  # both workers' files, each with its live gauges
+        # /admin/status on either worker lists both, each with its own in-flight counts and key states.
+        async with aiohttp.ClientSession() as s, s.get(gw.url + "/admin/status", headers=ADMIN) as r:
+            assert r.status == 200
+            body = await r.json()
+        assert len(body["workers"]) == 2 and body["pid"] in {w["pid"] for w in body["workers"]}
+        assert all(w["channels"][0]["keys"][0]["state"] == "healthy" for w in body["workers"])
         assert await gw.stop() == 0
     finally:
         gw.kill()
