@@ -65,6 +65,9 @@ class ConfigError(Exception):
 class Loaded:
     config: Config
     warnings: list[str]
+    # The warnings that say a channel is disabled (and why): a server's channel_disabled lines say them
+    # already (gateway.state.log_loaded), where `gateway check` prints them with the rest.
+    disabled: list[str] = dataclasses.field(default_factory=list)
 
 
 def interpolate(text: str, env: Mapping[str, str], missing: Callable[[str], str] | None = None) -> str:
@@ -146,7 +149,7 @@ def load_config(
         text, env=os.environ if env is None else env, providers=providers, source=str(path), allow_unset=allow_unset
     )
     # The hash of the very bytes parsed (what /admin/status and /metrics say is in force).
-    return Loaded(dataclasses.replace(loaded.config, sha256=hashlib.sha256(data).hexdigest()), loaded.warnings)
+    return dataclasses.replace(loaded, config=dataclasses.replace(loaded.config, sha256=hashlib.sha256(data).hexdigest()))
 
 
 def parse_config(
@@ -168,7 +171,7 @@ def parse_config(
     if v.problems:
         raise ConfigError(v.problems)
     assert config is not None
-    return Loaded(config, v.warnings)
+    return Loaded(config, v.warnings, v.disabled)
 
 
 def sha256_hex(secret: str) -> str:
@@ -191,6 +194,7 @@ class _Validator:
         self.allow_unset = allow_unset
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.disabled: list[str] = []  # the warnings of disabled channels (see Loaded.disabled)
 
     def fail(self, path: str, message: str) -> None:
         names = self.unset.get(path)
@@ -444,26 +448,15 @@ class _Validator:
             return None
         name = self.string(m.get("name"), f"{path}.name")
         digest: str | None = None
-        if ("key" in m) == ("key_sha256" in m):
-            self.fail(path, "needs exactly one of key or key_sha256")
-        elif "key" in m:
-            unset = self.not_set(f"{path}.key") if m["key"] in (None, "") else ""
-            secret = self.string(m["key"], f"{path}.key", empty_ok=True) if not unset else ""
-            if unset and self.allow_unset:
-                self.warnings.append(f"{path}.key: {unset}: the key {name!r} cannot authenticate")
-                digest = ""
-            elif unset:
-                self.problems.append(f"{path}.key: {unset}")
-            elif secret == "":
-                self.fail(f"{path}.key", "is empty (is its environment variable set?)")
-            elif secret is not None:
-                digest = sha256_hex(secret)
+        # A key whose ${VAR} is unset: named as such, and for the read-only commands kept (matching nothing).
+        unset = self.not_set(f"{path}.key") if "key" in m and "key_sha256" not in m and m["key"] in (None, "") else ""
+        if unset and self.allow_unset:
+            self.warnings.append(f"{path}.key: {unset}: the key {name!r} cannot authenticate")
+            digest = ""
+        elif unset:
+            self.problems.append(f"{path}.key: {unset}")
         else:
-            hexd = self.string(m["key_sha256"], f"{path}.key_sha256")
-            if hexd is not None and not _HEX64_RE.match(hexd):
-                self.fail(f"{path}.key_sha256", "must be 64 hex digits (sha256 of the key)")
-            elif hexd is not None:
-                digest = hexd.lower()
+            digest = self.secret_digest(m, path)
         unenforced = [f for f in ("rpm", "tpm", "budget") if m.get(f) is not None]
         if unenforced:
             self.warnings.append(f"{path}: {', '.join(unenforced)} accepted but not enforced yet by this gateway version")
@@ -536,7 +529,8 @@ class _Validator:
         if enabled and isinstance(given, list) and given and not resolved:
             paths = [f"{path}.api_keys[{i}]" for i in range(len(given))]
             disabled_reason = self.not_set(*paths) or "its api_keys are empty"
-            self.warnings.append(f"{path}: channel {name!r} disabled: {disabled_reason}")
+            self.disabled.append(f"{path}: channel {name!r} disabled: {disabled_reason}")
+            self.warnings.append(self.disabled[-1])
             enabled = False
         timeouts = self.opt(m, "timeouts", path, self.timeouts, Timeouts())
         model_map = self.opt(m, "model_map", path, self.str_map, dict[str, str]())

@@ -107,24 +107,17 @@ def serve(loaded: Loaded, path: str, listen_arg: str | None) -> int:
         listen = parsed
     if not listen.is_loopback and not config.keys:
         _exit(f"listen: refusing to serve on {listen} with no keys defined: add keys: to {path} or listen on 127.0.0.1")
-    import structlog
-
-    log = structlog.get_logger("gateway")
-    # A disabled channel's warning is said once, by its channel_disabled line in the summary.
-    said = tuple(f": channel {c.name!r} disabled: {c.disabled_reason}" for c in config.channels if not c.enabled)
-    for warning in loaded.warnings:
-        if not warning.endswith(said):
-            log.warning("config_warning", detail=warning)
-    log_summary(config, path, listen)
+    log_summary(loaded, path, listen)
     return run(config, path, listen)
 
 
-def log_summary(config: Config, path: str | None, listen: Listen) -> None:
-    """What is about to be served, once at start-up: one line for the gateway, one per channel. A disabled
-    channel's line says why ("OPENAI_API_KEY is not set", "enabled: false"); no line holds a secret."""
+def log_summary(loaded: Loaded, path: str | None, listen: Listen) -> None:
+    """What is about to be served, once at start-up: one line for the gateway, then the config's warnings
+    and one line per channel (gateway.state.log_loaded, which a reload repeats)."""
     import structlog
 
     log = structlog.get_logger("gateway")
+    config = loaded.config
     enabled = [c for c in config.channels if c.enabled]
     (log.info if enabled else log.warning)(
         "starting",
@@ -137,9 +130,9 @@ def log_summary(config: Config, path: str | None, listen: Listen) -> None:
         keys=len(config.keys),
         **({} if enabled else {"detail": "no channel is enabled: every model request gets 503"}),
     )
-    from gateway.state import log_channels
+    from gateway.state import log_loaded
 
-    log_channels(config)
+    log_loaded(loaded)
 
 
 def _load_or_exit(path: str, *, allow_unset: bool = False) -> Loaded:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import structlog
 from aiohttp import web
 
-from config import Channel, ClientKey, Config, ConfigError, load_config
+from config import Channel, ClientKey, Config, ConfigError, Loaded, load_config
 from gateway.http.answer import AnswerFactory, public_answer
 from gateway.http.drain import Drain
 from gateway.http.guard import ConnectionGuard
@@ -52,10 +52,14 @@ class Runtime:
         self.on_reload: list[Callable[[Config], None]] = []
         # For /admin/status, /metrics and /readyz: which file is in force, since when, and whether
         # the last SIGHUP failed (then the old config serves, and /readyz says why it is not ready).
-        self.config_sha256 = config.sha256
         self.loaded_at = time.time()
         self.last_reload_error: str | None = None
         self.reloads = {"ok": 0, "failed": 0}
+
+    @property
+    def config_sha256(self) -> str | None:
+        """The sha256 of the config file in force, as the loader read it."""
+        return self.config.sha256
 
     def lookups(self, config: Config) -> Lookups:
         """The lookups of `config`: the config in force, or (rarely) one a reload has since replaced."""
@@ -72,21 +76,28 @@ class Runtime:
             self.last_reload_error = "; ".join(exc.problems)[:2000]
             self.reloads["failed"] += 1
             return False
-        for warning in loaded.warnings:
-            log.warning("config_warning", detail=warning)
         new, old = loaded.config, self.config
         if (new.listen, new.database, new.spool_path) != (old.listen, old.database, old.spool_path):
             log.warning("config_reload_restart_needed", detail="listen, database and spool changes apply after a restart")
         self.config = loaded.config
         self._lookups = Lookups(self.config)
         self.generation += 1
-        self.config_sha256, self.loaded_at, self.last_reload_error = new.sha256, time.time(), None
+        self.loaded_at, self.last_reload_error = time.time(), None
         self.reloads["ok"] += 1
         for hook in self.on_reload:
             hook(self.config)
         log.info("config_reloaded", path=self.path, generation=self.generation, channels=len(self.config.channels))
-        log_channels(self.config)
+        log_loaded(loaded)
         return True
+
+
+def log_loaded(loaded: Loaded) -> None:
+    """A config just put in force: its warnings, then a line per channel (whose line says why it is
+    disabled, so that warning is not said twice)."""
+    for warning in loaded.warnings:
+        if warning not in loaded.disabled:
+            log.warning("config_warning", detail=warning)
+    log_channels(loaded.config)
 
 
 def log_channels(config: Config) -> None:

@@ -72,9 +72,3 @@ class AnthropicProvider:
             cached_tokens=read,
             estimated=estimated,
         )
-
-
-def version_header(headers: dict[str, str]) -> None:
-    """Add `anthropic-version` to upstream headers that carry none (a client of another protocol)."""
-    if not any(k.lower() == "anthropic-version" for k in headers):
-        headers["anthropic-version"] = DEFAULT_VERSION

@@ -9,7 +9,7 @@ from gateway.state import SERVICES
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 while the process serves, with the connection guard's counters until /metrics exists."""
+    """200 while the process serves, with the connection guard's counters (live, cut, refused)."""
     guard = request.app[SERVICES].guard
     if guard is None:
         return web.json_response({"status": "ok"})

@@ -247,13 +247,9 @@ class UsageWriter:
             if self._rows:
                 self._pending.set()
 
-    def _drain(self, limit: int | None = None) -> list[UsageRow]:
-        rows = self._rows
-        if limit is None or len(rows) <= limit:
-            self._rows = []
-            return rows
-        self._rows = rows[limit:]
-        return rows[:limit]
+    def _drain(self) -> list[UsageRow]:
+        rows, self._rows = self._rows, []
+        return rows
 
     async def _write(self, batch: list[UsageRow]) -> None:
         """Insert the batch; when that fails, spool it. Called with the lock held."""

@@ -167,7 +167,6 @@ class Metrics:
         self._config: Config | None = None
         self._models: frozenset[str] = frozenset()
         self._platforms: frozenset[str] = frozenset()
-        self._channels: frozenset[str] = frozenset()
         self.synced: dict[str, int] = {}  # the last value of each counter read from elsewhere (refresh)
         self.config_sha256: str | None = None  # the one gateway_config_info says is in force
 
@@ -179,7 +178,6 @@ class Metrics:
             names.update(ch.model_map)
         self._models = frozenset(names)
         self._platforms = config.platforms
-        self._channels = frozenset(ch.name for ch in config.channels)
         self._config = config
 
     def request(self, row: UsageRow, config: Config) -> None:
@@ -230,10 +228,6 @@ class Metrics:
         attempts, self._attempts = self._attempts, {}
         for (channel, outcome), n in attempts.items():
             self.attempts.labels(channel, outcome).inc(n)
-
-    def limited(self, limit: str) -> None:
-        """A request refused with 429 by one of the gateway's own limits (rpm, tpm, budget, ...)."""
-        self.rate_limited.labels(limit).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text of this process, or of every worker's in multiprocess mode."""

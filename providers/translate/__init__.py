@@ -188,7 +188,7 @@ class Converter(_Events):
         # LF line ends) is read inline, the rest by providers.sse.
         decode, encode, direct = self._decode, self._encode, self._direct
         out: list[bytes] = []
-        for event in data.split(b"\n\n") if b"\r" not in data else split_events(data):
+        for event in split_events(data):
             if not event:
                 continue
             if event.startswith(b"data: ") and b"\n" not in event:

@@ -26,7 +26,6 @@ Where the protocols do not meet, the choice is made once, here:
 from __future__ import annotations
 
 import base64
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +40,11 @@ from providers.translate.common import (
     State,
     anthropic_id,
     data_url,
+    json_text,
+    now,
     original_id,
+    positive,
+    reasoning_text,
     sse,
     tool_arguments,
 )
@@ -58,19 +61,6 @@ _STOP = {"length": "max_tokens", "content_filter": "refusal"}
 
 # What Anthropic's count_tokens endpoint takes of a Messages request.
 _COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
-
-
-def _now() -> int:
-    return int(time.time())
-
-
-def _int(value: Any) -> int:
-    """A token count as sent: anything but a positive int counts 0."""
-    return value if type(value) is int and value > 0 else 0
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 def _text_of(content: Any) -> str:
@@ -90,16 +80,16 @@ def _message_id(chat_id: Any) -> str:
 
 def _usage_to_chat(usage: Json) -> Json:
     """Anthropic usage -> chat usage: prompt_tokens counts cache reads and writes too."""
-    read = _int(usage.get("cache_read_input_tokens"))
-    write = _int(usage.get("cache_creation_input_tokens"))
-    prompt = _int(usage.get("input_tokens")) + read + write
-    completion = _int(usage.get("output_tokens"))
+    read = positive(usage.get("cache_read_input_tokens"))
+    write = positive(usage.get("cache_creation_input_tokens"))
+    prompt = positive(usage.get("input_tokens")) + read + write
+    completion = positive(usage.get("output_tokens"))
     details: Json = {"cached_tokens": read}
     if write:
         details["cache_write_tokens"] = write
     out: Json = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion, "prompt_tokens_details": details}
     thinking = usage.get("output_tokens_details")
-    if isinstance(thinking, dict) and _int(thinking.get("thinking_tokens")):
+    if isinstance(thinking, dict) and positive(thinking.get("thinking_tokens")):
         out["completion_tokens_details"] = {"reasoning_tokens": thinking["thinking_tokens"]}
     return out
 
@@ -107,16 +97,16 @@ def _usage_to_chat(usage: Json) -> Json:
 def _usage_from_chat(usage: Json) -> Json:
     """Chat usage -> Anthropic usage: input_tokens counts only what was neither read from nor written to
     the cache."""
-    prompt = _int(usage.get("prompt_tokens"))
+    prompt = positive(usage.get("prompt_tokens"))
     details = usage.get("prompt_tokens_details")
     read = write = 0
     if isinstance(details, dict):
-        read = min(_int(details.get("cached_tokens")), prompt)
-        write = min(_int(details.get("cache_write_tokens")), prompt - read)
+        read = min(positive(details.get("cached_tokens")), prompt)
+        write = min(positive(details.get("cache_write_tokens")), prompt - read)
     out: Json = {"input_tokens": prompt - read - write, "cache_creation_input_tokens": write, "cache_read_input_tokens": read,
-                 "output_tokens": _int(usage.get("completion_tokens"))}
+                 "output_tokens": positive(usage.get("completion_tokens"))}
     completion = usage.get("completion_tokens_details")
-    if isinstance(completion, dict) and _int(completion.get("reasoning_tokens")):
+    if isinstance(completion, dict) and positive(completion.get("reasoning_tokens")):
         out["output_tokens_details"] = {"thinking_tokens": completion["reasoning_tokens"]}
     return out
 
@@ -163,7 +153,7 @@ def _blocks_to_message(blocks: list[Any], client_name: Callable[[str], str]) -> 
             if kind == "thinking":
                 reasoning.append(block.get("thinking", ""))
         elif kind == "tool_use":
-            function = {"name": client_name(block.get("name", "")), "arguments": _dumps(block.get("input") or {})}
+            function = {"name": client_name(block.get("name", "")), "arguments": json_text(block.get("input") or {})}
             calls.append({"id": original_id(str(block.get("id", ""))), "type": "function", "function": function})
     message: Json = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if reasoning:
@@ -187,10 +177,10 @@ def _message_to_blocks(message: Json, vendor_name: Callable[[str], str], unsigne
     else:
         # A chat client that put a stream back together (the openai SDK's stream helper does) has its
         # thinking as reasoning_content and the block's signature_delta as `thinking_signature`.
-        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        reasoning = reasoning_text(message)
         signature = message.get("thinking_signature")
         signature = signature if isinstance(signature, str) else ""
-        if isinstance(reasoning, str) and reasoning and (signature or unsigned):
+        if reasoning and (signature or unsigned):
             blocks.append({"type": "thinking", "thinking": reasoning, "signature": signature})
     text = _text_of(message.get("content")) or message.get("refusal")
     if isinstance(text, str) and text:
@@ -271,7 +261,7 @@ def _effort_of(body: Json) -> str | None:
     thinking = body.get("thinking")
     kind = thinking.get("type") if isinstance(thinking, dict) else None
     if kind == "enabled":
-        budget = _int(thinking.get("budget_tokens")) if isinstance(thinking, dict) else 0
+        budget = positive(thinking.get("budget_tokens")) if isinstance(thinking, dict) else 0
         return "low" if budget < 2048 else "medium" if budget < 8192 else "high"
     if kind == "adaptive":
         config = body.get("output_config")
@@ -463,8 +453,8 @@ class StreamFromChat:
         out.append(_PING)
 
     def _delta(self, delta: Json, out: list[bytes]) -> None:
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        if reasoning and isinstance(reasoning, str):
+        reasoning = reasoning_text(delta)
+        if reasoning:
             self._open_as("thinking", out)
             self._chars += len(reasoning)
             out.append(self._block_delta({"type": "thinking_delta", "thinking": reasoning}))
@@ -757,7 +747,7 @@ def answer_to_chat(answer: Json, state: State) -> Json:
         choice["stop_sequence"] = answer["stop_sequence"]
     usage = answer.get("usage")
     usage = _usage_to_chat(usage if isinstance(usage, dict) else {})
-    return {"id": answer.get("id", ""), "object": "chat.completion", "created": _now(), "model": state.model, "choices": [choice], "usage": usage}
+    return {"id": answer.get("id", ""), "object": "chat.completion", "created": now(), "model": state.model, "choices": [choice], "usage": usage}
 
 
 class StreamToChat:
@@ -770,7 +760,7 @@ class StreamToChat:
     def __init__(self, state: State) -> None:
         self._state = state
         self._id = ""
-        self._created = _now()
+        self._created = now()
         self._started = False
         self._tools: dict[Any, int] = {}  # block index -> chat tool call index, for tool_use blocks only
         self._usage: Json = {}
@@ -833,7 +823,7 @@ class StreamToChat:
         if kind == "tool_use":
             call = self._tools[data.get("index")] = len(self._tools)
             inputs = block.get("input")
-            function = {"name": self._state.client_tool_name(block.get("name", "")), "arguments": _dumps(inputs) if inputs else ""}
+            function = {"name": self._state.client_tool_name(block.get("name", "")), "arguments": json_text(inputs) if inputs else ""}
             return [self._chunk({"tool_calls": [{"index": call, "id": original_id(block.get("id", "")), "type": "function", "function": function}]})]
         if kind == "redacted_thinking":
             return [self._chunk({"redacted_thinking": block.get("data", "")})]

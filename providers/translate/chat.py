@@ -56,13 +56,6 @@ class StreamFromChat:
         return b"" if self._done else DONE
 
 
-def count_request_to_chat(body: dict[str, Any], state: State) -> dict[str, Any]:
-    return request_to_chat(body, state)
-
-
-def count_answer(tokens: int) -> dict[str, Any]:
-    return {"prompt_tokens": tokens}
-
 
 # The vendor half: another protocol's client on an OpenAI-compatible vendor.
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,3 +159,23 @@ def data_url(url: str) -> tuple[str, str] | None:
     if not comma or not header.endswith(";base64"):
         return None
     return header[:-7].split(";", 1)[0], data
+
+
+def now() -> int:
+    """Unix seconds, as answers stamp `created`."""
+    return int(time.time())
+
+
+def positive(value: Any) -> int:
+    """A token count as sent: anything but a positive int counts 0."""
+    return value if type(value) is int and value > 0 else 0
+
+
+def json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def reasoning_text(source: dict[str, Any]) -> str:
+    """Reasoning text of a chat message or delta: `reasoning_content`, or `reasoning` as some vendors name it."""
+    text = source.get("reasoning_content") or source.get("reasoning")
+    return text if isinstance(text, str) else ""

@@ -28,13 +28,22 @@ Where the protocols do not meet, the choice is made once, here:
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 import orjson
 
-from providers.translate.common import ANTHROPIC_ERROR_TYPES, GEMINI_STATUS, State, data_url, tool_arguments
+from providers.translate.common import (
+    ANTHROPIC_ERROR_TYPES,
+    GEMINI_STATUS,
+    State,
+    data_url,
+    json_text,
+    now,
+    positive,
+    reasoning_text,
+    tool_arguments,
+)
 from providers.translate.schema import gemini_schema, json_schema
 
 Json = dict[str, Any]
@@ -60,21 +69,8 @@ _AUDIO = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audio/
 _EXTENSIONS = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp", "heic": "image/heic", "heif": "image/heif"}
 _EXTENSIONS |= {"pdf": "application/pdf", "mp3": "audio/mp3", "wav": "audio/wav", "mp4": "video/mp4", "txt": "text/plain"}
 
-def _now() -> int:
-    return int(time.time())
-
-
 def _new_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
-
-
-def _int(value: Any) -> int:
-    """A token count as sent: anything but a positive int counts 0."""
-    return value if type(value) is int and value > 0 else 0
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 def _get(obj: Json, camel: str, snake: str) -> Any:
@@ -122,14 +118,14 @@ def _finish_to_chat(reason: Any, calls: bool) -> str:
 
 def _usage_to_chat(meta: Json) -> Json:
     """usageMetadata -> chat usage: completion counts the thoughts, as OpenAI's counts reasoning."""
-    prompt = _int(meta.get("promptTokenCount")) + _int(meta.get("toolUsePromptTokenCount"))
-    thoughts = _int(meta.get("thoughtsTokenCount"))
-    completion = _int(meta.get("candidatesTokenCount")) + thoughts
+    prompt = positive(meta.get("promptTokenCount")) + positive(meta.get("toolUsePromptTokenCount"))
+    thoughts = positive(meta.get("thoughtsTokenCount"))
+    completion = positive(meta.get("candidatesTokenCount")) + thoughts
     out: Json = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": max(_int(meta.get("totalTokenCount")), prompt + completion),
-        "prompt_tokens_details": {"cached_tokens": _int(meta.get("cachedContentTokenCount"))},
+        "total_tokens": max(positive(meta.get("totalTokenCount")), prompt + completion),
+        "prompt_tokens_details": {"cached_tokens": positive(meta.get("cachedContentTokenCount"))},
     }
     if thoughts:
         out["completion_tokens_details"] = {"reasoning_tokens": thoughts}
@@ -138,13 +134,13 @@ def _usage_to_chat(meta: Json) -> Json:
 
 def _usage_from_chat(usage: Json) -> Json:
     """Chat usage -> usageMetadata: candidates count only what is not reasoning."""
-    prompt = _int(usage.get("prompt_tokens"))
-    completion = _int(usage.get("completion_tokens"))
+    prompt = positive(usage.get("prompt_tokens"))
+    completion = positive(usage.get("completion_tokens"))
     details = usage.get("prompt_tokens_details")
-    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    cached = positive(details.get("cached_tokens")) if isinstance(details, dict) else 0
     details = usage.get("completion_tokens_details")
-    reasoning = min(_int(details.get("reasoning_tokens")), completion) if isinstance(details, dict) else 0
-    out: Json = {"promptTokenCount": prompt, "candidatesTokenCount": completion - reasoning, "totalTokenCount": _int(usage.get("total_tokens")) or prompt + completion}
+    reasoning = min(positive(details.get("reasoning_tokens")), completion) if isinstance(details, dict) else 0
+    out: Json = {"promptTokenCount": prompt, "candidatesTokenCount": completion - reasoning, "totalTokenCount": positive(usage.get("total_tokens")) or prompt + completion}
     if cached:
         out["cachedContentTokenCount"] = cached
     if reasoning:
@@ -234,7 +230,7 @@ def _effort_of(thinking: Json) -> str | None:
     level = _get(thinking, "thinkingLevel", "thinking_level")
     if isinstance(level, str) and level.upper() in _LEVELS:
         return _LEVELS[level.upper()]
-    budget = _int(_get(thinking, "thinkingBudget", "thinking_budget"))
+    budget = positive(_get(thinking, "thinkingBudget", "thinking_budget"))
     if not budget:
         return None
     return "low" if budget < _LOW_BELOW else "medium" if budget < _MEDIUM_BELOW else "high"
@@ -316,7 +312,7 @@ def _model_to_chat(parts: list[Any], turn: int) -> tuple[Json | None, list[tuple
         if isinstance(call, dict):
             # The same id on every request, so the vendor's prompt cache holds.
             call_id = str(call.get("id") or f"call_{turn}_{len(calls)}")
-            function = {"name": str(call.get("name") or ""), "arguments": _dumps(call.get("args") or {})}
+            function = {"name": str(call.get("name") or ""), "arguments": json_text(call.get("args") or {})}
             calls.append({"id": call_id, "type": "function", "function": function})
             continue
         text = part.get("text")
@@ -370,7 +366,7 @@ def _result_text(result: Any) -> str:
         value = result.get("result", result.get("output"))
         if isinstance(value, str):
             return value
-    return result if isinstance(result, str) else _dumps(result)
+    return result if isinstance(result, str) else json_text(result)
 
 
 def _part_to_chat(part: Json) -> Json | None:
@@ -429,8 +425,8 @@ def _candidate(parts: list[Json], finish: Any, index: int) -> Json:
 
 def _message_parts(message: Json) -> list[Json]:
     parts: list[Json] = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
+    reasoning = reasoning_text(message)
+    if reasoning:
         parts.append({"text": reasoning, "thought": True})
     text = _text_of(message.get("content")) or message.get("refusal")
     if isinstance(text, str) and text:
@@ -516,9 +512,8 @@ class StreamFromChat:
         parts: list[Json] = []
         delta = choice.get("delta")
         if isinstance(delta, dict):
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            reasoning = reasoning_text(delta)
             text = delta.get("content")
-            reasoning = reasoning if isinstance(reasoning, str) else ""
             text = text if isinstance(text, str) else ""
             if (reasoning or text) and self._calls.get(index):
                 parts.extend(self._complete(index))  # other content: the open call is whole
@@ -604,7 +599,7 @@ def count_request_from_chat(body: Json, state: State) -> Json:
     contents: list[Json] = core["contents"]
     lead: list[Json] = list(core["systemInstruction"]["parts"]) if "systemInstruction" in core else []
     if "tools" in core:
-        lead.append({"text": _dumps(core["tools"])})
+        lead.append({"text": json_text(core["tools"])})
     if lead:
         if contents and contents[0]["role"] == "user":
             contents[0] = {"role": "user", "parts": lead + contents[0]["parts"]}
@@ -850,7 +845,7 @@ def answer_to_chat(answer: Json, state: State) -> Json:
     return {
         "id": answer.get("responseId") or "chatcmpl-" + uuid.uuid4().hex,
         "object": "chat.completion",
-        "created": _now(),
+        "created": now(),
         "model": state.model,
         "choices": choices,
         "usage": _usage_to_chat(usage if isinstance(usage, dict) else {}),
@@ -873,7 +868,7 @@ def _parts_to_chat(content: Any, state: State, first_call: int | None) -> tuple[
             pivot: Json = {} if first_call is None else {"index": first_call + len(calls)}
             pivot["id"] = _pack_id(call_id if isinstance(call_id, str) and call_id else _new_id(), part.get("thoughtSignature"))
             pivot["type"] = "function"
-            pivot["function"] = {"name": state.client_tool_name(str(call.get("name") or "")), "arguments": _dumps(call.get("args") or {})}
+            pivot["function"] = {"name": state.client_tool_name(str(call.get("name") or "")), "arguments": json_text(call.get("args") or {})}
             calls.append(pivot)
             continue
         text = part.get("text")
@@ -892,7 +887,7 @@ class StreamToChat:
     def __init__(self, state: State) -> None:
         self._state = state
         self._id = ""
-        self._created = _now()
+        self._created = now()
         self._started: set[int] = set()  # candidates whose first chunk (with the role) went out
         self._calls: dict[int, int] = {}  # candidate -> function calls seen
         self._usage: Json | None = None

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from providers.translate.common import Refused, State, sse
+from providers.translate.common import Refused, State, reasoning_text, sse
 
 Json = dict[str, Any]
 
@@ -440,12 +440,6 @@ def _ending(finish: str | None) -> tuple[str, Json | None]:
     return ("incomplete", {"reason": reason}) if reason else ("completed", None)
 
 
-def _thinking(source: Json) -> str:
-    """Reasoning text of a message or delta: `reasoning_content`, or `reasoning` as some vendors name it."""
-    text = source.get("reasoning_content") or source.get("reasoning")
-    return text if isinstance(text, str) else ""
-
-
 # ---------------------------------------------------------------- answer
 
 
@@ -460,7 +454,7 @@ def answer_from_chat(answer: Json, state: State, *, request: Json | None = None)
     output: list[Json] = []
 
     blocks = [b for b in message.get("thinking_blocks") or () if isinstance(b, dict)]
-    thought = _thinking(message) or "".join(b.get("thinking", "") for b in blocks)
+    thought = reasoning_text(message) or "".join(b.get("thinking", "") for b in blocks)
     if thought or blocks:
         output.append(_reasoning_item(f"rs_{token}_{len(output)}", thought, blocks))
 
@@ -632,7 +626,7 @@ class StreamFromChat:
     # -- deltas
 
     def _delta(self, delta: Json) -> None:
-        thought = _thinking(delta)
+        thought = reasoning_text(delta)
         if thought:
             self._think(thought)
         signature = delta.get("thinking_signature")

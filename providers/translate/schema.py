@@ -18,8 +18,6 @@ _JSON_WORDS |= {"max_properties": "maxProperties", "min_properties": "minPropert
 _JSON_DROP = frozenset({"nullable", "propertyOrdering", "property_ordering", "example"})
 
 
-
-
 def _schema_defs(schema: Json) -> Json:
     defs: Json = {}
     for key in ("definitions", "$defs"):
@@ -149,8 +147,6 @@ def json_schema(schema: Any) -> Any:
     if schema.get("nullable") is True and isinstance(out.get("type"), str):
         out["type"] = [out["type"], "null"]
     return out
-
-
 
 
 def gemini_schema(schema: Json) -> Json:

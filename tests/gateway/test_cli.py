@@ -20,6 +20,7 @@ import structlog
 import yaml
 
 import gateway
+from config import Loaded
 from gateway.cli import log_summary, version
 from gateway.ledger.sink import UsageRow
 from tests.conftest import KEYS, channel, make_config
@@ -191,7 +192,7 @@ def test_summary_function_names_every_channel():
 
     cfg = make_config({"channels": [{**channel("a", _Fake()), "api_keys": ["${NOPE}"]}]}, Path("/nonexistent"))
     with structlog.testing.capture_logs() as logs:
-        log_summary(cfg, "g.yaml", Listen("127.0.0.1", 9))
+        log_summary(Loaded(cfg, []), "g.yaml", Listen("127.0.0.1", 9))
     start, ch = logs
     assert start["event"] == "starting" and start["log_level"] == "warning" and start["channels_enabled"] == 0
     assert "every model request gets 503" in start["detail"]

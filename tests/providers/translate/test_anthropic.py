@@ -27,7 +27,7 @@ _EVENT = pydantic.TypeAdapter(RawMessageStreamEvent)
 
 @pytest.fixture(autouse=True)
 def _fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(codec, "_now", lambda: NOW)
+    monkeypatch.setattr(codec, "now", lambda: NOW)
 
 
 def events(data: bytes) -> list[tuple[str, dict[str, Any]]]:

@@ -34,7 +34,7 @@ SIG_IN_ID = "CiQBjz1r-_--ECA"
 def fixed(monkeypatch: pytest.MonkeyPatch) -> None:
     ids = itertools.count()
     monkeypatch.setattr(gemini, "_new_id", lambda: f"call_new{next(ids)}")
-    monkeypatch.setattr(gemini, "_now", lambda: 1700)
+    monkeypatch.setattr(gemini, "now", lambda: 1700)
 
 
 def state(stream: bool = False) -> State:
