@@ -14,6 +14,8 @@ from config.schema import (
     ModelInfo,
     Price,
     Routing,
+    Service,
+    TaskSettings,
     Timeouts,
 )
 
@@ -32,6 +34,8 @@ __all__ = [
     "ModelInfo",
     "Price",
     "Routing",
+    "Service",
+    "TaskSettings",
     "Timeouts",
     "interpolate",
     "load_config",

@@ -32,12 +32,17 @@ from config.schema import (
     ModelInfo,
     Price,
     Routing,
+    Service,
+    TaskSettings,
     Timeouts,
 )
 
 CATALOGS = frozenset(
     {"t2t", "t2i", "i2i", "t2v", "i2v", "ref2v", "embedding", "rerank", "tts", "asr", "moderation"}
 )
+BUDGET_PERIODS = ("total", "daily", "monthly")
+# Catalogs of async generation: their requests become tasks (gateway.tasks).
+TASK_CATALOGS = frozenset({"t2v", "i2v", "ref2v", "t2i", "i2i"})
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
 RESERVED_PLATFORMS = frozenset({"v1", "v1beta", "healthz", "readyz"})
@@ -288,7 +293,7 @@ class _Validator:
             "",
             (
                 "listen", "database", "spool", "log", "limits", "workers", "shutdown_grace_s",
-                "routing", "keys", "channels", "models", "admin_keys", "metrics_listen",
+                "routing", "keys", "channels", "models", "admin_keys", "metrics_listen", "tasks", "services",
             ),
         )
         if top is None:
@@ -314,13 +319,62 @@ class _Validator:
             self.fail("metrics_listen", f"{metrics_listen} is the listen address itself: give /metrics a port of its own")
         elif metrics_listen is not None and not metrics_listen.is_loopback:
             self.warnings.append(f"metrics_listen: {metrics_listen} serves /metrics without auth beyond this host")
+        tasks = self.opt(top, "tasks", "", self.tasks, TaskSettings())
+        services = self.opt(top, "services", "", self.services, tuple[Service, ...]())
         if not keys and not listen.is_loopback:
             self.fail("listen", f"{listen} is not a loopback address and no keys are defined: add keys: or listen on 127.0.0.1")
         return Config(
             listen=listen, database=database, spool=spool, log=log, limits=limits, workers=workers,
             shutdown_grace_s=grace, routing=routing, keys=keys, channels=channels,
             models=models, admin_keys=admin_keys, metrics_listen=metrics_listen, source=source,
+            tasks=tasks, services=services,
         )
+
+    def tasks(self, node: Any, path: str) -> TaskSettings | None:
+        m = self.mapping(node, path, ("poll_interval_s", "timeout_s", "store_results", "allow_private_callbacks"))
+        if m is None:
+            return None
+        d = TaskSettings()
+        timeouts = dict(d.timeout_s)
+        given = m.get("timeout_s")
+        if given is not None:
+            t = self.mapping(given, f"{path}.timeout_s", tuple(sorted(TASK_CATALOGS))) or {}
+            for catalog, value in t.items():
+                seconds = self.number(value, f"{path}.timeout_s.{catalog}", 0, exclusive=True)
+                if seconds is not None:
+                    timeouts[catalog] = seconds
+        positive = lambda n, p: self.number(n, p, 0, exclusive=True)  # noqa: E731
+        return TaskSettings(
+            poll_interval_s=self.opt(m, "poll_interval_s", path, positive, d.poll_interval_s),
+            timeout_s=timeouts,
+            store_results=self.opt(m, "store_results", path, self.boolean, False),
+            allow_private_callbacks=self.opt(m, "allow_private_callbacks", path, self.boolean, False),
+        )
+
+    def services(self, node: Any, path: str) -> tuple[Service, ...] | None:
+        if not isinstance(node, list):
+            self.fail(path, f"must be a list, got {_kind(node)}")
+            return None
+        out: list[Service] = []
+        codes: set[str] = set()
+        for i, item in enumerate(node):
+            p = f"{path}[{i}]"
+            m = self.mapping(item, p, ("service_code", "name", "category", "model", "description"))
+            if m is None:
+                continue
+            code = self.string(m.get("service_code"), f"{p}.service_code")
+            name = self.string(m.get("name"), f"{p}.name")
+            model = self.string(m.get("model"), f"{p}.model")
+            if code in codes:
+                self.fail(f"{p}.service_code", f"duplicate service_code {code!r}")
+            if code and name and model:
+                codes.add(code)
+                out.append(Service(
+                    service_code=code, name=name, model=model,
+                    category=self.opt(m, "category", p, self.string, None),
+                    description=self.opt(m, "description", p, self.string, None),
+                ))  # fmt: skip
+        return tuple(out)
 
     def listen(self, node: Any, path: str) -> Listen | None:
         text = self.string(node, path)
@@ -442,7 +496,8 @@ class _Validator:
 
     def client_key(self, node: Any, path: str) -> ClientKey | None:
         m = self.mapping(
-            node, path, ("name", "key", "key_sha256", "models", "platforms", "tags", "rpm", "tpm", "budget")
+            node, path, ("name", "key", "key_sha256", "models", "platforms", "tags", "rpm", "tpm", "budget",
+                         "budget_period", "webhook_secret"),
         )
         if m is None:
             return None
@@ -457,9 +512,6 @@ class _Validator:
             self.problems.append(f"{path}.key: {unset}")
         else:
             digest = self.secret_digest(m, path)
-        unenforced = [f for f in ("rpm", "tpm", "budget") if m.get(f) is not None]
-        if unenforced:
-            self.warnings.append(f"{path}: {', '.join(unenforced)} accepted but not enforced yet by this gateway version")
         models = self.opt(m, "models", path, self.strings, None)
         platforms = self.opt(m, "platforms", path, self.strings, None)
         tags = self.opt(m, "tags", path, self.strings, None)
@@ -474,6 +526,8 @@ class _Validator:
             rpm=self.opt(m, "rpm", path, lambda n, p: self.integer(n, p, 1), None),
             tpm=self.opt(m, "tpm", path, lambda n, p: self.integer(n, p, 1), None),
             budget=self.opt(m, "budget", path, lambda n, p: self.number(n, p, 0), None),
+            budget_period=self.opt(m, "budget_period", path, lambda n, p: self.choice(n, p, BUDGET_PERIODS), "total"),
+            webhook_secret=self.opt(m, "webhook_secret", path, self.string, None) or None,
         )
 
     def channels(self, node: Any, path: str) -> tuple[Channel, ...] | None:
@@ -499,6 +553,7 @@ class _Validator:
             (
                 "name", "provider", "platform", "base_url", "api_keys", "models", "model_map",
                 "weight", "priority", "tags", "headers", "client_headers", "timeouts", "enabled", "responses",
+                "rpm", "tpm",
             ),
         )
         if m is None:
@@ -568,6 +623,8 @@ class _Validator:
             enabled=enabled,
             disabled_reason=disabled_reason,
             responses=responses,
+            rpm=self.opt(m, "rpm", path, lambda n, p: self.integer(n, p, 1), None),
+            tpm=self.opt(m, "tpm", path, lambda n, p: self.integer(n, p, 1), None),
         )
 
     def sendable(self, api_keys: tuple[str, ...], headers: dict[str, str], path: str) -> None:
@@ -620,12 +677,32 @@ class _Validator:
         return out
 
     def price(self, node: Any, path: str) -> Price | None:
-        fields = ("input", "output", "cached_input", "per_image", "per_second", "per_request", "per_1k_chars")
-        m = self.mapping(node, path, fields)
+        flat = ("input", "output", "cached_input", "cache_write", "per_image", "per_request", "per_1k_chars")
+        m = self.mapping(node, path, (*flat, "per_second"))
         if m is None:
             return None
-        values = {f: self.opt(m, f, path, lambda n, p: self.number(n, p, 0), None) for f in fields}
+
+        def amount(n: Any, p: str) -> float | None:
+            return self.number(n, p, 0)
+
+        values: dict[str, Any] = {f: self.opt(m, f, path, amount, None) for f in flat}
+        per_second = m.get("per_second")
+        if isinstance(per_second, dict):
+            values["per_second_by_resolution"] = {
+                str(r).upper(): v for r, n in per_second.items() if (v := amount(n, f"{path}.per_second.{r}")) is not None
+            }
+        else:
+            values["per_second"] = self.opt(m, "per_second", path, amount, None)
         return Price(**values)
+
+
+def unpriced(config: Config) -> list[str]:
+    """The models channels serve by name that no `models.*.price` prices: their rows get no cost
+    (`gateway check` lists them). Glob patterns are skipped: what they serve is not known in advance."""
+    names = dict.fromkeys(
+        p for c in config.channels for p in (*c.models.patterns, *c.model_map) if not any(ch in p for ch in "*?[")
+    )
+    return [n for n in names if (info := config.models.get(n)) is None or info.price is None]
 
 
 def parse_listen(text: str, fail: Callable[[str], None]) -> Listen | None:

@@ -108,6 +108,13 @@ class ClientKey:
     rpm: int | None = None
     tpm: int | None = None
     budget: float | None = None
+    budget_period: str = "total"  # total | daily | monthly (calendar, UTC)
+    webhook_secret: str | None = field(default=None, repr=False)  # signs this key's task callbacks
+
+    @property
+    def limited(self) -> bool:
+        """Whether any of rpm, tpm or budget applies to this key."""
+        return self.rpm is not None or self.tpm is not None or self.budget is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +156,9 @@ class Channel:
     # How /v1/responses reaches this vendor: "native" (its own Responses API) or "chat" (the gateway
     # serves it over /chat/completions, for OpenAI-compatible vendors that have no Responses API).
     responses: str = "native"
+    # This vendor account's own quota: routing skips the channel while it is at either.
+    rpm: int | None = None
+    tpm: int | None = None
 
     # What must never be echoed back: the vendor keys, and credential-like extra headers; worked out
     # once (every answer is searched for them), as text and as bytes.
@@ -170,13 +180,57 @@ class Channel:
 
 @dataclass(frozen=True, slots=True)
 class Price:
+    """Token prices are per 1M tokens; the rest per unit. `per_second` is one price, or one per resolution
+    (keys as the vendor names them: 480P, 720P, 1080P), for video and audio seconds."""
+
     input: float | None = None
     output: float | None = None
     cached_input: float | None = None
+    cache_write: float | None = None
     per_image: float | None = None
     per_second: float | None = None
+    per_second_by_resolution: dict[str, float] | None = None
     per_request: float | None = None
     per_1k_chars: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The price as gateway.yaml spells it, without the fields it does not set."""
+        out: dict[str, object] = {}
+        for name in ("input", "output", "cached_input", "cache_write", "per_image", "per_request", "per_1k_chars"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        per_second = self.per_second_by_resolution or self.per_second
+        if per_second is not None:
+            out["per_second"] = per_second
+        return out
+
+
+TASK_TIMEOUTS = {"t2v": 7200.0, "i2v": 7200.0, "ref2v": 7200.0, "t2i": 1800.0, "i2i": 1800.0}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSettings:
+    """`tasks:`: async generation (gateway.tasks)."""
+
+    poll_interval_s: float = 5.0
+    timeout_s: dict[str, float] = field(default_factory=lambda: dict(TASK_TIMEOUTS))
+    store_results: bool = False  # copy finished files under data/ so they outlive the vendor's URL
+    allow_private_callbacks: bool = False
+
+    def timeout_for(self, catalog: str) -> float:
+        return self.timeout_s.get(catalog, TASK_TIMEOUTS.get(catalog, 7200.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One entry of `services:`, the catalog behind /api/service/list and /api/service/invoke."""
+
+    service_code: str
+    name: str
+    model: str
+    category: str | None = None
+    description: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +254,8 @@ class Config:
     models: dict[str, ModelInfo] = field(default_factory=dict)
     admin_keys: tuple[AdminKey, ...] = ()
     metrics_listen: Listen | None = None  # /metrics without auth on its own address
+    tasks: TaskSettings = TaskSettings()
+    services: tuple[Service, ...] = ()
     source: str = ""  # the file it was read from, for messages
     sha256: str | None = None  # of the file's bytes as they were parsed; None when not read from a file
 
@@ -214,6 +270,10 @@ class Config:
     @cached_property
     def keys_by_hash(self) -> dict[str, ClientKey]:
         return {k.key_sha256: k for k in self.keys}
+
+    @cached_property
+    def services_by_code(self) -> dict[str, Service]:
+        return {s.service_code: s for s in self.services}
 
     @cached_property
     def admin_keys_by_hash(self) -> dict[str, AdminKey]:

@@ -14,11 +14,13 @@ from gateway.api import models as models_api
 from gateway.api import openai as openai_api
 from gateway.api import probes, realtime
 from gateway.api.pipeline import MAX_HEADER_FIELD, Handler, metered, probe, unknown_route
+from gateway.billing import startup
 from gateway.errors import HTTPLayerLog
 from gateway.http import memory, paths, upstream
 from gateway.http.drain import Drain
 from gateway.ledger.sink import UsageSink
 from gateway.ledger.usage import UsageWriter
+from gateway.logs import worker_index
 from gateway.ops import metrics as ops_metrics
 from gateway.ops import routes as ops_routes
 from gateway.state import SERVICES, Runtime, Services
@@ -52,6 +54,7 @@ def create_app(
     # The upstream client first: when the lean path was forced and cannot be taken, nothing else is open yet.
     app.cleanup_ctx.append(functools.partial(_session_ctx, mode=mode))
     app.cleanup_ctx.append(_usage_ctx)
+    app.cleanup_ctx.append(_limits_ctx)
     app.cleanup_ctx.append(_trim_ctx)
     app.cleanup_ctx.append(ops_routes.refresher_ctx)
     if metrics_listen:
@@ -109,6 +112,18 @@ async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
     await writer.start()
     yield
     await writer.close()
+
+
+async def _limits_ctx(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    runtime = services.runtime
+    limiter = services.limiter = await startup.open_limiter(runtime.config, fresh=False, worker=worker_index())
+    hook = startup.refill_on_reload(limiter, runtime.config)
+    runtime.on_reload.append(hook)
+    yield
+    runtime.on_reload.remove(hook)
+    services.limiter = None
+    startup.close_limiter(limiter)
 
 
 async def _session_ctx(app: web.Application, *, mode: str) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ import sys
 from importlib import metadata
 
 from config import Config, ConfigError, Listen, Loaded, load_config, parse_listen
+from config.loader import unpriced
 from gateway import __version__
 from gateway.logs import setup_logging
 from providers import PROVIDERS
@@ -90,6 +91,9 @@ def check(path: str, *, allow_unset: bool = False) -> int:
     for warning in loaded.warnings:
         print(f"warning: {warning}")
     cfg = loaded.config
+    missing = unpriced(cfg)
+    if missing:
+        print(f"unpriced: {', '.join(missing)}: served by a channel, priced by no models.*.price (their rows get no cost)")
     enabled = sum(c.enabled for c in cfg.channels)
     print(f"{path}: OK ({enabled}/{len(cfg.channels)} channels enabled, {len(cfg.keys)} keys, listen {cfg.listen})")
     return 0

@@ -6,7 +6,9 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from config import ClientKey, Config
+from config import ClientKey, Config, Price
+from gateway.billing.limiter import Ticket
+from gateway.billing.pricing import estimate_tokens
 from gateway.relay.sse import UsageTap
 from gateway.state import Services
 from providers import Usage
@@ -40,6 +42,18 @@ class RequestContext:
     audio_seconds: float = 0.0
     # Endpoints billed by tokens estimate them when the vendor reports none; others (images, audio) must not.
     estimate_tokens: bool = True
+    output_cap: int | None = None  # the completion tokens the request asks for at most, if it says
+    ticket: Ticket | None = None  # what the key's limits admitted, to settle when the request ends
+    task_id: str | None = None  # the async task this request created (its usage row is the task's)
+
+    def tokens_estimate(self) -> int:
+        """The tokens this request will use at most, as far as can be told before a vendor answers."""
+        return estimate_tokens(self.request_bytes, self.output_cap) if self.estimate_tokens else 0
+
+    def price(self) -> Price | None:
+        """The requested model's price in the config this request started on."""
+        info = self.config.models.get(self.model) if self.model is not None else None
+        return info.price if info is not None else None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000.0

@@ -124,6 +124,11 @@ def set_worker(index: int | None) -> None:
     _process[:] = [os.getpid(), index]
 
 
+def worker_index() -> int:
+    """This worker's index: 0 with `workers: 1` (and in the supervising parent)."""
+    return _process[1] or 0
+
+
 def process_fields(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """`pid` and `worker` of the process writing; a line that names another process (the parent's
     `worker_died`) says so in fields of its own."""

@@ -15,6 +15,7 @@ from aiohttp import web
 from config import Config, Listen
 from gateway.api.pipeline import access_log
 from gateway.app import create_app
+from gateway.billing.startup import counters_path
 from gateway.http.guard import ConnectionGuard
 from gateway.logs import finish_logging, setup_logging
 from gateway.state import SERVICES, Runtime
@@ -76,6 +77,8 @@ async def serve(
 ) -> None:
     runtime = Runtime(config, path)
     runtime.on_reload.append(lambda new: setup_logging(new.log))
+    if config.workers == 1:
+        counters_path(config.database).unlink(missing_ok=True)  # counters start afresh, from the database
     app = create_app(runtime, metrics_listen=metrics_listen)
     runner = web.AppRunner(
         app,

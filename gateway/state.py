@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 
 from config import Channel, ClientKey, Config, ConfigError, Loaded, load_config
+from gateway.billing.limiter import Limiter
 from gateway.http.answer import AnswerFactory, public_answer
 from gateway.http.drain import Drain
 from gateway.http.guard import ConnectionGuard
@@ -125,6 +126,7 @@ class Services:
     client: Upstream | None = None  # opened when the app starts (gateway.http.paths)
     answer: AnswerFactory = public_answer  # the answer writer chosen with it
     metrics: Metrics | None = None  # None when metrics are off (GATEWAY_METRICS=off)
+    limiter: Limiter | None = None  # opened when the app starts (gateway.billing.startup)
     streams: int = 0  # streamed answers being relayed now (gateway.relay.pump)
 
     @property

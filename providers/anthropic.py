@@ -70,5 +70,6 @@ class AnthropicProvider:
             completion_tokens=completion,
             total_tokens=prompt + completion,
             cached_tokens=read,
+            cache_write_tokens=written,
             estimated=estimated,
         )

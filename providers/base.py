@@ -26,6 +26,7 @@ class Usage:
     total_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0  # prompt tokens written to the vendor's cache (Anthropic), priced apart
     images: int = 0  # images generated or edited
     seconds: float = 0.0  # audio duration the vendor billed (transcription, translation)
     estimated: bool = False  # a count was unreadable or absurd as the vendor sent it, and was guessed
@@ -36,6 +37,7 @@ class Usage:
         self.completion_tokens = max(self.completion_tokens, other.completion_tokens)
         self.cached_tokens = max(self.cached_tokens, other.cached_tokens)
         self.reasoning_tokens = max(self.reasoning_tokens, other.reasoning_tokens)
+        self.cache_write_tokens = max(self.cache_write_tokens, other.cache_write_tokens)
         self.total_tokens = max(self.total_tokens, other.total_tokens, self.prompt_tokens + self.completion_tokens)
         self.images = max(self.images, other.images)
         self.seconds = max(self.seconds, other.seconds)
@@ -47,6 +49,7 @@ class Usage:
         self.completion_tokens += other.completion_tokens
         self.total_tokens += other.total_tokens or other.prompt_tokens + other.completion_tokens
         self.cached_tokens += other.cached_tokens
+        self.cache_write_tokens += other.cache_write_tokens
         self.reasoning_tokens += other.reasoning_tokens
         self.images += other.images
         self.seconds += other.seconds

@@ -97,7 +97,17 @@ async def read_json(request: web.Request, ctx: RequestContext) -> tuple[dict[str
         raise GatewayError(400, f"Request body is not valid JSON: {exc}.", code="invalid_json") from exc
     if not isinstance(body, dict):
         raise GatewayError(400, "Request body must be a JSON object.", code="invalid_json")
+    ctx.output_cap = output_cap(body)
     return body, raw
+
+
+def output_cap(body: dict[str, Any]) -> int | None:
+    """The most completion tokens the request asks for, in any protocol's words (None: no cap given)."""
+    cap = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
+    if cap is None:
+        config = body.get("generationConfig")
+        cap = config.get("maxOutputTokens") if isinstance(config, dict) else None
+    return cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
 
 
 def require_model(ctx: RequestContext, body: dict[str, Any]) -> str:

@@ -10,9 +10,9 @@ import structlog
 from aiohttp import web
 
 from gateway.api.auth import authenticate
+from gateway.billing.pricing import cost
 from gateway.context import RequestContext, new_request_id
 from gateway.errors import GatewayError
-from gateway.ledger.pricing import cost
 from gateway.ledger.sink import UsageRow
 from gateway.logs import AccessLog
 from gateway.state import SERVICES, Services
@@ -90,6 +90,8 @@ def metered(services: Services, handler: Handler, *, authenticated: bool = True)
                 services.guard.request_done(request.transport)
         if not response.prepared:
             response.headers["X-Request-Id"] = ctx.request_id
+            if ctx.ticket is not None:
+                response.headers.update(ctx.ticket.headers)
             if services.drain.deadline is not None:
                 response.force_close()  # shutting down: the client must not send another request on this connection
         return response
@@ -165,7 +167,7 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
     if usage is not None:
         prompt, completion = usage.prompt_tokens, usage.completion_tokens
         total = usage.total_tokens or prompt + completion
-        cached, reasoning = usage.cached_tokens, usage.reasoning_tokens
+        cached, reasoning, cache_write = usage.cached_tokens, usage.reasoning_tokens, usage.cache_write_tokens
         images = max(images, usage.images)
         audio_seconds = max(audio_seconds, usage.seconds)
         estimated = int(usage.estimated)
@@ -175,9 +177,9 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         # by tokens (images, audio) estimate nothing.
         prompt = ctx.request_bytes // 4
         completion = (tap.text_bytes if tap is not None else 0) // 4
-        total, cached, reasoning, estimated = prompt + completion, 0, 0, 1
+        total, cached, reasoning, cache_write, estimated = prompt + completion, 0, 0, 0, 1
     else:
-        prompt = completion = total = cached = reasoning = 0
+        prompt = completion = total = cached = reasoning = cache_write = 0
     key_name = ctx.key.name if ctx.key else None
     latency_ms = round(ctx.elapsed_ms(), 3)
     ttft_ms = round(ctx.ttft_ms, 3) if ctx.ttft_ms is not None else None
@@ -197,6 +199,7 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         total_tokens=total,
         cached_tokens=cached,
         reasoning_tokens=reasoning,
+        cache_write_tokens=cache_write,
         latency_ms=latency_ms,
         ttft_ms=ttft_ms,
         attempts=ctx.attempts,
@@ -207,9 +210,12 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
         audio_seconds=audio_seconds,
     )
     if ctx.model is not None:
-        info = ctx.config.models.get(ctx.model)
-        row.cost = cost(row, info.price if info else None)
+        row.cost = cost(row, ctx.price())
     services = ctx.services
+    if ctx.ticket is not None and services.limiter is not None:
+        services.limiter.settle(ctx.ticket, total, row.cost)
+    if ctx.task_id is not None:
+        return  # the request created an async task: its row is written when the task is settled (gateway.tasks)
     services.usage.record(row)
     if services.metrics is not None:
         services.metrics.request(row, ctx.config)

@@ -28,6 +28,7 @@ class UsageRow:
     total_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     attempts: int = 0
@@ -36,7 +37,9 @@ class UsageRow:
     estimated: int = 0  # 1 when token counts are estimated, not reported by the vendor
     images: int = 0
     input_chars: int = 0
-    audio_seconds: float = 0.0
+    audio_seconds: float = 0.0  # seconds of audio or video billed (per_second prices)
+    resolution: str | None = None  # of the video billed, for per_second prices by resolution
+    task_id: str | None = None  # the async task this row bills (gateway.tasks)
 
 
 COLUMNS = tuple(f.name for f in fields(UsageRow))

@@ -193,7 +193,7 @@ class UsageWriter:
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
             await db.executescript(SCHEMA)
-            await _migrate(db)
+            await migrate(db)
             await db.commit()
             # SQLite opens a file it may not write read-only, without a word: ask for a write lock.
             await _probe_write(db, self.busy_timeout_s, self.busy_timeout_s)
@@ -401,7 +401,7 @@ def insert_once(db: sqlite3.Connection, rows: list[UsageRow]) -> int:
     return db.total_changes - before
 
 
-async def _migrate(db: aiosqlite.Connection) -> None:
+async def migrate(db: aiosqlite.Connection) -> None:
     """Add columns that a newer UsageRow has and an older database lacks."""
     async with db.execute("PRAGMA table_info(usage)") as cur:
         have = {row[1] for row in await cur.fetchall()}

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from config import Channel
+from gateway.billing.limiter import channels_busy
 from gateway.context import RequestContext
-from gateway.errors import AttemptError, UpstreamFailure, sentence
+from gateway.errors import AttemptError, GatewayError, UpstreamFailure, sentence
 from gateway.relay.health import failure_reason
 from gateway.relay.routing import plan, request_tags
 from providers import PROVIDERS, Provider
@@ -46,13 +47,23 @@ class Attempts:
         tags = request_tags(request.headers.get("X-Gateway-Tag"))
         self._channels = plan(ctx.services.runtime.lookups(ctx.config), self._health, ctx.key, ctx.model, ctx.platform, tags)
         self.last: AttemptError | None = None  # the latest failure, for the final error
+        self.busy_wait: float | None = None  # the shortest wait of the channels skipped at their own rpm/tpm
 
     def __iter__(self) -> Iterator[Attempt]:
         ctx = self._ctx
         assert ctx.model is not None
+        tries = ctx.config.routing.retries + 1
+        limiter = ctx.services.limiter
         for channel in self._channels:
             if self._stop is not None and self._stop():
                 return
+            if ctx.attempts >= tries:
+                return
+            if (channel.rpm is not None or channel.tpm is not None) and limiter is not None:
+                wait = limiter.channel_wait(channel, ctx.tokens_estimate())
+                if wait:  # at its vendor account's quota: not a candidate now, and not an attempt
+                    self.busy_wait = wait if self.busy_wait is None else min(wait, self.busy_wait)
+                    continue
             upstream_model = channel.upstream_model(ctx.model)
             api_key = self._health.pick_key(channel)
             ctx.attempts += 1
@@ -103,11 +114,15 @@ class Attempts:
         if self._metrics is not None:
             self._metrics.attempt(attempt.channel.name, "abandoned")
 
-    def exhausted(self) -> UpstreamFailure:
-        """The error once every attempt has failed: 502, or 504 when the last one timed out."""
+    def exhausted(self) -> GatewayError:
+        """The error once every attempt has failed: 502, or 504 when the last one timed out; 429 when
+        every candidate channel was at its own rate limit."""
         last = self.last
-        assert last is not None
         ctx = self._ctx
+        if last is None and self.busy_wait is not None:
+            assert ctx.model is not None
+            return channels_busy(ctx.model, self.busy_wait)
+        assert last is not None
         return UpstreamFailure(
             504 if last.timeout else 502,
             sentence(f"All {ctx.attempts} upstream attempt(s) failed; the last, on channel {ctx.channel!r}: {last.message}"),

@@ -9,6 +9,7 @@ from urllib.parse import unquote_plus
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from config import BILLING_HEADERS, Channel
+from gateway.billing.limiter import Ticket
 from gateway.errors import mask
 
 USER_AGENT = "llm-gateway"  # sent upstream for clients that send none
@@ -72,8 +73,11 @@ def _sendable(value: str) -> bool:
     return True
 
 
-def response_headers(upstream: CIMultiDictProxy[str], request_id: str, secrets: tuple[str, ...] = ()) -> CIMultiDict[str]:
-    """The vendor's headers as the client gets them; a channel secret a vendor echoes in one is masked."""
+def response_headers(
+    upstream: CIMultiDictProxy[str], request_id: str, secrets: tuple[str, ...] = (), ticket: Ticket | None = None
+) -> CIMultiDict[str]:
+    """The vendor's headers as the client gets them; a channel secret a vendor echoes in one is masked.
+    A limited key's answer carries its own x-ratelimit-* headers (`ticket`), never the vendor account's."""
     out = CIMultiDict(upstream)  # copied whole and pruned: cheaper than filtering item by item
     collections.deque(map(out.popall, _DROP_RESPONSE, _NONE_EACH), maxlen=0)  # a C loop, not a Python one
     if secrets:
@@ -81,6 +85,8 @@ def response_headers(upstream: CIMultiDictProxy[str], request_id: str, secrets: 
         if any(s in values for s in secrets):
             out = CIMultiDict((k, mask(v, secrets)) for k, v in out.items())
     out["X-Request-Id"] = request_id
+    if ticket is not None:
+        out.update(ticket.headers)
     return out
 
 

@@ -24,6 +24,7 @@ from aiohttp.payload import Payload
 from multidict import CIMultiDict
 
 from config import Channel
+from gateway.billing.pricing import estimate_cost
 from gateway.context import RequestContext
 from gateway.errors import AttemptError, GatewayError, ShuttingDown, mask_known, sentence, status_error, upstream_errors
 from gateway.http.timer import Slot
@@ -97,6 +98,10 @@ async def relay(
     assert ctx.endpoint is not None
     drain = ctx.services.drain
     attempts = Attempts(request, ctx, stop=drain.expired)
+    key, limiter = ctx.key, ctx.services.limiter
+    if key is not None and key.limited and limiter is not None:
+        reserve = estimate_cost(ctx.price(), ctx.request_bytes, ctx.output_cap) if ctx.estimate_tokens else 0.0
+        ctx.ticket = await limiter.admit(key, tokens=ctx.tokens_estimate(), reserve=reserve)
     base_headers = request_headers(request.headers, ctx.request_id)
     with drain.track() as slot:
         for attempt in attempts:
@@ -132,7 +137,7 @@ async def relay(
                 raise
             attempts.finished(attempt, verdict)
             return response
-    if attempts.last is None or drain.expired():
+    if drain.expired() or (attempts.last is None and attempts.busy_wait is None):
         raise ShuttingDown()
     raise attempts.exhausted()
 
@@ -224,7 +229,7 @@ async def _attempt(
         if content_type == "application/json":
             with upstream_errors("reading the response"):
                 body, more = await _read_up_to(upstream.content, slot, timeouts.idle_s, ctx.config.limits.max_response_bytes)
-            out_headers = response_headers(upstream.headers, ctx.request_id, secrets)
+            out_headers = response_headers(upstream.headers, ctx.request_id, secrets, ctx.ticket)
             if not more:
                 body = mask_known(body, keys)
                 response, verdict = _answer_json(ctx, upstream, provider, endpoint, body, out_headers, translation), Verdict.OK
@@ -241,7 +246,7 @@ async def _attempt(
                 ctx.usage = tail.usage
         else:
             chain = _sse_filters(ctx, provider, endpoint, strip_usage, translation) if content_type == "text/event-stream" else None
-            out_headers = response_headers(upstream.headers, ctx.request_id, secrets)
+            out_headers = response_headers(upstream.headers, ctx.request_id, secrets, ctx.ticket)
             if translation is not None:
                 out_headers["Content-Type"] = "text/event-stream" if translation.sse else "application/json"
             response, verdict = await pump(request, ctx, upstream, timeouts, chain, slot, first_byte_at, out_headers, keys)

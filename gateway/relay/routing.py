@@ -95,7 +95,7 @@ def plan(
     platform: str | None,
     request_tags: frozenset[str] | None = None,
 ) -> list[Channel]:
-    """Channels to try for one request, best first; at most `routing.retries + 1` of them."""
+    """Channels to try for one request, best first (`Attempts` tries at most `routing.retries + 1`)."""
     # Who may use what depends only on the config, so it is worked out once per key, model, platform
     # and tags; only the order (health, weighted draw) is decided per request.
     config, routes = lookups.config, lookups.routes
@@ -119,4 +119,4 @@ def plan(
         routes[route] = found
     if len(found) == 1:
         return [found[0]]
-    return order(found, health)[: config.routing.retries + 1]
+    return order(found, health)

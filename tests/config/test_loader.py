@@ -58,7 +58,7 @@ def test_good_config_is_typed():
     assert cfg.keys[0].key_sha256 == sha256_hex("k1")
     assert cfg.keys_by_hash[sha256_hex("second-secret")].name == "app2"
     assert cfg.models["gpt-4o"].price is not None and cfg.models["gpt-4o"].price.cached_input == 1.25
-    assert loaded.warnings == ["keys[0]: rpm accepted but not enforced yet by this gateway version"]
+    assert loaded.warnings == []
 
 
 def test_channel_with_empty_keys_is_disabled_with_warning():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config import Price
-from gateway.ledger.pricing import cost
+from gateway.billing.pricing import cost
 from gateway.ledger.sink import UsageRow
 
 

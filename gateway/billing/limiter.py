@@ -1,0 +1,267 @@
+"""Rate limits and budgets per client key and per channel, on the shared counters.
+
+A request of a limited key is admitted by `Limiter.admit` before any vendor is tried: its rpm, its tpm
+(charged with an estimate of the tokens it will use) and its budget (refused once the period's spend
+plus what requests in flight and async tasks have reserved reaches it; the request then reserves its
+own estimated cost) are checked and charged together. When it ends, `settle` corrects the token
+estimate with the real count, releases the reservation and spends the real cost. Every answer to a
+limited key carries OpenAI's x-ratelimit-* headers; a refusal is a 429 with an honest Retry-After.
+
+Channels with their own `rpm`/`tpm` (a vendor account's quota) are charged per attempt: routing skips
+a channel at its limit (`channel_wait`).
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import time
+from dataclasses import dataclass
+
+from config import Channel, ClientKey, Config
+from gateway.billing.counters import Grant, LocalCounters
+from gateway.errors import GatewayError
+
+PERIODS = ("total", "daily", "monthly")
+
+
+def period_id(kind: str, now: float) -> int:
+    """Which budget period `now` falls in: 0 for total; else a number the kind's next period changes."""
+    if kind == "daily":
+        return 1_000_000 + int(now // 86400)
+    if kind == "monthly":
+        t = time.gmtime(now)
+        return 2_000_000 + t.tm_year * 12 + t.tm_mon - 1
+    return 0
+
+
+def period_bounds(kind: str, now: float) -> tuple[float | None, float | None]:
+    """When the period holding `now` began and ends (None: unbounded), unix seconds, UTC calendar."""
+    if kind == "daily":
+        start = now // 86400 * 86400
+        return start, start + 86400
+    if kind == "monthly":
+        t = time.gmtime(now)
+        start = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))
+        year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+        return float(start), float(calendar.timegm((year, month, 1, 0, 0, 0)))
+    return None, None
+
+
+@dataclass(slots=True)
+class Ticket:
+    """An admitted request's claims, to settle when it ends."""
+
+    name: str
+    second: int
+    tokens: int
+    reserve: float
+    period: int
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class Balance:
+    """A key's standing, for /v1/balance and its kin."""
+
+    budget: float | None
+    spent: float
+    reserved: float
+    remaining: float | None
+    period: str
+    period_start: float | None
+    period_end: float | None
+    rpm: int | None
+    requests_used: int
+    requests_left: int | None
+    requests_reset_s: float
+    tpm: int | None
+    tokens_used: int
+    tokens_left: int | None
+    tokens_reset_s: float
+
+
+class Limiter:
+    def __init__(self, counters: LocalCounters) -> None:
+        self.counters = counters
+        self.clock = time.time  # tests move it
+
+    async def admit(self, key: ClientKey, *, tokens: int, reserve: float, now: float | None = None) -> Ticket:
+        """Admit one request of `key` (which has a limit), or raise its 429."""
+        now = self.clock() if now is None else now
+        period = period_id(key.budget_period, now)
+        grant = self.counters.admit(
+            key.name, now, rpm=key.rpm, tpm=key.tpm, tokens=tokens, budget=key.budget, period=period,
+            reserve=reserve if key.budget is not None else 0.0,
+        )  # fmt: skip
+        headers = rate_headers(key, grant)
+        if grant.limit is not None:
+            raise self._refusal(key, grant, headers, tokens, now)
+        return Ticket(
+            key.name,
+            grant.second,
+            tokens,
+            reserve if key.budget is not None else 0.0,
+            period,
+            headers,
+        )
+
+    def settle(self, ticket: Ticket, tokens: int, cost: float | None, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        self.counters.settle(
+            ticket.name, now, second=ticket.second, tokens=tokens - ticket.tokens, reserve=ticket.reserve,
+            cost=cost or 0.0, period=ticket.period,
+        )  # fmt: skip
+
+    def channel_wait(self, channel: Channel, tokens: int, now: float | None = None) -> float:
+        """0 when the channel's own rpm/tpm let one more request through (it is then charged), else
+        the seconds until they would."""
+        now = self.clock() if now is None else now
+        grant = self.counters.admit(
+            f"channel:{channel.name}",
+            now,
+            rpm=channel.rpm,
+            tpm=channel.tpm,
+            tokens=tokens,
+        )
+        return grant.retry_after if grant.limit is not None else 0.0
+
+    def hold(self, key: ClientKey, amount: float) -> None:
+        """An async task's reservation against `key`'s budget, held until `release`."""
+        if amount:
+            self.counters.hold(key.name, amount)
+
+    def release(
+        self,
+        key: ClientKey,
+        amount: float,
+        cost: float | None,
+        now: float | None = None,
+    ) -> None:
+        now = self.clock() if now is None else now
+        self.counters.release(key.name, amount, cost or 0.0, period_id(key.budget_period, now))
+
+    def balance(self, key: ClientKey, now: float | None = None) -> Balance:
+        now = self.clock() if now is None else now
+        s = self.counters.standing(key.name, now, period_id(key.budget_period, now))
+        start, end = period_bounds(key.budget_period, now)
+        return Balance(
+            budget=key.budget,
+            spent=round(s.spent, 8),
+            reserved=round(s.reserved, 8),
+            remaining=None if key.budget is None else round(max(key.budget - s.spent - s.reserved, 0.0), 8),
+            period=key.budget_period,
+            period_start=start,
+            period_end=end,
+            rpm=key.rpm,
+            requests_used=int(s.requests),
+            requests_left=None if key.rpm is None else max(key.rpm - int(s.requests), 0),
+            requests_reset_s=round(s.requests_reset, 3),
+            tpm=key.tpm,
+            tokens_used=int(s.tokens),
+            tokens_left=None if key.tpm is None else max(key.tpm - int(s.tokens), 0),
+            tokens_reset_s=round(s.tokens_reset, 3),
+        )
+
+    def rebuild(
+        self,
+        config: Config,
+        spent: dict[str, float],
+        held: dict[str, float] | None,
+        *,
+        now: float | None = None,
+        only: frozenset[str] | None = None,
+    ) -> None:
+        """Spend as the database has it (`spent`: each key's cost in its current period) and the
+        reservations of unfinished async tasks (`held`; None: keep what is held): at start, before
+        anything is admitted, and for a key a reload changed."""
+        now = self.clock() if now is None else now
+        for key in config.keys:
+            if only is not None and key.name not in only:
+                continue
+            self.counters.set_budget(
+                key.name,
+                period_id(key.budget_period, now),
+                spent.get(key.name, 0.0),
+                None if held is None else held.get(key.name, 0.0),
+            )
+
+    def _refusal(
+        self,
+        key: ClientKey,
+        grant: Grant,
+        headers: dict[str, str],
+        tokens: int,
+        now: float,
+    ) -> GatewayError:
+        if grant.limit == "budget":
+            _, end = period_bounds(key.budget_period, now)
+            when = f"; it renews at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(end))}" if end else ""
+            headers = {**headers, "x-should-retry": "false"}
+            if end:
+                headers["Retry-After"] = str(math.ceil(end - now))
+            return GatewayError(
+                429,
+                f"Key {key.name!r} has used its budget of {key.budget:g} ({_period_text(key.budget_period)}){when}. "
+                "Ask the gateway's operator for a larger budget.",
+                type="insufficient_quota", code="insufficient_quota", headers=headers,
+            )  # fmt: skip
+        limit, unit, used, asked = (
+            (key.rpm, "requests per min (RPM)", grant.requests_left, 1)
+            if grant.limit == "requests"
+            else (key.tpm, "tokens per min (TPM)", grant.tokens_left, tokens)
+        )
+        assert limit is not None and used is not None
+        if math.isinf(grant.retry_after):
+            return GatewayError(
+                429,
+                f"Request too large for key {key.name!r} on {unit}: Limit {limit}, Requested {asked}. "
+                "Send a smaller request (or a lower max_tokens), or ask for a higher tpm.",
+                type="tokens", code="rate_limit_exceeded", headers={**headers, "x-should-retry": "false"},
+            )  # fmt: skip
+        wait = grant.retry_after
+        return GatewayError(
+            429,
+            f"Rate limit reached for key {key.name!r} on {unit}: Limit {limit}, Used {limit - int(used)}, "
+            f"Requested {asked}. Please try again in {_duration(wait)}.",
+            type=grant.limit, code="rate_limit_exceeded",
+            headers={**headers, "Retry-After": str(max(math.ceil(wait), 1)), "retry-after-ms": str(math.ceil(wait * 1000))},
+        )  # fmt: skip
+
+
+def channels_busy(model: str, wait: float) -> GatewayError:
+    """Every candidate channel is at its own rpm/tpm."""
+    return GatewayError(
+        429,
+        f"Every channel serving model {model!r} is at its rate limit; please try again in {_duration(wait)}.",
+        type="requests", code="rate_limit_exceeded",
+        headers={"Retry-After": str(max(math.ceil(wait), 1)), "retry-after-ms": str(math.ceil(wait * 1000))},
+    )  # fmt: skip
+
+
+def rate_headers(key: ClientKey, grant: Grant) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for the limits `key` has."""
+    out: dict[str, str] = {}
+    if key.rpm is not None and grant.requests_left is not None:
+        out["x-ratelimit-limit-requests"] = str(key.rpm)
+        out["x-ratelimit-remaining-requests"] = str(int(grant.requests_left))
+        out["x-ratelimit-reset-requests"] = _duration(grant.requests_reset)
+    if key.tpm is not None and grant.tokens_left is not None:
+        out["x-ratelimit-limit-tokens"] = str(key.tpm)
+        out["x-ratelimit-remaining-tokens"] = str(int(grant.tokens_left))
+        out["x-ratelimit-reset-tokens"] = _duration(grant.tokens_reset)
+    return out
+
+
+def _duration(seconds: float) -> str:
+    """As OpenAI writes them: 120ms, 1.5s, 6m0s."""
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{math.ceil(seconds * 1000) / 1000:g}s"
+    minutes, rest = divmod(math.ceil(seconds), 60)
+    return f"{minutes}m{rest}s"
+
+
+def _period_text(kind: str) -> str:
+    return {"daily": "per day, UTC", "monthly": "per calendar month, UTC"}.get(kind, "in total")

@@ -1,0 +1,90 @@
+"""A sliding minute of counts, in one-second buckets: the arithmetic behind rpm and tpm.
+
+A window is 63 doubles in a flat array (`memoryview` cast to "d", shared between worker processes
+by gateway.billing.counters): [newest second seen, total, bucket 0 .. bucket 60]. Bucket `s % 61`
+holds what was admitted in second `s`; it is counted until second s + 61 begins. Moving to a later
+second empties the buckets of the seconds that fell out, so each call costs O(seconds elapsed).
+
+The count is conservative: what was admitted at 10.0 s or at 10.9 s is counted until 71.0 s, at least
+a full minute, so no 60-second span ever admits more than the limit (a GCRA with a minute's burst
+could admit twice the limit in one). Retry-After is when enough of the oldest buckets leave for the
+request to fit.
+"""
+
+from __future__ import annotations
+
+import math
+
+SECONDS = 61  # buckets: a minute, and the second a request was admitted in
+SIZE = SECONDS + 2  # doubles a window takes
+_NEWEST, _TOTAL, _FIRST = 0, 1, 2
+
+
+def advance(w: memoryview[float], at: int, now_s: int) -> None:
+    """Empty the buckets of seconds that have left the minute ending at `now_s`."""
+    newest = int(w[at + _NEWEST])
+    if now_s <= newest:
+        return
+    if now_s - newest >= SECONDS:
+        for i in range(at + _FIRST, at + SIZE):
+            w[i] = 0.0
+        w[at + _TOTAL] = 0.0
+    else:
+        total = w[at + _TOTAL]
+        for s in range(newest + 1, now_s + 1):
+            i = at + _FIRST + s % SECONDS
+            total -= w[i]
+            w[i] = 0.0
+        w[at + _TOTAL] = max(total, 0.0)
+    w[at + _NEWEST] = float(now_s)
+
+
+def used(w: memoryview[float], at: int, now: float) -> float:
+    advance(w, at, int(now))
+    return w[at + _TOTAL]
+
+
+def wait(w: memoryview[float], at: int, now: float, amount: float, limit: float) -> float:
+    """Seconds until `amount` more fits under `limit` (0: it fits now; inf: it never will)."""
+    if amount > limit:
+        return math.inf
+    now_s = int(now)
+    advance(w, at, now_s)
+    excess = w[at + _TOTAL] + amount - limit
+    if excess <= 0:
+        return 0.0
+    for s in range(now_s - SECONDS + 1, now_s + 1):  # oldest second first
+        excess -= w[at + _FIRST + s % SECONDS]
+        if excess <= 0:
+            return s + SECONDS - now  # that second's bucket leaves the window then
+    return SECONDS - (now - now_s)  # only rounding left: the window's end frees it
+
+
+def add(w: memoryview[float], at: int, now_s: int, amount: float) -> None:
+    advance(w, at, now_s)
+    w[at + _FIRST + now_s % SECONDS] += amount
+    w[at + _TOTAL] += amount
+
+
+def correct(w: memoryview[float], at: int, second: int, now_s: int, delta: float) -> None:
+    """Settle an estimate: add `delta` (negative when the estimate was high) to what `second` admitted,
+    if that second is still in the window; a later second already forgot it."""
+    advance(w, at, now_s)
+    if now_s - second >= SECONDS or second > now_s:
+        return
+    i = at + _FIRST + second % SECONDS
+    delta = max(delta, -w[i])
+    w[i] += delta
+    w[at + _TOTAL] = max(w[at + _TOTAL] + delta, 0.0)
+
+
+def reset_in(w: memoryview[float], at: int, now: float) -> float:
+    """Seconds until the window is empty again (OpenAI's x-ratelimit-reset-*)."""
+    now_s = int(now)
+    advance(w, at, now_s)
+    if w[at + _TOTAL] <= 0:
+        return 0.0
+    for s in range(now_s, now_s - SECONDS, -1):  # newest second first
+        if w[at + _FIRST + s % SECONDS] > 0:
+            return s + SECONDS - now
+    return 0.0
