@@ -15,6 +15,7 @@ from config.schema import (
     Price,
     Routing,
     Service,
+    StateSettings,
     TaskSettings,
     Timeouts,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "Price",
     "Routing",
     "Service",
+    "StateSettings",
     "TaskSettings",
     "Timeouts",
     "interpolate",

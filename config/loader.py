@@ -21,6 +21,8 @@ import yaml
 
 from config.schema import (
     BILLING_HEADERS,
+    ON_REDIS_ERROR,
+    STATE_SCHEMES,
     AdminKey,
     Channel,
     ClientKey,
@@ -33,6 +35,7 @@ from config.schema import (
     Price,
     Routing,
     Service,
+    StateSettings,
     TaskSettings,
     Timeouts,
 )
@@ -293,7 +296,7 @@ class _Validator:
             "",
             (
                 "listen", "database", "spool", "log", "limits", "workers", "shutdown_grace_s",
-                "routing", "keys", "channels", "models", "admin_keys", "metrics_listen", "tasks", "services",
+                "routing", "keys", "channels", "models", "admin_keys", "metrics_listen", "tasks", "services", "state",
             ),
         )
         if top is None:
@@ -321,13 +324,14 @@ class _Validator:
             self.warnings.append(f"metrics_listen: {metrics_listen} serves /metrics without auth beyond this host")
         tasks = self.opt(top, "tasks", "", self.tasks, TaskSettings())
         services = self.opt(top, "services", "", self.services, tuple[Service, ...]())
+        state = self.opt(top, "state", "", self.state, StateSettings())
         if not keys and not listen.is_loopback:
             self.fail("listen", f"{listen} is not a loopback address and no keys are defined: add keys: or listen on 127.0.0.1")
         return Config(
             listen=listen, database=database, spool=spool, log=log, limits=limits, workers=workers,
             shutdown_grace_s=grace, routing=routing, keys=keys, channels=channels,
             models=models, admin_keys=admin_keys, metrics_listen=metrics_listen, source=source,
-            tasks=tasks, services=services,
+            tasks=tasks, services=services, state=state,
         )
 
     def tasks(self, node: Any, path: str) -> TaskSettings | None:
@@ -349,6 +353,26 @@ class _Validator:
             timeout_s=timeouts,
             store_results=self.opt(m, "store_results", path, self.boolean, False),
             allow_private_callbacks=self.opt(m, "allow_private_callbacks", path, self.boolean, False),
+        )
+
+    def state(self, node: Any, path: str) -> StateSettings | None:
+        m = self.mapping(node, path, ("redis", "on_redis_error", "prefix", "reservation_ttl_s"))
+        if m is None:
+            return None
+        # Empty (`redis: ${REDIS_URL:-}` with the variable unset) shares nothing, like no `redis` at all.
+        url = self.opt(m, "redis", path, lambda n, p: self.string(n, p, empty_ok=True), None) or None
+        if url is not None and not url.startswith(STATE_SCHEMES):
+            # Never echo the URL: it may carry a password.
+            self.fail(f"{path}.redis", f"must be a Redis URL ({', '.join(s + '...' for s in STATE_SCHEMES)})")
+            url = None
+        prefix = self.opt(m, "prefix", path, self.string, "gw")
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]+", prefix):
+            self.fail(f"{path}.prefix", "may hold only letters, digits and _ . : - (braces would change the keys' hash slot)")
+        return StateSettings(
+            redis=url,
+            on_redis_error=self.opt(m, "on_redis_error", path, lambda n, p: self.choice(n, p, ON_REDIS_ERROR), "local"),
+            prefix=prefix,
+            reservation_ttl_s=self.opt(m, "reservation_ttl_s", path, lambda n, p: self.number(n, p, 0, exclusive=True), 600.0),
         )
 
     def services(self, node: Any, path: str) -> tuple[Service, ...] | None:

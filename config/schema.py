@@ -222,6 +222,26 @@ class TaskSettings:
         return self.timeout_s.get(catalog, TASK_TIMEOUTS.get(catalog, 7200.0))
 
 
+STATE_SCHEMES = ("redis://", "rediss://", "unix://")
+ON_REDIS_ERROR = ("local", "refuse")
+
+
+@dataclass(frozen=True, slots=True)
+class StateSettings:
+    """`state:`: what several replicas share (gateway.billing.redis_counters, gateway.relay.shared_health).
+
+    Without `redis` nothing is shared: limits live in the counters file of one machine. `on_redis_error`
+    says what a request does while Redis cannot be reached: `local` counts on this machine's counters
+    alone, `refuse` answers 503. A reservation of a request in flight lapses after `reservation_ttl_s`
+    (longer than any request), so a replica that dies holding some frees them on its own.
+    """
+
+    redis: str | None = field(default=None, repr=False)  # the URL may carry a password
+    on_redis_error: str = "local"
+    prefix: str = "gw"  # of every key the gateway writes, so gateways can share one Redis
+    reservation_ttl_s: float = 600.0
+
+
 @dataclass(frozen=True, slots=True)
 class Service:
     """One entry of `services:`, the catalog behind /api/service/list and /api/service/invoke."""
@@ -256,6 +276,7 @@ class Config:
     metrics_listen: Listen | None = None  # /metrics without auth on its own address
     tasks: TaskSettings = TaskSettings()
     services: tuple[Service, ...] = ()
+    state: StateSettings = StateSettings()
     source: str = ""  # the file it was read from, for messages
     sha256: str | None = None  # of the file's bytes as they were parsed; None when not read from a file
 

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.api import account, probes, realtime
 from gateway.api import anthropic as anthropic_api
 from gateway.api import gemini as gemini_api
 from gateway.api import models as models_api
 from gateway.api import openai as openai_api
-from gateway.api import probes, realtime
+from gateway.api import tasks as tasks_api
 from gateway.api.pipeline import MAX_HEADER_FIELD, Handler, metered, probe, unknown_route
 from gateway.billing import startup
 from gateway.errors import HTTPLayerLog
@@ -24,6 +25,7 @@ from gateway.logs import worker_index
 from gateway.ops import metrics as ops_metrics
 from gateway.ops import routes as ops_routes
 from gateway.state import SERVICES, Runtime, Services
+from gateway.tasks import lifecycle as tasks_lifecycle
 
 PLATFORM = "{platform:[a-z0-9][a-z0-9_-]*}"
 
@@ -54,7 +56,10 @@ def create_app(
     # The upstream client first: when the lean path was forced and cannot be taken, nothing else is open yet.
     app.cleanup_ctx.append(functools.partial(_session_ctx, mode=mode))
     app.cleanup_ctx.append(_usage_ctx)
+    app.cleanup_ctx.append(_tasks_ctx)
     app.cleanup_ctx.append(_limits_ctx)
+    if runtime.config.state.redis:
+        app.cleanup_ctx.append(_shared_health_ctx)
     app.cleanup_ctx.append(_trim_ctx)
     app.cleanup_ctx.append(ops_routes.refresher_ctx)
     if metrics_listen:
@@ -65,11 +70,45 @@ def create_app(
     app.router.add_get("/admin/status", probe(ops_routes.admin_status))
     add_api_route(app, "POST", "chat/completions", openai_api.chat_completions)
     add_openai_routes(app)
+    add_account_routes(app)
+    add_task_routes(app)
     add_api_route(app, "POST", "messages", anthropic_api.messages)
     add_api_route(app, "POST", "messages/count_tokens", anthropic_api.count_tokens)
     # Last, so it answers only what no route above serves: 404, or 405 with the methods that are.
     app.router.add_route("*", "/{path:.*}", metered(services, unknown_route, authenticated=False))
     return app
+
+
+def add_task_routes(app: web.Application) -> None:
+    """Async generation (docs/tasks.md): OpenAI videos, video generations, async images, the neutral view,
+    and the 元境 and AI逢源 dialects. The 元境 routes come before /<platform>/v1/...: `llmage` is a dialect."""
+    services = app[SERVICES]
+    for path, method, handler in (
+        ("/llmage/v1/video/generations", "POST", tasks_api.llmage_video),
+        ("/llmage/v1/image/generations", "POST", tasks_api.llmage_image),
+        ("/llmage/v1/tasks", "GET", tasks_api.llmage_tasks),
+    ):
+        app.router.add_route(method, path, metered(services, handler))
+    for endpoint, method, handler in (
+        ("videos", "POST", tasks_api.create_video),
+        ("videos", "GET", tasks_api.list_videos),
+        ("videos/{id}", "GET", tasks_api.get_video),
+        ("videos/{id}", "DELETE", tasks_api.delete_video),
+        ("videos/{id}/content", "GET", tasks_api.content),
+        ("videos/{id}/remix", "POST", tasks_api.remix_video),
+        ("video/generations", "POST", tasks_api.create_video_generation),
+        ("video/generations/{id}", "GET", tasks_api.get_video_generation),
+        ("images/{task_id}", "GET", tasks_api.get_image_task),
+        ("tasks", "GET", tasks_api.find_tasks),
+        ("tasks/{id}", "GET", tasks_api.get_task),
+        ("tasks/{id}/content", "GET", tasks_api.content),
+    ):
+        add_api_route(app, method, endpoint, handler)
+    for prefix in ("", f"/{PLATFORM}"):
+        app.router.add_get(f"{prefix}/api/service/list", metered(services, tasks_api.service_list, authenticated=False))
+        app.router.add_post(f"{prefix}/api/service/invoke", metered(services, tasks_api.service_invoke))
+        app.router.add_get(f"{prefix}/api/service/task/{{id}}", metered(services, tasks_api.service_task))
+        app.router.add_get(f"{prefix}/api/task/list", metered(services, tasks_api.task_list))
 
 
 def add_openai_routes(app: web.Application) -> None:
@@ -101,6 +140,19 @@ def add_openai_routes(app: web.Application) -> None:
             app.router.add_post(f"{prefix}/{version}/models/{{target:[^/]+:[^/]+}}", metered(services, gemini_api.model_method))
 
 
+def add_account_routes(app: web.Application) -> None:
+    """A key holder's own data (gateway.api.account), each route also under /<platform>/. The handlers
+    authenticate for themselves: an admin key gets a 403 there, and /api/user/info answers in its envelope."""
+    services = app[SERVICES]
+    for method, endpoint, handler in account.ROUTES:
+        served = metered(services, handler, authenticated=False)
+        app.router.add_route(method, f"/v1/{endpoint}", served)
+        app.router.add_route(method, f"/{PLATFORM}/v1/{endpoint}", served)
+    user_info = metered(services, account.user_info, authenticated=False)
+    app.router.add_get("/api/user/info", user_info, allow_head=False)
+    app.router.add_get(f"/{PLATFORM}/api/user/info", user_info, allow_head=False)
+
+
 async def _begin_drain(app: web.Application) -> None:
     # on_shutdown runs once the listener is closed and before aiohttp waits for handlers.
     services = app[SERVICES]
@@ -117,13 +169,46 @@ async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _limits_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     runtime = services.runtime
-    limiter = services.limiter = await startup.open_limiter(runtime.config, fresh=False, worker=worker_index())
+    held = services.tasks.store.reserved_by_key if services.tasks is not None else None
+    limiter = await startup.open_limiter(runtime.config, fresh=False, worker=worker_index(), held=held)
+    url = runtime.config.state.redis  # `state:` changes apply at a restart
+    client = None
+    if url:  # several replicas: Redis first, the counters file as its fallback
+        from gateway.billing.redis_counters import connect  # redis is an optional extra
+
+        client = connect(url)
+        metrics = services.metrics
+        limiter = startup.share(limiter, client, lambda: runtime.config, count=metrics.state_fallback if metrics else None)
+    services.limiter = limiter
     hook = startup.refill_on_reload(limiter, runtime.config)
     runtime.on_reload.append(hook)
     yield
     runtime.on_reload.remove(hook)
     services.limiter = None
-    startup.close_limiter(limiter)
+    await limiter.aclose()
+    if client is not None:
+        await client.aclose()
+
+
+async def _shared_health_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Channel key cooldowns shared with the other replicas (gateway.relay.shared_health)."""
+    runtime = app[SERVICES].runtime
+    state = runtime.config.state
+    assert state.redis is not None
+    from gateway.billing.redis_counters import connect  # redis is an optional extra
+    from gateway.relay.shared_health import HealthSync
+
+    client = connect(state.redis)
+    sync = HealthSync(client, runtime, state.prefix)
+    sync.start()
+    yield
+    await sync.stop()
+    await client.aclose()
+
+
+async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with tasks_lifecycle.running(app[SERVICES]):
+        yield
 
 
 async def _session_ctx(app: web.Application, *, mode: str) -> AsyncIterator[None]:

@@ -11,7 +11,7 @@ from config import Config, ConfigError, Listen, Loaded, load_config, parse_liste
 from config.loader import unpriced
 from gateway import __version__
 from gateway.logs import setup_logging
-from providers import PROVIDERS
+from providers import CHANNEL_PROVIDERS
 
 CONFIG_HELP = "path to gateway.yaml (default: $GATEWAY_CONFIG, then ./gateway.yaml)"
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def check(path: str, *, allow_unset: bool = False) -> int:
     try:
-        loaded = load_config(path, providers=PROVIDERS, allow_unset=allow_unset)
+        loaded = load_config(path, providers=CHANNEL_PROVIDERS, allow_unset=allow_unset)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem)
@@ -141,7 +141,7 @@ def log_summary(loaded: Loaded, path: str | None, listen: Listen) -> None:
 
 def _load_or_exit(path: str, *, allow_unset: bool = False) -> Loaded:
     try:
-        return load_config(path, providers=PROVIDERS, allow_unset=allow_unset)
+        return load_config(path, providers=CHANNEL_PROVIDERS, allow_unset=allow_unset)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

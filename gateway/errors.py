@@ -29,6 +29,15 @@ from providers.translate.common import ANTHROPIC_ERROR_TYPES, GEMINI_STATUS
 
 _http_log = structlog.get_logger("gateway.http")
 
+# AI逢源's dialect (/api/...): errors as {"success": false, "message", "code": "UPPER_CASE"}, and a spent
+# budget is its 403, not OpenAI's 429.
+SERVICE = "service"
+SERVICE_CODES = {
+    400: "INVALID_PARAMS", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT", 413: "PAYLOAD_TOO_LARGE", 429: "RATE_LIMITED", 502: "UPSTREAM_ERROR",
+    503: "SERVICE_UNAVAILABLE", 504: "UPSTREAM_TIMEOUT",
+}
+
 _OPENAI_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
     405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
@@ -71,6 +80,8 @@ class GatewayError(Exception):
         self.headers = headers or {}
 
     def body(self, protocol: str) -> dict[str, Any]:
+        if protocol == SERVICE:
+            return {"success": False, "message": self.message, "code": (self.code or SERVICE_CODES.get(self.status, "SERVER_ERROR")).upper()}
         if protocol == ANTHROPIC:
             return {"type": "error", "error": {"type": ANTHROPIC_ERROR_TYPES.get(self.status, "api_error"), "message": self.message}}
         if protocol == GEMINI:
@@ -78,8 +89,11 @@ class GatewayError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self, protocol: str) -> web.Response:
+        status = self.status
+        if protocol == SERVICE and self.code == "insufficient_quota":
+            status = 403  # AI逢源 answers 403 once credits run out
         return web.Response(
-            status=self.status,
+            status=status,
             body=orjson.dumps(self.body(protocol)),
             content_type="application/json",
             headers=self.headers,

@@ -8,6 +8,7 @@ import getpass
 import secrets
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from config import Config, sha256_hex
 
 HELP = """\
   gateway keys [list] [--config PATH] [--format table|json]
-        each client key's name, models, platforms, tags, limits, spend and remaining budget
+        each client key's name, models, platforms, tags, limits, its spend in the current budget period
+        (UTC calendar day or month, or ever) and remaining budget, from the usage database
         (never a key or its hash); works without the secrets' variables set
   gateway keys hash < keyfile
         read one key from stdin (prompted without echo on a terminal), print its sha256 for key_sha256:
@@ -64,10 +66,15 @@ def new_key(name: str, prefix: str) -> int:
 
 
 def list_keys(config: Config, fmt: str) -> int:
-    spend = _spend(config.database)
+    from gateway.billing.limiter import period_bounds  # here: `keys hash` and `keys new` need none of the server
+
+    now = time.time()
+    bounds = {k.name: period_bounds(k.budget_period, now) for k in config.keys}
+    spend = _spend(config.database, {name: start for name, (start, _) in bounds.items()})
     rows: list[dict[str, Any]] = []
     for k in config.keys:
         spent = spend.get(k.name, 0.0) if spend is not None else None
+        start, end = bounds[k.name]
         rows.append({
             "name": k.name,
             "models": list(k.models.patterns) if k.models is not None else None,
@@ -76,21 +83,28 @@ def list_keys(config: Config, fmt: str) -> int:
             "rpm": k.rpm,
             "tpm": k.tpm,
             "budget": k.budget,
+            "budget_period": k.budget_period,
+            "period_start": _date(start),
+            "period_end": _date(end),
             "spend": None if spent is None else round(spent, 6),
             "remaining": None if k.budget is None or spent is None else round(k.budget - spent, 6),
-        })
+        })  # fmt: skip
     if fmt == "json":
         sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
     if not rows:
         print(f"no keys in {config.source or 'the config'}")
         return 0
-    header = list(rows[0])
+    header = [h for h in rows[0] if h not in ("period_start", "period_end")]  # the table says the period's kind
     table = [header, *[[_cell(r[h], all_if_none=h in ("models", "platforms", "tags")) for h in header] for r in rows]]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for line in table:
         print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
     return 0
+
+
+def _date(ts: float | None) -> str | None:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts)) if ts is not None else None
 
 
 def _cell(value: Any, *, all_if_none: bool) -> str:
@@ -101,17 +115,14 @@ def _cell(value: Any, *, all_if_none: bool) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _spend(database: str) -> dict[str, float] | None:
-    """Each key name's total cost in the usage table; None when there is no database to read."""
+def _spend(database: str, since: dict[str, float | None]) -> dict[str, float] | None:
+    """Each key's cost in its current budget period (`since`: when the period began; None: ever);
+    None when there is no database to read."""
+    from gateway.ledger.reader import SqliteUsageReader
+
     if not Path(database).exists():
         return None
     try:
-        db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-        try:
-            return {name: float(cost or 0) for name, cost in db.execute(
-                "SELECT key_name, SUM(COALESCE(cost, 0)) FROM usage GROUP BY key_name"
-            )}
-        finally:
-            db.close()
+        return SqliteUsageReader(database).spent_by_key_now(since)
     except sqlite3.Error:
         return None

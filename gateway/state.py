@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
@@ -19,7 +20,11 @@ from gateway.ledger.refused import RefusedCap
 from gateway.ledger.sink import UsageSink
 from gateway.ops.metrics import Metrics
 from gateway.relay.health import Health
-from providers import PROVIDERS
+from providers import CHANNEL_PROVIDERS
+
+if TYPE_CHECKING:  # the task layer builds on these services
+    from gateway.tasks.engine import TaskEngine
+    from gateway.tasks.poller import Poller
 
 log = structlog.get_logger("gateway")
 
@@ -35,7 +40,7 @@ class Lookups:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.routes: dict[tuple[int, str, str | None, frozenset[str] | None], tuple[Channel, ...]] = {}
+        self.routes: dict[tuple[int, str, str | None, frozenset[str] | None, bool], tuple[Channel, ...]] = {}
         # Only good secrets are kept, so this is no bigger than `keys:`: a flood of bad keys cannot grow it.
         self.secrets: dict[str, ClientKey] = {}
 
@@ -71,7 +76,7 @@ class Runtime:
         if self.path is None:
             return False
         try:
-            loaded = load_config(self.path, providers=PROVIDERS)
+            loaded = load_config(self.path, providers=CHANNEL_PROVIDERS)
         except ConfigError as exc:
             log.error("config_reload_failed", path=self.path, problems=exc.problems)
             self.last_reload_error = "; ".join(exc.problems)[:2000]
@@ -127,6 +132,8 @@ class Services:
     answer: AnswerFactory = public_answer  # the answer writer chosen with it
     metrics: Metrics | None = None  # None when metrics are off (GATEWAY_METRICS=off)
     limiter: Limiter | None = None  # opened when the app starts (gateway.billing.startup)
+    tasks: TaskEngine | None = None  # async generation (gateway.tasks), opened when the app starts
+    poller: Poller | None = None  # in one process only (worker 0): polls tasks and delivers callbacks
     streams: int = 0  # streamed answers being relayed now (gateway.relay.pump)
 
     @property

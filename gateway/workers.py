@@ -140,13 +140,20 @@ def prepare_database(config: Config) -> None:
     """Create or migrate the usage table and replay any spool once, before workers open the file."""
     from gateway.billing.startup import close_limiter, open_limiter
     from gateway.ledger.usage import UsageWriter
+    from gateway.tasks.store import SqliteTaskStore
 
     async def ready() -> None:
         writer = UsageWriter(config.database, spool_path=config.spool_path)
         await writer.start()
         await writer.close()
-        # The counters every worker shares, with spend rebuilt from the rows just readied.
-        close_limiter(await open_limiter(config, fresh=True))
+        # The counters every worker shares, with spend rebuilt from the rows just readied and the holds
+        # of unfinished tasks.
+        store = SqliteTaskStore(config.database)
+        await store.start()
+        try:
+            close_limiter(await open_limiter(config, fresh=True, held=store.reserved_by_key))
+        finally:
+            await store.close()
 
     run_loop(ready())
     # aiosqlite's thread ends just after close(); forking while it still runs would copy it half-way.

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from config import Config, parse_config
 from gateway.app import create_app
 from gateway.state import SERVICES, Runtime
-from providers import PROVIDERS
+from providers import CHANNEL_PROVIDERS
 from tests.fakevendor import FakeVendor
 from tests.rawvendor import RawVendor
 
@@ -77,7 +77,7 @@ def no_temp_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
 
 def make_config(raw: dict[str, Any], tmp_path: Path) -> Config:
     raw = {"database": str(tmp_path / "usage.db"), **raw}
-    return parse_config(yaml.safe_dump(raw), env={}, providers=PROVIDERS).config
+    return parse_config(yaml.safe_dump(raw), env={}, providers=CHANNEL_PROVIDERS).config
 
 
 @pytest.fixture

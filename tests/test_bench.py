@@ -22,7 +22,8 @@ def test_bench_quick_runs_and_reports(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "gateway / floor" in proc.stdout
     summary = json.loads(out.read_text())
-    assert set(summary["targets"]) == {"direct", "floor", "gateway", "quiet", "2 workers", "no metrics"}
+    assert set(summary["targets"]) == {"direct", "floor", "gateway", "quiet", "2 workers", "no metrics", "limited", "10k tasks"}
+    assert "limited_rps_lo" in summary["ratios"] and "10k_tasks_rps_lo" in summary["ratios"]
     for name, (have, want) in summary["rows"].items():
         assert have == want, f"{name}: {have} usage rows for {want} answered requests"
     assert all(t["errors"] == 0 for t in summary["targets"].values())

@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from config import parse_config
-from providers import PROVIDERS
+from providers import CHANNEL_PROVIDERS
 
 ROOT = Path(__file__).resolve().parent.parent
-GRACE_S = parse_config((ROOT / "gateway.yaml").read_text(), env={}, providers=PROVIDERS).config.shutdown_grace_s
+GRACE_S = parse_config((ROOT / "gateway.yaml").read_text(), env={}, providers=CHANNEL_PROVIDERS).config.shutdown_grace_s
 
 
 def _dockerfile() -> list[tuple[str, str]]:

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from config import Channel
+from gateway.api import tasks as tasks_api
 from gateway.api.bodies import read_json, read_upload, require_bool, require_model
 from gateway.api.multipart import MultipartError, SegmentsPayload, parse_form
 from gateway.context import RequestContext
@@ -129,6 +130,8 @@ async def rerank(request: web.Request, ctx: RequestContext) -> web.StreamRespons
 
 
 async def image_generations(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    if tasks_api.is_async(request):
+        return await tasks_api.create_image_task(request, ctx, edit=False)
     _, build, _ = await _relay_json(request, ctx, "images/generations", tokens=False, default_model=DEFAULT_IMAGE_MODEL)
     return await relay(request, ctx, build)
 
@@ -174,6 +177,8 @@ async def _relay_form(
 
 
 async def image_edits(request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    if tasks_api.is_async(request):
+        return await tasks_api.create_image_task(request, ctx, edit=True)
     return await _relay_form(request, ctx, "images/edits", DEFAULT_IMAGE_MODEL)
 
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway.api.auth import authenticate
 from gateway.billing.pricing import cost
 from gateway.context import RequestContext, new_request_id
-from gateway.errors import GatewayError
+from gateway.errors import SERVICE, GatewayError
 from gateway.ledger.sink import UsageRow
 from gateway.logs import AccessLog
 from gateway.state import SERVICES, Services
@@ -29,6 +29,8 @@ MAX_HEADER_FIELD = 128 * 1024  # one header line, and the request line: the HTTP
 
 
 def protocol_for(path: str, headers: Mapping[str, str] | None = None) -> str:
+    if "/api/" in path and (path.startswith("/api/") or path.partition("/api/")[0].count("/") == 1):
+        return SERVICE  # /api/... or /<platform>/api/...: AI逢源's envelope
     if "/v1beta/" in path or ("/models/" in path and path.rpartition(":")[2] in _GEMINI_METHODS):
         return GEMINI  # /v1beta/..., or /v1/models/{model}:{method} (a fine-tuned OpenAI model has colons too)
     if path.endswith("/v1/messages") or "/v1/messages/" in path:

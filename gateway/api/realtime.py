@@ -100,7 +100,7 @@ async def _connect(
     base_headers = _upstream_headers(request, ctx)
     # Never `?key=`: that may be the client's own key, which no vendor receives.
     query = {k: v for k, v in request.query.items() if k != "key"}
-    for attempt in attempts:
+    async for attempt in attempts:
         channel, provider = attempt.channel, attempt.provider
         try:
             with upstream_errors("opening the realtime session"):

@@ -11,7 +11,8 @@ Each name (a client key, or `channel:<name>`) has a slot: its rpm and tpm window
 (gateway.billing.window), and its budget: the period the spend belongs to, the spend, what async tasks
 hold, and what each worker's requests in flight have reserved.
 
-The Redis store for several machines (issue: replicas) goes behind the same calls.
+`LocalStore` (gateway.billing.store) puts these calls behind the `CounterStore` interface that the Redis
+store for several machines (gateway.billing.redis_counters) implements too.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class Grant:
     tokens_left: float | None = None
     tokens_reset: float = 0.0
     second: int = 0  # when it was admitted, to settle the token estimate against
+    # What the store that admitted it needs back to settle it: "" for these local counters; the Redis
+    # store's reservation (gateway.billing.redis_counters), so a request admitted by Redis settles there.
+    claim: str = ""
 
 
 @dataclass(slots=True)
@@ -62,6 +66,7 @@ class Standing:
     tokens_reset: float
     spent: float
     reserved: float  # requests in flight and async tasks not settled yet
+    ready: bool = True  # False: a shared store lost the period's spend (a Redis flush); refill it first
 
 
 def slot_hash(name: str) -> float:

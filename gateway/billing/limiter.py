@@ -9,20 +9,38 @@ limited key carries OpenAI's x-ratelimit-* headers; a refusal is a 429 with an h
 
 Channels with their own `rpm`/`tpm` (a vendor account's quota) are charged per attempt: routing skips
 a channel at its limit (`channel_wait`).
+
+The counters are a `CounterStore` (gateway.billing.store): this machine's file, or Redis shared by
+several replicas. A shared store that lost a period's spend (Redis flushed or restarted) says so at the
+next admission; the limiter then refills that key's spend from the database (one read per key and
+period, however many requests wait for it) before anything of that key is admitted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import structlog
+
 from config import Channel, ClientKey, Config
-from gateway.billing.counters import Grant, LocalCounters
+from gateway.billing.counters import Grant
+from gateway.billing.store import CounterStore
 from gateway.errors import GatewayError
 
+log = structlog.get_logger("gateway.billing")
+
 PERIODS = ("total", "daily", "monthly")
+REFILL = "refill"  # Grant.limit of a shared store that lost the period's spend
+
+# One key's spend in the budget period holding `now`, from the database (gateway.billing.startup).
+SpendReader = Callable[[ClientKey, float], Awaitable[float]]
+# Each key's reservations held by unfinished async tasks (gateway.tasks.store).
+HeldReader = Callable[[], Awaitable[dict[str, float]]]
 
 
 def period_id(kind: str, now: float) -> int:
@@ -48,6 +66,17 @@ def period_bounds(kind: str, now: float) -> tuple[float | None, float | None]:
     return None, None
 
 
+def period_end(period: int) -> float | None:
+    """When the period `period_id` numbered ends (None: never), unix seconds."""
+    if period >= 2_000_000:
+        year, month = divmod(period - 2_000_000, 12)  # month 0-11
+        year, month = (year + 1, 1) if month == 11 else (year, month + 2)
+        return float(calendar.timegm((year, month, 1, 0, 0, 0)))
+    if period >= 1_000_000:
+        return float((period - 1_000_000 + 1) * 86400)
+    return None
+
+
 @dataclass(slots=True)
 class Ticket:
     """An admitted request's claims, to settle when it ends."""
@@ -58,6 +87,7 @@ class Ticket:
     reserve: float
     period: int
     headers: dict[str, str]
+    claim: str = ""  # the store's own (Grant.claim)
 
 
 @dataclass(slots=True)
@@ -82,52 +112,49 @@ class Balance:
 
 
 class Limiter:
-    def __init__(self, counters: LocalCounters) -> None:
+    def __init__(self, counters: CounterStore, *, spend: SpendReader | None = None, held: HeldReader | None = None) -> None:
         self.counters = counters
         self.clock = time.time  # tests move it
+        self.spend_reader, self.held_reader = spend, held
+        self._filling: dict[tuple[str, int], asyncio.Task[None]] = {}  # refills under way, one per key and period
 
     async def admit(self, key: ClientKey, *, tokens: int, reserve: float, now: float | None = None) -> Ticket:
         """Admit one request of `key` (which has a limit), or raise its 429."""
         now = self.clock() if now is None else now
         period = period_id(key.budget_period, now)
-        grant = self.counters.admit(
-            key.name, now, rpm=key.rpm, tpm=key.tpm, tokens=tokens, budget=key.budget, period=period,
-            reserve=reserve if key.budget is not None else 0.0,
-        )  # fmt: skip
+        reserve = reserve if key.budget is not None else 0.0
+        for _ in range(3):
+            grant = await self.counters.admit(
+                key.name, now, rpm=key.rpm, tpm=key.tpm, tokens=tokens, budget=key.budget, period=period, reserve=reserve
+            )
+            if grant.limit != REFILL:
+                break
+            await self.refill(key, period, now)
+        else:  # flushed again after each refill
+            raise GatewayError(503, "The gateway could not rebuild this key's spend; try again shortly.", headers={"Retry-After": "1"})
         headers = rate_headers(key, grant)
         if grant.limit is not None:
             raise self._refusal(key, grant, headers, tokens, now)
-        return Ticket(
-            key.name,
-            grant.second,
-            tokens,
-            reserve if key.budget is not None else 0.0,
-            period,
-            headers,
-        )
+        return Ticket(key.name, grant.second, tokens, reserve, period, headers, grant.claim)
 
     def settle(self, ticket: Ticket, tokens: int, cost: float | None, now: float | None = None) -> None:
+        """Runs inline: a shared store queues it and writes it in the background."""
         now = self.clock() if now is None else now
         self.counters.settle(
             ticket.name, now, second=ticket.second, tokens=tokens - ticket.tokens, reserve=ticket.reserve,
-            cost=cost or 0.0, period=ticket.period,
+            cost=cost or 0.0, period=ticket.period, claim=ticket.claim,
         )  # fmt: skip
 
-    def channel_wait(self, channel: Channel, tokens: int, now: float | None = None) -> float:
+    async def channel_wait(self, channel: Channel, tokens: int, now: float | None = None) -> float:
         """0 when the channel's own rpm/tpm let one more request through (it is then charged), else
         the seconds until they would."""
         now = self.clock() if now is None else now
-        grant = self.counters.admit(
-            f"channel:{channel.name}",
-            now,
-            rpm=channel.rpm,
-            tpm=channel.tpm,
-            tokens=tokens,
-        )
+        grant = await self.counters.channel_admit(channel.name, now, rpm=channel.rpm, tpm=channel.tpm, tokens=tokens)
         return grant.retry_after if grant.limit is not None else 0.0
 
     def hold(self, key: ClientKey, amount: float) -> None:
-        """An async task's reservation against `key`'s budget, held until `release`."""
+        """An async task's reservation against `key`'s budget, held until `release`. Not a coroutine: it
+        follows a vendor's acceptance and must not fail; a shared store writes it in the background."""
         if amount:
             self.counters.hold(key.name, amount)
 
@@ -141,9 +168,13 @@ class Limiter:
         now = self.clock() if now is None else now
         self.counters.release(key.name, amount, cost or 0.0, period_id(key.budget_period, now))
 
-    def balance(self, key: ClientKey, now: float | None = None) -> Balance:
+    async def balance(self, key: ClientKey, now: float | None = None) -> Balance:
         now = self.clock() if now is None else now
-        s = self.counters.standing(key.name, now, period_id(key.budget_period, now))
+        period = period_id(key.budget_period, now)
+        s = await self.counters.standing(key.name, now, period)
+        if not s.ready and key.budget is not None:
+            await self.refill(key, period, now)
+            s = await self.counters.standing(key.name, now, period)
         start, end = period_bounds(key.budget_period, now)
         return Balance(
             budget=key.budget,
@@ -163,7 +194,26 @@ class Limiter:
             tokens_reset_s=round(s.tokens_reset, 3),
         )
 
-    def rebuild(
+    async def refill(self, key: ClientKey, period: int, now: float) -> None:
+        """Fill `key`'s spend in `period` from the database, once however many requests ask at once."""
+        task = self._filling.get((key.name, period))
+        if task is None:
+            task = self._filling[(key.name, period)] = asyncio.get_running_loop().create_task(self._fill(key, period, now))
+            task.add_done_callback(lambda _: self._filling.pop((key.name, period), None))
+        await asyncio.shield(task)  # a waiter that leaves does not cancel the others' refill
+
+    async def _fill(self, key: ClientKey, period: int, now: float) -> None:
+        spent = await self.spend_reader(key, now) if self.spend_reader is not None else 0.0
+        held = (await self.held_reader()).get(key.name, 0.0) if self.held_reader is not None else None
+        await self.counters.set_budget(key.name, period, spent, held)
+        log.info("budget_refilled", key_name=key.name, period=period, spent=round(spent, 6))
+
+    async def aclose(self) -> None:
+        for task in list(self._filling.values()):
+            task.cancel()
+        await self.counters.aclose()
+
+    async def rebuild(
         self,
         config: Config,
         spent: dict[str, float],
@@ -179,7 +229,7 @@ class Limiter:
         for key in config.keys:
             if only is not None and key.name not in only:
                 continue
-            self.counters.set_budget(
+            await self.counters.set_budget(
                 key.name,
                 period_id(key.budget_period, now),
                 spent.get(key.name, 0.0),

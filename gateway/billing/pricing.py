@@ -163,3 +163,16 @@ def quantities(usage: dict[str, Any]) -> Quantities:
     resolution = usage.get("resolution") or usage.get("size")
     q.resolution = normalize_resolution(str(resolution)) if resolution else None
     return q
+
+
+def price_from_dict(snapshot: dict[str, Any] | None) -> Price | None:
+    """A price as `Price.as_dict()` kept it (a task's price snapshot)."""
+    if not snapshot:
+        return None
+    values = dict(snapshot)
+    per_second = values.pop("per_second", None)
+    if isinstance(per_second, dict):
+        values["per_second_by_resolution"] = {str(k): float(v) for k, v in per_second.items()}
+    elif per_second is not None:
+        values["per_second"] = float(per_second)
+    return Price(**values)

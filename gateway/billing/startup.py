@@ -4,6 +4,9 @@ The process that starts the gateway (the only one, or the parent of `workers: N`
 afresh and fills each budget from the usage table (cost in the key's current period) and from the
 async tasks still holding a reservation; workers attach to that file. A reload that changes a key's
 budget period, or adds a key, refills that key from the database.
+
+With `state.redis` the counters file becomes the fallback behind Redis (`share`): the limiter asks Redis
+first (gateway.billing.failover), and refills a key's spend from the database whenever Redis has lost it.
 """
 
 from __future__ import annotations
@@ -11,20 +14,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from config import ClientKey, Config
 from gateway.billing.counters import LocalCounters
-from gateway.billing.limiter import Limiter, period_bounds
+from gateway.billing.limiter import HeldReader, Limiter, SpendReader, period_bounds
+from gateway.billing.store import LocalStore
 from gateway.ledger.reader import SqliteUsageReader
 
-log = structlog.get_logger("gateway.billing")
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
-# Each key's reservations held by unfinished async tasks (gateway.tasks.store), read at start.
-HeldReader = Callable[[], Awaitable[dict[str, float]]]
+    from gateway.billing.failover import FallbackCounter
+
+log = structlog.get_logger("gateway.billing")
 
 
 def counters_path(database: str) -> Path:
@@ -35,11 +42,51 @@ async def open_limiter(config: Config, *, fresh: bool, worker: int = 0, held: He
     """The limiter over `config`'s counters file: made and filled from the database when `fresh` (or
     missing), else attached to as it is."""
     path = counters_path(config.database)
+    spend = spend_reader(config.database)
     if fresh or not path.exists():
-        limiter = Limiter(LocalCounters.create(path, worker=worker))
+        limiter = Limiter(LocalStore(LocalCounters.create(path, worker=worker)), spend=spend, held=held)
         await refill(limiter, config, config.keys, held=held)
         return limiter
-    return Limiter(LocalCounters.attach(path, worker=worker))
+    return Limiter(LocalStore(LocalCounters.attach(path, worker=worker)), spend=spend, held=held)
+
+
+def spend_reader(database: str) -> SpendReader:
+    """One key's spend in its current budget period, from the usage table."""
+    reader = SqliteUsageReader(database)
+
+    async def spent(key: ClientKey, now: float) -> float:
+        start = period_bounds(key.budget_period, now)[0]
+        return (await reader.spent_by_key({key.name: start})).get(key.name, 0.0)
+
+    return spent
+
+
+def share(
+    limiter: Limiter,
+    client: Redis,
+    current: Callable[[], Config],
+    *,
+    count: FallbackCounter | None = None,
+) -> Limiter:
+    """`limiter` with Redis (`current().state`) in front of its counters file, which becomes the fallback."""
+    from gateway.billing.failover import Failover  # redis is an optional extra: imported only when configured
+    from gateway.billing.redis_counters import RedisCounters
+
+    local = limiter.counters
+    assert isinstance(local, LocalStore)
+    state = current().state
+    store = Failover(
+        RedisCounters(client, prefix=state.prefix, reservation_ttl_s=state.reservation_ttl_s),
+        local, refuse=state.on_redis_error == "refuse", count=count,
+    )  # fmt: skip
+    alone = Limiter(local, spend=limiter.spend_reader, held=limiter.held_reader)
+
+    async def outage() -> None:  # the local counters stand in for Redis: give them the database's spend
+        config = current()
+        await refill(alone, config, config.keys, held=limiter.held_reader)
+
+    store.on_outage = outage
+    return Limiter(store, spend=limiter.spend_reader, held=limiter.held_reader)
 
 
 async def refill(
@@ -56,7 +103,7 @@ async def refill(
         return
     spent = await SqliteUsageReader(config.database).spent_by_key(budgeted)
     holds = await held() if held is not None else None
-    limiter.rebuild(config, spent, holds, now=now, only=frozenset(budgeted))
+    await limiter.rebuild(config, spent, holds, now=now, only=frozenset(budgeted))
     log.info(
         "budgets_rebuilt",
         keys=len(budgeted),
@@ -86,5 +133,7 @@ def refill_on_reload(limiter: Limiter, first: Config) -> Callable[[Config], None
 
 
 def close_limiter(limiter: Limiter) -> None:
+    """Let go of a limiter over the counters file alone (the supervisor's); an app's: `Limiter.aclose`."""
+    assert isinstance(limiter.counters, LocalStore)
     with contextlib.suppress(Exception):
         limiter.counters.close()

@@ -1,8 +1,8 @@
 """Reading the usage table back: spend for budgets, and a key holder's own rows and daily costs.
 
 Reads run on a short-lived read-only SQLite connection in a thread, so a slow query never blocks the
-event loop and never holds the writer's connection. The PostgreSQL reader for several replicas goes
-behind the same calls (`UsageReader`).
+event loop and never holds the writer's connection. The PostgreSQL reader for several replicas
+(gateway.ledger.pg_usage) goes behind the same calls (`UsageReader`); gateway.ledger.backends picks one.
 
 Every read of rows or costs names one key: `key_name` None means the rows of requests made without a
 key (a gateway with no `keys:`), never every key's.
@@ -65,6 +65,10 @@ class UsageReader(Protocol):
 
     async def daily_costs(self, key_name: str | None, start: float | None, end: float | None) -> list[ModelDay]:
         """One key's cost per UTC day and model, `start` <= ts < `end`, by day then model."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of connections kept between reads, if any."""
         ...
 
 
@@ -166,3 +170,6 @@ class SqliteUsageReader:
 
     async def daily_costs(self, key_name: str | None, start: float | None, end: float | None) -> list[ModelDay]:
         return await asyncio.to_thread(self.daily_costs_now, key_name, start, end)
+
+    async def close(self) -> None:
+        """Nothing to let go of: each read opens and closes its own connection."""

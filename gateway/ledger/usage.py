@@ -1,7 +1,8 @@
 """The usage table and its writer: one row per client request, batched off the request path.
 
 `UsageWriter.record()` only appends to an in-memory queue; a background task writes batches with
-aiosqlite in WAL mode. When the database cannot be written (disk full, locked, read-only, missing),
+aiosqlite in WAL mode. `BatchedWriter` is the part that does not depend on the database (batches,
+spool, held rows, recovery), which the PostgreSQL writer (gateway.ledger.pg_usage) shares. When the database cannot be written (disk full, locked, read-only, missing),
 the batch goes to a JSONL spool beside the database (`data/gateway.spool.jsonl` by default), which is
 replayed into the table on the next start, or as soon as a later write succeeds. If even the spool
 cannot be written, each row is logged at critical level. A row is never dropped silently.
@@ -73,37 +74,37 @@ CREATE INDEX IF NOT EXISTS usage_key_ts ON usage (key_name, ts);
 """
 
 
-class UsageWriter:
-    """The `UsageSink` of one process: rows batched into SQLite, spooled when it cannot take them.
-    It owns the database connection; `record()` is safe to call from any request handler.
+class BatchedWriter:
+    """What every `UsageSink` does whatever its database: rows batched off the request path, spooled
+    when the database cannot take them, held in memory when even the spool cannot, replayed when the
+    database is back. A subclass says how to connect, insert, probe and disconnect (`UsageWriter`:
+    SQLite; gateway.ledger.pg_usage: PostgreSQL). `record()` is safe to call from any request handler.
 
-    While the database cannot take writes (locked, read-only, full, gone), batches go to the spool as
-    soon as they are taken, so rows wait in memory no longer than when all is well; at most once every
-    `retry_s` a cheap probe asks whether it takes writes again, and then the spool is replayed.
+    While the database cannot take writes, batches go to the spool as soon as they are taken, so rows
+    wait in memory no longer than when all is well; a cheap probe asks whether it takes writes again at
+    most once every `retry_s`, doubling after each probe that fails up to `max_retry_s` (backoff), and
+    then the spool is replayed.
     """
 
     def __init__(
         self,
-        path: str,
+        spool_path: Path,
         *,
-        spool_path: str | None = None,
-        batch_size: int = 512,
-        flush_interval_s: float = 0.1,
-        busy_timeout_s: float = 5.0,
-        retry_s: float = 1.0,
+        batch_size: int,
+        flush_interval_s: float,
+        retry_s: float,
+        max_retry_s: float | None = None,
     ) -> None:
-        self.path = path
-        # On another disk when configured so, so that a full disk does not take both at once.
-        self.spool_path = Path(spool_path) if spool_path else Path(path).with_suffix(".spool.jsonl")
+        self.spool_path = spool_path
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
-        self.busy_timeout_s = busy_timeout_s
         self.retry_s = retry_s
+        self.max_retry_s = retry_s if max_retry_s is None else max(max_retry_s, retry_s)
+        self._retry_in = retry_s  # the wait before the next recovery probe, doubled by each that fails
         self._retry_at = 0.0  # loop time of the next recovery probe while unhealthy
         self._rows: list[UsageRow] = []  # recorded, not yet taken by a batch (a list: Queue costs ~3 us a row)
         self._pending = asyncio.Event()
         self._lock = asyncio.Lock()  # one batch in flight at a time, so flush() sees every row
-        self._db: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._full = asyncio.Event()  # set by record() when a batch's worth of rows is waiting, and by close()
@@ -116,6 +117,46 @@ class UsageWriter:
         self.written = 0
         self.spooled = 0  # rows appended to the spool since start
         self.healthy = False
+
+    # -- what a database's writer says ---------------------------------------------------------------
+
+    @property
+    def _where(self) -> dict[str, str]:
+        """Log fields naming the database (never a password)."""
+        raise NotImplementedError
+
+    @property
+    def _connected(self) -> bool:
+        raise NotImplementedError
+
+    async def _connect(self) -> None:
+        """Open the database, create or upgrade its tables and check it takes writes; raise if it does not
+        (leaving nothing open)."""
+        raise NotImplementedError
+
+    async def _probe(self) -> None:
+        """Raise unless the open connection takes a write now."""
+        raise NotImplementedError
+
+    async def _insert(self, batch: list[UsageRow]) -> None:
+        """Insert the batch in one transaction; raise (with nothing of it written) if that fails."""
+        raise NotImplementedError
+
+    async def _insert_once(self, rows: list[UsageRow]) -> None:
+        """Insert, in one transaction, the rows the table does not hold yet (a replayed spool)."""
+        raise NotImplementedError
+
+    def _keep_connection(self, exc: BaseException) -> bool:
+        """After a failed batch: whether the connection is still good (only busy), or must be opened afresh."""
+        return False
+
+    async def _disconnect(self) -> None:
+        raise NotImplementedError
+
+    def _describe(self, exc: BaseException) -> str:
+        return f"{type(exc).__name__}: {exc}"
+
+    # -- the sink ------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the database and replay any spool. A database that cannot be opened does not stop the
@@ -167,13 +208,13 @@ class UsageWriter:
         if self._held:  # the process is going: the log is the last place these rows can go
             held, self._held = self._held, []
             _log_unsaved(held, "usage database and spool unavailable at shutdown")
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        if self._connected:
+            await self._disconnect()
 
     async def writable(self) -> bool:
         """Whether the last write (or probe) went into the table. While it did not, a probe here (at
-        most once every `retry_s`) lets an idle gateway notice the database is back, and replay."""
+        most once every `retry_s`, or the backoff's wait) lets an idle gateway notice the database is
+        back, and replay."""
         if not self.healthy or self._held:
             async with self._lock:
                 if self._held:
@@ -183,50 +224,36 @@ class UsageWriter:
 
     async def _open(self) -> bool:
         try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(self.path)
+            await self._connect()
         except Exception as exc:
             self._unhealthy("usage_db_open_failed", exc)
             return False
-        try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-            await db.executescript(SCHEMA)
-            await migrate(db)
-            await db.commit()
-            # SQLite opens a file it may not write read-only, without a word: ask for a write lock.
-            await _probe_write(db, self.busy_timeout_s, self.busy_timeout_s)
-        except Exception as exc:
-            await db.close()
-            self._unhealthy("usage_db_open_failed", exc)
-            return False
-        self._db = db
         self.healthy = True
         return True
 
     async def _recover(self) -> None:
-        """While unhealthy, at most once every `retry_s`: does the database take writes again? If it
-        does, replay the spool. Called with the lock held."""
+        """While unhealthy, when the backoff allows: does the database take writes again? If it does,
+        replay the spool. Called with the lock held."""
         loop = asyncio.get_running_loop()
         if self.healthy or loop.time() < self._retry_at:
             return
-        self._retry_at = loop.time() + self.retry_s
-        if self._db is None:
+        self._retry_at = loop.time() + self._retry_in
+        self._retry_in = min(self._retry_in * 2, self.max_retry_s)  # the next probe waits longer
+        if not self._connected:
             if not await self._open():
                 return
         else:
             try:
-                await _probe_write(self._db, min(self.busy_timeout_s, 0.1), self.busy_timeout_s)  # still locked: later
+                await self._probe()  # still locked, or gone: later
             except Exception:
                 return
-        self.healthy, self._reported = True, False
-        log.info("usage_db_recovered", path=self.path)
+        self.healthy, self._reported, self._retry_in = True, False, self.retry_s
+        log.info("usage_db_recovered", **self._where)
         await self._replay_spool()
 
     def _unhealthy(self, event: str, exc: BaseException) -> None:
         if not self._reported:  # once per outage: every batch meanwhile logs only where its rows went
-            log.error(event, path=self.path, error=f"{type(exc).__name__}: {exc}", spool=str(self.spool_path))
+            log.error(event, **self._where, error=self._describe(exc), spool=str(self.spool_path))
             self._reported = True
         self.healthy = False
 
@@ -263,25 +290,15 @@ class UsageWriter:
             await self._spool(batch, "usage database unavailable")
             await self._recover()
             return
-        assert self._db is not None
         try:
-            done = 0
-            while done < len(batch):
-                n = min(_MAX_ROWS_PER_INSERT, 1 << ((len(batch) - done).bit_length() - 1))
-                chunk = batch[done : done + n]
-                await self._db.execute(_insert_rows(n), list(chain.from_iterable(map(_values, chunk))))  # no Python loop per value
-                done += n
-            await self._db.commit()
+            await self._insert(batch)
         except Exception as exc:
-            with contextlib.suppress(Exception):
-                await self._db.rollback()  # no half batch may ride along with the next commit
             self._unhealthy("usage_db_write_failed", exc)
-            self._retry_at = asyncio.get_running_loop().time() + self.retry_s
-            if not _is_busy(exc):  # read-only, full, gone: a fresh connection will see the fix
+            self._retry_at = asyncio.get_running_loop().time() + self._retry_in
+            if not self._keep_connection(exc):  # read-only, full, gone: a fresh connection will see the fix
                 with contextlib.suppress(Exception):
-                    await self._db.close()
-                self._db = None
-            await self._spool(batch, f"{type(exc).__name__}: {exc}")
+                    await self._disconnect()
+            await self._spool(batch, self._describe(exc))
             return
         self.written += len(batch)
 
@@ -318,7 +335,6 @@ class UsageWriter:
 
     async def _replay_spool(self) -> None:
         """Move spooled rows into the table. Safe to repeat: a row already there is not inserted again."""
-        assert self._db is not None
         try:
             claimed_paths = await asyncio.to_thread(spool.claim, self.spool_path)
         except OSError as exc:
@@ -336,16 +352,98 @@ class UsageWriter:
             replayed = False
             try:
                 rows = _parse_spool(data, path)
-                await self._db.executemany(_INSERT_ONCE, [(*_values(r), r.ts, r.request_id) for r in rows])
-                await self._db.commit()
+                await self._insert_once(rows)
                 replayed = True
                 log.info("usage_spool_replayed", rows=len(rows), spool=str(path))
             except Exception as exc:
-                with contextlib.suppress(Exception):
-                    await self._db.rollback()
-                log.error("usage_spool_replay_failed", spool=str(path), error=f"{type(exc).__name__}: {exc}")
+                log.error("usage_spool_replay_failed", spool=str(path), error=self._describe(exc))
             finally:
                 await asyncio.to_thread(claimed.release, replayed)
+
+
+class UsageWriter(BatchedWriter):
+    """The `UsageSink` of one process on SQLite: it owns the database connection, in WAL mode."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        spool_path: str | None = None,
+        batch_size: int = 512,
+        flush_interval_s: float = 0.1,
+        busy_timeout_s: float = 5.0,
+        retry_s: float = 1.0,
+    ) -> None:
+        # On another disk when configured so, so that a full disk does not take both at once.
+        super().__init__(
+            Path(spool_path) if spool_path else Path(path).with_suffix(".spool.jsonl"),
+            batch_size=batch_size, flush_interval_s=flush_interval_s, retry_s=retry_s,
+        )  # fmt: skip
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def _where(self) -> dict[str, str]:
+        return {"path": self.path}
+
+    @property
+    def _connected(self) -> bool:
+        return self._db is not None
+
+    async def _connect(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+            await db.executescript(SCHEMA)
+            await migrate(db)
+            await db.commit()
+            # SQLite opens a file it may not write read-only, without a word: ask for a write lock.
+            await _probe_write(db, self.busy_timeout_s, self.busy_timeout_s)
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+
+    async def _probe(self) -> None:
+        assert self._db is not None
+        await _probe_write(self._db, min(self.busy_timeout_s, 0.1), self.busy_timeout_s)
+
+    async def _insert(self, batch: list[UsageRow]) -> None:
+        assert self._db is not None
+        try:
+            done = 0
+            while done < len(batch):
+                n = min(_MAX_ROWS_PER_INSERT, 1 << ((len(batch) - done).bit_length() - 1))
+                chunk = batch[done : done + n]
+                await self._db.execute(_insert_rows(n), list(chain.from_iterable(map(_values, chunk))))  # no Python loop per value
+                done += n
+            await self._db.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._db.rollback()  # no half batch may ride along with the next commit
+            raise
+
+    async def _insert_once(self, rows: list[UsageRow]) -> None:
+        assert self._db is not None
+        try:
+            await self._db.executemany(_INSERT_ONCE, [(*_values(r), r.ts, r.request_id) for r in rows])
+            await self._db.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._db.rollback()
+            raise
+
+    def _keep_connection(self, exc: BaseException) -> bool:
+        return _is_busy(exc)
+
+    async def _disconnect(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
 
 
 # Rows kept in memory while neither the database nor the spool can take them (about 1 KB each).

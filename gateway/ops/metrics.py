@@ -140,6 +140,10 @@ class Metrics:
                                 ("channel", "reason"), registry=r)
         self.rate_limited = Counter("gateway_rate_limited", "Requests refused with 429 by a gateway limit",
                                     ("limit",), registry=r)
+        self.state_fallbacks = Counter("gateway_state_fallbacks",
+                                       "Limit checks and updates that could not reach the shared state (Redis): "
+                                       "counted locally (action=local) or refused with 503 (action=refuse)",
+                                       ("action", "reason"), registry=r)
         self.reloads = Counter("gateway_config_reloads", "Config reloads (SIGHUP), by outcome", ("outcome",), registry=r)
         self.config_info = Gauge("gateway_config_info", "1 for the sha256 of the config file in force",
                                  ("sha256",), registry=r, multiprocess_mode="liveall")
@@ -219,6 +223,11 @@ class Metrics:
         self._attempts[key] = self._attempts.get(key, 0) + 1
         if reason is not None:
             self.failures.labels(channel, reason).inc()
+
+    def state_fallback(self, action: str, reason: str) -> None:
+        """One call of the limiter that could not reach Redis (gateway.billing.failover): local | refuse,
+        and why: connect | timeout | error."""
+        self.state_fallbacks.labels(action, reason).inc()
 
     def flush(self) -> None:
         """Add the counts kept on the side to the Prometheus counters (before a scrape)."""

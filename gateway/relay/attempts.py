@@ -1,13 +1,14 @@
 """One request's upstream attempts: channels in routing order, a key for each, and each key's verdict.
 
-Both the HTTP relay and the realtime proxy walk an `Attempts`; it keeps the usage row's attempt
-count and channel current and reports every outcome to the key health tracker exactly once.
+Both the HTTP relay and the realtime proxy walk an `Attempts` (`async for`: a channel with its own
+rpm/tpm is charged before its attempt, which may ask Redis); it keeps the usage row's attempt count and
+channel current and reports every outcome to the key health tracker exactly once.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -48,19 +49,26 @@ class Attempts:
         self._channels = plan(ctx.services.runtime.lookups(ctx.config), self._health, ctx.key, ctx.model, ctx.platform, tags)
         self.last: AttemptError | None = None  # the latest failure, for the final error
         self.busy_wait: float | None = None  # the shortest wait of the channels skipped at their own rpm/tpm
+        self._next = 0  # index of the next channel in self._channels
 
-    def __iter__(self) -> Iterator[Attempt]:
+    # An iterator class, not an async generator: one left early (the first attempt answered, as most do)
+    # would be closed by a task the loop starts for it.
+    def __aiter__(self) -> Attempts:
+        return self
+
+    async def __anext__(self) -> Attempt:
         ctx = self._ctx
         assert ctx.model is not None
         tries = ctx.config.routing.retries + 1
         limiter = ctx.services.limiter
-        for channel in self._channels:
-            if self._stop is not None and self._stop():
-                return
-            if ctx.attempts >= tries:
-                return
+        channels = self._channels
+        while self._next < len(channels):
+            channel = channels[self._next]
+            self._next += 1
+            if (self._stop is not None and self._stop()) or ctx.attempts >= tries:
+                break
             if (channel.rpm is not None or channel.tpm is not None) and limiter is not None:
-                wait = limiter.channel_wait(channel, ctx.tokens_estimate())
+                wait = await limiter.channel_wait(channel, ctx.tokens_estimate())
                 if wait:  # at its vendor account's quota: not a candidate now, and not an attempt
                     self.busy_wait = wait if self.busy_wait is None else min(wait, self.busy_wait)
                     continue
@@ -68,7 +76,9 @@ class Attempts:
             api_key = self._health.pick_key(channel)
             ctx.attempts += 1
             ctx.channel, ctx.channel_platform, ctx.upstream_model = channel.name, channel.platform, upstream_model
-            yield Attempt(channel, PROVIDERS[channel.provider], api_key, upstream_model)
+            return Attempt(channel, PROVIDERS[channel.provider], api_key, upstream_model)
+        self._next = len(channels)
+        raise StopAsyncIteration
 
     def failed(self, attempt: Attempt, err: AttemptError) -> None:
         """The attempt failed before anything reached the client."""

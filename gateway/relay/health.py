@@ -1,6 +1,10 @@
 """Health of each channel key: consecutive failures, cooldown, and the single probe after it.
 
 State is keyed by channel name and key, so it survives a SIGHUP reload for the keys that stay.
+
+With several replicas (`state.redis`) a cooldown is also published (`on_cooldown`, set by
+gateway.relay.shared_health), and the cooldowns other replicas published come back through
+`cool_shared`, so one replica's dead key spares the others; the per-request path reads nothing remote.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class _KeyState:
     last_reason: str = ""  # one of REASONS
     last_error: str = ""  # the failure's message (masked: it is what the client would be told)
     last_failure_at: float = 0.0  # clock time
+    shared_mark: float = 0.0  # the latest cooldown taken from another replica (so each is taken once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,8 @@ class Health:
         self._state: dict[tuple[str, str], _KeyState] = {}
         self._turn: dict[str, int] = {}
         self._clock = clock
+        # Told of each cooldown this process starts: (channel, key, seconds). Set with `state.redis`.
+        self.on_cooldown: Callable[[Channel, str, float], None] | None = None
 
     def _get(self, channel: str, key: str) -> _KeyState:
         st = self._state.get((channel, key))
@@ -119,6 +126,20 @@ class Health:
                 cooldown_s=routing.cooldown_s,
                 reason=reason,
             )
+            if self.on_cooldown is not None and routing.cooldown_s > 0:
+                self.on_cooldown(channel, key, routing.cooldown_s)
+
+    def cool_shared(self, channel: Channel, key: str, seconds: float, mark: float) -> None:
+        """Another replica put this key in cooldown for `seconds` more; `mark` tells that cooldown from
+        the next, so one already taken (and maybe since ended here by a success) is not taken again."""
+        st = self._get(channel.name, key)
+        if mark <= st.shared_mark:
+            return
+        st.shared_mark = mark
+        until = self._clock() + seconds
+        if until > st.cool_until + 0.5:  # not the one this process started (and published) itself
+            st.cool_until = until
+            log.info("channel_key_cooldown_shared", channel=channel.name, key_id=key_id(key), cooldown_s=round(seconds, 3))
 
     def release(self, channel: Channel, key: str) -> None:
         """The attempt ended without a verdict (client left): let another request probe."""

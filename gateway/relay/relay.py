@@ -104,7 +104,7 @@ async def relay(
         ctx.ticket = await limiter.admit(key, tokens=ctx.tokens_estimate(), reserve=reserve)
     base_headers = request_headers(request.headers, ctx.request_id)
     with drain.track() as slot:
-        for attempt in attempts:
+        async for attempt in attempts:
             try:
                 try:
                     translation = _translation(ctx, attempt, array)

@@ -10,6 +10,8 @@ from config import Channel, ClientKey, Config
 from gateway.errors import GatewayError, NoChannel
 from gateway.relay.health import Health
 from gateway.state import Lookups
+from providers import PROVIDERS
+from providers.tasks import TASK_VENDORS
 
 
 def check_platform(key: ClientKey | None, platform: str | None) -> None:
@@ -48,11 +50,14 @@ def candidates(
     request_tags: frozenset[str] | None,
     *,
     disabled: bool = False,
+    tasks: bool = False,
 ) -> list[Channel]:
-    """The enabled channels a request may use; `disabled`: the disabled ones it could use if they were on."""
+    """The enabled channels a request may use; `disabled`: the disabled ones it could use if they were on.
+    `tasks`: channels whose vendor runs async generation tasks, else those that speak a chat protocol."""
+    protocols = TASK_VENDORS if tasks else PROVIDERS
     out = []
     for c in config.channels:
-        if c.enabled == disabled or not c.serves(model):
+        if c.enabled == disabled or not c.serves(model) or c.provider not in protocols:
             continue
         if platform is not None and c.platform != platform:
             continue
@@ -94,25 +99,28 @@ def plan(
     model: str,
     platform: str | None,
     request_tags: frozenset[str] | None = None,
+    *,
+    tasks: bool = False,
 ) -> list[Channel]:
-    """Channels to try for one request, best first (`Attempts` tries at most `routing.retries + 1`)."""
+    """Channels to try for one request, best first (`Attempts` tries at most `routing.retries + 1`).
+    `tasks`: for an async generation task (gateway.tasks), among the channels whose vendor runs them."""
     # Who may use what depends only on the config, so it is worked out once per key, model, platform
     # and tags; only the order (health, weighted draw) is decided per request.
     config, routes = lookups.config, lookups.routes
-    route = (id(key), model, platform, request_tags)  # the config holds the key, so its id is stable
+    route = (id(key), model, platform, request_tags, tasks)  # the config holds the key, so its id is stable
     found = routes.get(route)
     if found is None:
         check_access(config, key, model, platform)
-        found = tuple(candidates(config, key, model, platform, request_tags))
+        found = tuple(candidates(config, key, model, platform, request_tags, tasks=tasks))
         if not found:
-            if key is not None and not candidates(config, key, model, platform, None) and candidates(
-                config, None, model, platform, None
+            if key is not None and not candidates(config, key, model, platform, None, tasks=tasks) and candidates(
+                config, None, model, platform, None, tasks=tasks
             ):
                 # Channels serve the model, but the key's platforms or tags rule out every one of them.
                 raise GatewayError(
                     403, f"This key may not use any channel serving model {model!r}.", code="model_not_allowed", param="model"
                 )
-            off = candidates(config, key, model, platform, request_tags, disabled=True)
+            off = candidates(config, key, model, platform, request_tags, disabled=True, tasks=tasks)
             raise NoChannel(model, [(c.name, c.disabled_reason) for c in off])
         if len(routes) >= lookups.MAX_ROUTES:  # model names come from clients: bound what they can make us keep
             routes.clear()

@@ -61,6 +61,8 @@ class Task:
     callback_state: str | None = None
     callback_attempts: int = 0
     callback_next_at: float | None = None
+    origin: str | None = None  # the gateway's scheme://host as the client reached it, for links in callbacks
+    deleted_at: float | None = None  # DELETE /v1/videos/{id}: hidden from its key from then on
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     finished_at: float | None = None

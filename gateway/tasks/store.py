@@ -192,7 +192,7 @@ class SqliteTaskStore:
             await self._conn.execute(_INSERT, [_encode(name, getattr(task, name)) for name in COLUMNS])
 
     async def get(self, task_id: str, key_name: str) -> Task | None:
-        found = await self._select(f"{_SELECT} WHERE id = ? AND key_name = ?", (task_id, key_name))
+        found = await self._select(f"{_SELECT} WHERE id = ? AND key_name = ? AND deleted_at IS NULL", (task_id, key_name))
         return found[0] if found else None
 
     async def get_any(self, task_id: str) -> Task | None:
@@ -204,7 +204,7 @@ class SqliteTaskStore:
     ) -> tuple[builtins.list[Task], int]:
         if page < 1 or limit < 1:
             raise ValueError(f"page and limit start at 1 (page={page}, limit={limit})")
-        where, args = ["key_name = ?"], [key_name]
+        where, args = ["key_name = ?", "deleted_at IS NULL"], [key_name]
         if status is not None:
             where.append("status = ?")
             args.append(status)

@@ -5,7 +5,7 @@ Followed the API reference and the openai SDK's types (openai 3.x `types/video*.
 - Create: POST /videos. With an uploaded image, multipart with `input_reference` as a file (what the SDK
   sends); with only a link, JSON with `input_reference: {image_url}` (the JSON body the API also takes).
 - The video object has no result URL: files come from GET /videos/{id}/content?variant=video|thumbnail|
-  spritesheet with the key, so `VendorState.videos` stays empty and `content()` always names that call.
+  spritesheet with the key, so `VendorState.videos` stays empty and `content()` names that call.
 - `expires_at` is on the object; `seconds` is a string ("8"); statuses queued | in_progress | completed |
   failed. There is no usage object: usage is the clip's seconds and size.
 - Cancel is DELETE /videos/{id}; remix is POST /videos/{id}/remix {prompt}.
@@ -140,7 +140,7 @@ class Sora:
 
     def content(self, vendor_task_id: str, variant: str, url: str | None, api_key: str) -> VendorCall | None:
         if variant not in _VARIANTS:
-            raise VendorError(f"Sora has no {variant!r} file: it has {', '.join(_VARIANTS)}")
+            return None  # no such file (an "image" of a video task): with no URL either, there is nothing to fetch
         return VendorCall(
             "GET", f"/videos/{vendor_task_id}/content", headers=_auth(api_key), query={"variant": variant}
         )

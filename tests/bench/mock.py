@@ -38,6 +38,9 @@ _JSON_RESPONSE = (
 )
 _SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+# A DashScope task still running: what the gateway's task poller reads while the bench holds pending tasks.
+_TASK_BODY = orjson.dumps({"request_id": "bench", "output": {"task_id": "bench", "task_status": "RUNNING"}})
+_TASK_RUNNING = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(_TASK_BODY), _TASK_BODY)
 _RELEASED = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
 
@@ -62,6 +65,7 @@ _DONE = _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
 class Mock:
     def __init__(self) -> None:
         self.held: set[MockProtocol] = set()
+        self.polls = 0  # task polls answered
 
 
 class MockProtocol(asyncio.Protocol):
@@ -106,6 +110,10 @@ class MockProtocol(asyncio.Protocol):
             for proto in list(self.mock.held):
                 proto.release()
             t.write(_RELEASED)
+            return
+        if head.startswith(b"get /api/v1/tasks/"):
+            self.mock.polls += 1
+            t.write(_TASK_RUNNING)
             return
         if b"/chat/completions" not in head[: head.find(b"\r\n")]:
             t.write(_NOT_FOUND)

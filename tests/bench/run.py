@@ -8,6 +8,8 @@ Targets, all in front of one mock vendor process (`tests.bench.mock`):
     quiet      the same gateway with log level warning, to price the access line
     2 workers  the same gateway with `workers: 2`
     no metrics the same gateway with GATEWAY_METRICS=off, to price the metrics
+    limited    the same gateway with rpm, tpm and a budget on the bench key (never reached): prices the limits
+    10k tasks  the same gateway polling 10,000 pending async tasks (on the mock, which answers RUNNING)
 
 Each measurement runs in rounds, the targets taking turns inside a round, and the rounds are pooled:
 a neighbour's burst of CPU then lands on every target alike rather than on whichever ran at the time.
@@ -137,16 +139,24 @@ async def mock_and_load() -> AsyncIterator[tuple[int, LoadGen]]:
         await stop(mock)
 
 
-def gateway_config(tmp: Path, name: str, port: int, mock_port: int, *, level: str, workers: int) -> Path:
-    raw = {
+TASKS = 10_000
+LIMITS = {"rpm": 100_000_000, "tpm": 10_000_000_000, "budget": 1_000_000_000.0, "budget_period": "monthly"}
+
+
+def gateway_config(
+    tmp: Path, name: str, port: int, mock_port: int, *, level: str, workers: int, key: dict[str, Any] | None = None
+) -> Path:
+    raw: dict[str, Any] = {
         "listen": f"127.0.0.1:{port}",
         "database": str(tmp / f"{name}.db"),
         "log": {"level": level, "format": "json"},
         "workers": workers,
         "shutdown_grace_s": 10,
-        "keys": [{"name": "bench", "key": BENCH_KEY}],
+        "keys": [{"name": "bench", "key": BENCH_KEY, **(key or {})}],
         "channels": [{"name": "mock", "provider": "openai", "base_url": f"http://127.0.0.1:{mock_port}/v1",
-                      "api_keys": ["sk-vendor-bench"], "models": ["gpt-*"]}],
+                      "api_keys": ["sk-vendor-bench"], "models": ["gpt-*"]},
+                     {"name": "tasks", "provider": "dashscope", "base_url": f"http://127.0.0.1:{mock_port}",
+                      "api_keys": ["sk-vendor-bench"], "models": ["wan-bench"]}],
         "models": {"gpt-4o-mini": {"price": {"input": 0.15, "output": 0.6}}},
     }
     path = tmp / f"{name}.yaml"
@@ -155,14 +165,42 @@ def gateway_config(tmp: Path, name: str, port: int, mock_port: int, *, level: st
 
 
 async def start_gateway(
-    tmp: Path, name: str, mock_port: int, *, level: str = "info", workers: int = 1, env: dict[str, str] | None = None
+    tmp: Path, name: str, mock_port: int, *, level: str = "info", workers: int = 1, env: dict[str, str] | None = None,
+    key: dict[str, Any] | None = None, tasks: int = 0,
 ) -> Target:
     port = free_port()
-    cfg = gateway_config(tmp, name.replace(" ", "-"), port, mock_port, level=level, workers=workers)
+    cfg = gateway_config(tmp, name.replace(" ", "-"), port, mock_port, level=level, workers=workers, key=key)
+    if tasks:
+        await pending_tasks(tmp / f"{name.replace(' ', '-')}.db", tasks)
     # An operator's gateway logs to a file or a pipe, not to nowhere: the access line's cost is real.
     proc = await spawn("-m", "gateway", "serve", "--config", str(cfg), "--listen", f"127.0.0.1:{port}",
                        log=tmp / f"{name.replace(' ', '-')}.log", env=env)
     return Target(name, port, proc, headers={"Authorization": f"Bearer {BENCH_KEY}"}, db=tmp / f"{name.replace(' ', '-')}.db")
+
+
+async def pending_tasks(db: Path, n: int) -> None:
+    """`n` async tasks running at the mock's DashScope, all due for a poll now."""
+    from gateway.tasks.model import Task
+    from gateway.tasks.store import SqliteTaskStore
+
+    store = SqliteTaskStore(str(db))
+    await store.start()
+    now = time.time()
+    try:
+        for i in range(n):
+            await store.create(Task(
+                id=f"task_bench{i:06d}", key_name="bench", catalog="t2v", model="wan-bench", upstream_model="wan-bench",
+                channel="tasks", vendor="dashscope", dialect="task", vendor_key_id=vendor_key_id("sk-vendor-bench"),
+                vendor_task_id=f"bench-{i}", status="RUNNING", next_poll_at=now, created_at=now, updated_at=now,
+            ))  # fmt: skip
+    finally:
+        await store.close()
+
+
+def vendor_key_id(key: str) -> str:
+    from gateway.tasks.engine import key_id
+
+    return key_id(key)
 
 
 async def stop(proc: asyncio.subprocess.Process, within_s: float = 30.0) -> int:
@@ -403,6 +441,15 @@ def report(targets: list[Target], scale: Scale, writer_rps: float, rows: dict[st
         lines.append(f"metrics on / off: requests/s at {lo}: {m_lo:.2f}x, at {hi}: {m_hi:.2f}x [>= 0.95x] "
                      f"{_ok(min(m_lo, m_hi) >= 0.95)}; CPU/request {gw['cpu_us_per_req']:.0f} vs "
                      f"{s['no metrics']['cpu_us_per_req']:.0f} us")
+    for name, label in (("limited", "rpm, tpm and budget on the key / none"), ("10k tasks", "10,000 tasks polled / none")):
+        if name in s:
+            r_lo = statistics.median(paired(name, "gateway", f"rps{lo}"))
+            r_hi = statistics.median(paired(name, "gateway", f"rps{hi}"))
+            want = 0.95 if name == "limited" else 0.9
+            summary["ratios"][f"{name.replace(' ', '_')}_rps_lo"], summary["ratios"][f"{name.replace(' ', '_')}_rps_hi"] = r_lo, r_hi
+            lines.append(f"{label}: requests/s at {lo}: {r_lo:.2f}x, at {hi}: {r_hi:.2f}x [>= {want}x] "
+                         f"{_ok(min(r_lo, r_hi) >= want)}; CPU/request {s[name]['cpu_us_per_req']:.0f} vs "
+                         f"{gw['cpu_us_per_req']:.0f} us")
     if "2 workers" in s:
         w_lo = statistics.median(paired("2 workers", "gateway", f"rps{lo}"))
         w_hi = statistics.median(paired("2 workers", "gateway", f"rps{hi}"))
@@ -424,7 +471,9 @@ def _ok(good: bool) -> str:
     return "ok" if good else "MISSED"
 
 
-async def bench(scale: Scale, *, workers: bool, quiet: bool, metrics_off: bool = False) -> dict[str, Any]:
+async def bench(
+    scale: Scale, *, workers: bool, quiet: bool, metrics_off: bool = False, limited: bool = True, tasks: bool = True
+) -> dict[str, Any]:
     t_start = time.perf_counter()
 
     def say(msg: str) -> None:
@@ -450,6 +499,10 @@ async def bench(scale: Scale, *, workers: bool, quiet: bool, metrics_off: bool =
                 targets.append(await start_gateway(tmp, "no metrics", mock_port, env={"GATEWAY_METRICS": "off"}))
             if workers:
                 targets.append(await start_gateway(tmp, "2 workers", mock_port, workers=2))
+            if limited:
+                targets.append(await start_gateway(tmp, "limited", mock_port, key=LIMITS))
+            if tasks:
+                targets.append(await start_gateway(tmp, "10k tasks", mock_port, tasks=TASKS))
             procs.extend(t.proc for t in targets[2:])
             for t in targets:
                 await asyncio.to_thread(wait_port, t.port)
@@ -489,12 +542,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-workers", action="store_true", help="skip the 2-worker gateway")
     parser.add_argument("--no-quiet", action="store_true", help="skip the gateway with the access log off")
     parser.add_argument("--no-metrics-off", action="store_true", help="skip the gateway with metrics off")
+    parser.add_argument("--no-limited", action="store_true", help="skip the gateway with limits on the bench key")
+    parser.add_argument("--no-tasks", action="store_true", help="skip the gateway polling 10,000 tasks")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     raise_nofile()
     os.environ.setdefault("PYTHONHASHSEED", "0")
     summary = use_uvloop(bench(QUICK if args.quick else FULL, workers=not args.no_workers, quiet=not args.no_quiet,
-                                 metrics_off=not args.no_metrics_off))
+                                 metrics_off=not args.no_metrics_off, limited=not args.no_limited,
+                                 tasks=not args.no_tasks))
     if args.json is not None:
         args.json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     return 0

@@ -11,7 +11,7 @@ import yaml
 
 from config import ConfigError, interpolate, parse_config, sha256_hex
 from config.loader import unset_variables
-from providers import PROVIDERS
+from providers import CHANNEL_PROVIDERS
 
 GOOD = f"""
 listen: 127.0.0.1:9000
@@ -36,7 +36,7 @@ models:
 
 
 def load(text: str, **env: str):
-    return parse_config(text, env=env, providers=PROVIDERS)
+    return parse_config(text, env=env, providers=CHANNEL_PROVIDERS)
 
 
 def problems(text: str, **env: str) -> list[str]:
@@ -201,5 +201,5 @@ def test_client_headers_may_only_allow_vendor_billing_headers():
     raw = {"channels": [{"name": "c", "provider": "openai", "base_url": "http://x/v1", "api_keys": ["k"], "models": ["m"],
                          "client_headers": ["OpenAI-Project", "Authorization"]}]}
     with pytest.raises(ConfigError) as exc:
-        parse_config(yaml.safe_dump(raw), env={}, providers=PROVIDERS)
+        parse_config(yaml.safe_dump(raw), env={}, providers=CHANNEL_PROVIDERS)
     assert any(p.startswith("channels[0].client_headers[1]: 'Authorization' is not a vendor billing header") for p in exc.value.problems)

@@ -14,7 +14,7 @@ from config import load_config
 from gateway.app import create_app
 from gateway.relay.health import key_id
 from gateway.state import Runtime
-from providers import PROVIDERS
+from providers import CHANNEL_PROVIDERS
 from tests.conftest import channel
 from tests.fakevendor import Fault
 from tests.gateway.test_metrics import ADMIN, ADMIN_KEY, BODY, CLIENT, config, post, scrape, value
@@ -72,7 +72,7 @@ async def test_readyz_is_503_while_the_last_reload_failed(tmp_path: Path, vendor
     path = tmp_path / "gateway.yaml"
     raw = {"database": str(tmp_path / "usage.db"), **config(channel("main", vendor))}
     path.write_text(yaml.safe_dump(raw))
-    runtime = Runtime(load_config(path, providers=PROVIDERS).config, str(path))
+    runtime = Runtime(load_config(path, providers=CHANNEL_PROVIDERS).config, str(path))
     server = TestServer(create_app(runtime), host="127.0.0.1")
     await server.start_server()
     url = str(server.make_url("")).rstrip("/")

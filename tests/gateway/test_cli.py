@@ -139,11 +139,13 @@ def test_keys_list_and_usage_need_no_secrets(tmp_path: Path):
     assert listed.returncode == 0, listed.stderr
     app1, ops = orjson.loads(listed.stdout)
     assert app1 == {"name": "app1", "models": ["gpt-4o*"], "platforms": None, "tags": None, "rpm": 60, "tpm": None,
-                    "budget": 10.0, "spend": 3.0, "remaining": 7.0}
+                    "budget": 10.0, "budget_period": "total", "period_start": None, "period_end": None,
+                    "spend": 3.0, "remaining": 7.0}
     assert ops["name"] == "ops" and ops["platforms"] == ["openai"] and ops["spend"] == 0.0
     table = run("keys", "--config", str(cfg), env=env).stdout.splitlines()
-    assert table[0].split() == ["name", "models", "platforms", "tags", "rpm", "tpm", "budget", "spend", "remaining"]
-    assert table[1].split() == ["app1", "gpt-4o*", "*", "*", "60", "-", "10", "3", "7"]
+    assert table[0].split() == ["name", "models", "platforms", "tags", "rpm", "tpm", "budget", "budget_period", "spend",
+                                "remaining"]
+    assert table[1].split() == ["app1", "gpt-4o*", "*", "*", "60", "-", "10", "total", "3", "7"]
     assert "ops-secret" not in listed.stdout and hashlib.sha256(b"ops-secret").hexdigest() not in listed.stdout + "".join(table)
 
 

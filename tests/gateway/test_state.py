@@ -8,7 +8,7 @@ from config import load_config
 from gateway.relay.health import Health
 from gateway.relay.routing import plan
 from gateway.state import Runtime
-from providers import PROVIDERS
+from providers import CHANNEL_PROVIDERS
 
 CHANNEL = {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "api_keys": ["vk"], "models": ["gpt-*"]}
 
@@ -16,7 +16,7 @@ CHANNEL = {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "api_keys"
 def test_lookups_belong_to_the_config_they_were_made_from(tmp_path):
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump({"database": str(tmp_path / "u.db"), "channels": [{"name": "old", **CHANNEL}]}))
-    runtime = Runtime(load_config(str(path), providers=PROVIDERS).config, str(path))
+    runtime = Runtime(load_config(str(path), providers=CHANNEL_PROVIDERS).config, str(path))
     old = runtime.config
     assert runtime.lookups(old) is runtime.lookups(old)  # kept and reused
     assert [c.name for c in plan(runtime.lookups(old), Health(), None, "gpt-4o", None)] == ["old"]
@@ -41,7 +41,7 @@ def test_reload_says_which_channels_serve_and_the_hash_of_the_bytes_it_parsed(tm
         {"name": "b", "provider": "openai", "base_url": "http://127.0.0.1:9", "api_keys": ["${GW_TEST_UNSET_KEY}"], "models": ["m"]},
     ]}
     path.write_text(yaml.safe_dump(raw))
-    runtime = Runtime(load_config(path, providers=PROVIDERS).config, str(path))
+    runtime = Runtime(load_config(path, providers=CHANNEL_PROVIDERS).config, str(path))
     assert runtime.config_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     path.write_text(yaml.safe_dump(raw) + "\n# edited\n")
     with capture_logs() as logs:

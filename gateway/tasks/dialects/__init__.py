@@ -60,7 +60,6 @@ from gateway.tasks.dialects.services import (
     render_service_list,
     render_service_task,
     render_service_task_list,
-    service_error,
     service_ok,
 )
 from gateway.tasks.model import Task
@@ -121,6 +120,5 @@ __all__ = [
     "render_task",
     "render_task_list",
     "render_video_generation",
-    "service_error",
     "service_ok",
 ]

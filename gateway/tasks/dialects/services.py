@@ -58,26 +58,10 @@ STATUS_FILTER = {
     "completed": (SUCCEEDED,),
     "failed": (FAILED,),
 }
-_ERROR_CODES = {
-    400: "INVALID_PARAMS",
-    401: "UNAUTHORIZED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    413: "PAYLOAD_TOO_LARGE",
-    429: "RATE_LIMITED",
-    502: "UPSTREAM_ERROR",
-    503: "SERVICE_UNAVAILABLE",
-    504: "UPSTREAM_TIMEOUT",
-}
 
 
 def service_ok(data: Any) -> dict[str, Any]:
     return {"success": True, "data": data}
-
-
-def service_error(status: int, message: str, code: str | None = None) -> dict[str, Any]:
-    """An error in AI逢源's shape; `code` (any case) defaults to the one for the HTTP status."""
-    return {"success": False, "message": message, "code": (code or _ERROR_CODES.get(status, "SERVER_ERROR")).upper()}
 
 
 def render_service_list(services: Sequence[Service]) -> dict[str, Any]:

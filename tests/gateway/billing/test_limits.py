@@ -129,7 +129,7 @@ async def test_a_budget_is_not_overspent_by_parallel_requests(gateway_factory, v
     limiter = gw.server.app[SERVICES].limiter
     assert limiter is not None
     key = gw.runtime.config.keys[0]
-    balance = limiter.balance(key)
+    balance = await limiter.balance(key)
     assert balance.spent == pytest.approx(spent) and balance.reserved == 0 and balance.remaining == 0
 
 

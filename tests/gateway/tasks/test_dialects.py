@@ -16,6 +16,8 @@ from openai.pagination import SyncConversationCursorPage
 from openai.types import ImagesResponse, Video, VideoDeleteResponse
 
 from config.schema import Service
+from gateway.errors import SERVICE as SERVICE_PROTOCOL
+from gateway.errors import GatewayError
 from gateway.tasks.dialects import (
     LLMAGE,
     NEUTRAL,
@@ -51,7 +53,6 @@ from gateway.tasks.dialects import (
     render_task,
     render_task_list,
     render_video_generation,
-    service_error,
 )
 from gateway.tasks.dialects.generations import (
     AUDIO_FIELDS,
@@ -1193,13 +1194,13 @@ def test_service_invoke_errors(body: dict[str, Any], param: str, code: str, text
 
 
 def test_service_errors_and_list_query() -> None:
-    assert service_error(400, "Bad seed") == {"success": False, "message": "Bad seed", "code": "INVALID_PARAMS"}
-    assert service_error(404, "No task", "task_not_found") == {
+    assert GatewayError(400, "Bad seed").body(SERVICE_PROTOCOL) == {"success": False, "message": "Bad seed", "code": "INVALID_PARAMS"}
+    assert GatewayError(404, "No task", code="task_not_found").body(SERVICE_PROTOCOL) == {
         "success": False,
         "message": "No task",
         "code": "TASK_NOT_FOUND",
     }
-    assert service_error(500, "boom")["code"] == "SERVER_ERROR"
+    assert GatewayError(500, "boom").body(SERVICE_PROTOCOL)["code"] == "SERVER_ERROR"
     q = parse_task_list({})
     assert (q.page, q.limit, q.statuses) == (1, 20, ())
     q = parse_task_list({"page": "3", "limit": "50", "status": "pending,failed"})

@@ -1,0 +1,460 @@
+"""The rate limit and budget counters in Redis, shared by every replica of a gateway (`state.redis`).
+
+Each call is one Lua script, run atomically on Redis's clock (`TIME`): a request's admission checks and
+charges its key's rpm, tpm and budget in one round trip; its settle is one more, written in the
+background. Keys (P is `state.prefix`; the `{...}` part is the Redis Cluster hash tag, so all the keys
+of one client key, or of one channel, sit in one slot and one script may touch them all):
+
+    P:{k:NAME}:rpm             hash: second -> requests admitted in it (a sliding minute of 61 buckets,
+    P:{k:NAME}:tpm             hash: second -> tokens charged in it      as gateway.billing.window)
+    P:{k:NAME}:spent:PERIOD    hash: spent (cost settled in the budget period), ready (filled from the DB)
+    P:{k:NAME}:resv            zset: "<id>|<amount>" of each request in flight, scored by when it lapses
+    P:{k:NAME}:resv:sum        string: the amounts in resv
+    P:{k:NAME}:held            string: what unfinished async tasks hold
+    P:{c:CHANNEL}:rpm, :tpm    a channel's own rpm/tpm windows
+
+No job resets anything: window buckets leave the minute (and the hash expires 62 s after its last
+write), a new budget period is a new key (expiring a day after the period ends), and a reservation not
+settled within `state.reservation_ttl_s` (default 10 minutes: longer than any request) is dropped by the
+next script that reads the set, so a replica that dies with requests in flight holds nothing for long.
+
+A period's spend without `ready` (Redis flushed or restarted, or a new period) is not trusted: admit
+answers "refill" and the limiter fills it from the database (`fill`). Settles add with HINCRBYFLOAT
+whether or not the period is ready, and `fill` adds the database's sum to what they added (guarded by
+HSETNX on `ready`, so of replicas racing to refill only the first adds): no settle is lost; one that
+lands between a flush and the refill, and whose row the database already had, counts twice, which errs
+on the side of the budget. Task holds are set from the database at the same moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import secrets
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
+
+from gateway.billing.counters import Grant, Standing
+from gateway.billing.limiter import period_end
+
+log = structlog.get_logger("gateway.billing")
+
+TIMEOUT_S = 0.5  # connect and each reply: a dead Redis costs a request this much at most, once a second
+MAX_CONNECTIONS = 64  # per process; a request waits (up to TIMEOUT_S) for one when all are busy
+BATCH = 512  # background writes sent in one pipeline
+
+# -- the scripts -----------------------------------------------------------------------------------
+
+_COMMON = """
+local W = 61
+local function clock()
+  local t = redis.call('TIME')
+  local s = tonumber(t[1])
+  return s, s + tonumber(t[2]) / 1000000
+end
+
+-- The buckets of the minute ending in second now_s and their total; older buckets are dropped.
+local function window(key, now_s)
+  local flat = redis.call('HGETALL', key)
+  local total, buckets, old = 0, {}, {}
+  for i = 1, #flat, 2 do
+    local s = tonumber(flat[i])
+    if s <= now_s - W then
+      old[#old + 1] = flat[i]
+    else
+      local v = tonumber(flat[i + 1])
+      buckets[s] = v
+      total = total + v
+    end
+  end
+  if #old > 0 then redis.call('HDEL', key, unpack(old)) end
+  return total, buckets
+end
+
+-- Seconds until `amount` more fits under `limit`: 0 now, math.huge never (gateway.billing.window.wait).
+local function wait(total, buckets, now, now_s, amount, limit)
+  if amount > limit then return math.huge end
+  local excess = total + amount - limit
+  if excess <= 0 then return 0 end
+  for s = now_s - W + 1, now_s do
+    excess = excess - (buckets[s] or 0)
+    if excess <= 0 then return s + W - now end
+  end
+  return W - (now - now_s)
+end
+
+local function reset_in(total, buckets, now, now_s)
+  if total <= 0 then return 0 end
+  for s = now_s, now_s - W + 1, -1 do
+    if (buckets[s] or 0) > 0 then return s + W - now end
+  end
+  return 0
+end
+
+-- What the reservations still in time add up to; the lapsed ones leave the set and its sum.
+local function reserved(zkey, skey, now_ms)
+  local sum = tonumber(redis.call('GET', skey) or '0')
+  local gone = redis.call('ZRANGEBYSCORE', zkey, '-inf', now_ms)
+  if #gone > 0 then
+    for _, m in ipairs(gone) do sum = sum - tonumber(string.match(m, '|(.*)$')) end
+    redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now_ms)
+    if sum < 0 or redis.call('ZCARD', zkey) == 0 then sum = 0 end
+    redis.call('SET', skey, sum, 'KEEPTTL')
+  end
+  return sum
+end
+
+local function spend(key, cost, expire_at)
+  if tonumber(cost) ~= 0 then
+    redis.call('HINCRBYFLOAT', key, 'spent', cost)
+    if expire_at ~= '0' then redis.call('EXPIREAT', key, expire_at) end
+  end
+end
+"""
+
+# KEYS rpm, tpm, spent, resv, resv:sum, held. ARGV rpm, tpm, tokens, budget ('' where none), reserve,
+# reservation member, its ttl in ms. -> status (ok | requests | tokens | budget | refill), retry_after
+# (-1: never), requests left, requests reset, tokens left, tokens reset ('' where no limit), second.
+ADMIT = _COMMON + """
+local now_s, now = clock()
+local rpm, tpm, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local tokens, reserve = tonumber(ARGV[3]), tonumber(ARGV[5])
+local now_ms = math.floor(now * 1000)
+local limit, retry = false, 0
+if budget then
+  local b = redis.call('HMGET', KEYS[3], 'ready', 'spent')
+  if not b[1] then return {'refill', '0', '', '0', '', '0', now_s} end
+  local used = tonumber(b[2] or '0') + reserved(KEYS[4], KEYS[5], now_ms) + tonumber(redis.call('GET', KEYS[6]) or '0')
+  if used >= budget then limit = 'budget' end
+end
+local rt, rb, tt, tb
+if rpm then
+  rt, rb = window(KEYS[1], now_s)
+  local w = wait(rt, rb, now, now_s, 1, rpm)
+  if w > retry then retry = w; limit = limit or 'requests' end
+end
+if tpm then
+  tt, tb = window(KEYS[2], now_s)
+  local w = wait(tt, tb, now, now_s, tokens, tpm)
+  if w > retry then retry = w; limit = limit or 'tokens' end
+end
+if not limit then
+  if rpm then
+    redis.call('HINCRBY', KEYS[1], now_s, 1)
+    redis.call('EXPIRE', KEYS[1], W + 1)
+    rt = rt + 1
+    rb[now_s] = (rb[now_s] or 0) + 1
+  end
+  if tpm and tokens ~= 0 then
+    redis.call('HINCRBYFLOAT', KEYS[2], now_s, ARGV[3])
+    redis.call('EXPIRE', KEYS[2], W + 1)
+    tt = tt + tokens
+    tb[now_s] = (tb[now_s] or 0) + tokens
+  end
+  if budget and reserve > 0 then
+    local ttl = tonumber(ARGV[7])
+    redis.call('ZADD', KEYS[4], now_ms + ttl, ARGV[6])
+    redis.call('INCRBYFLOAT', KEYS[5], ARGV[5])
+    redis.call('PEXPIRE', KEYS[4], ttl + 1000)
+    redis.call('PEXPIRE', KEYS[5], ttl + 1000)
+  end
+end
+local out = {limit or 'ok', retry == math.huge and '-1' or tostring(retry), '', '0', '', '0', now_s}
+if rpm then out[3] = tostring(math.max(rpm - rt, 0)); out[4] = tostring(reset_in(rt, rb, now, now_s)) end
+if tpm then out[5] = tostring(math.max(tpm - tt, 0)); out[6] = tostring(reset_in(tt, tb, now, now_s)) end
+return out
+"""
+
+# KEYS tpm, spent, resv, resv:sum. ARGV second admitted, token correction, reservation member ('' none),
+# cost, when the period's key expires (0: never).
+SETTLE = _COMMON + """
+local now_s = clock()
+local second, delta = tonumber(ARGV[1]), tonumber(ARGV[2])
+if delta ~= 0 and second <= now_s and now_s - second < W then
+  local v = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+  if delta < -v then delta = -v end
+  if delta ~= 0 then
+    redis.call('HINCRBYFLOAT', KEYS[1], ARGV[1], delta)
+    redis.call('EXPIRE', KEYS[1], W + 1)
+  end
+end
+if ARGV[3] ~= '' and redis.call('ZREM', KEYS[3], ARGV[3]) == 1 then
+  local sum = tonumber(redis.call('GET', KEYS[4]) or '0') - tonumber(string.match(ARGV[3], '|(.*)$'))
+  if sum < 0 or redis.call('ZCARD', KEYS[3]) == 0 then sum = 0 end
+  redis.call('SET', KEYS[4], sum, 'KEEPTTL')
+end
+spend(KEYS[2], ARGV[4], ARGV[5])
+return 1
+"""
+
+# KEYS spent, held. ARGV the database's spend, its holds ('' keep), expiry. -> 1 filled, 0 already ready.
+FILL = _COMMON + """
+if redis.call('HSETNX', KEYS[1], 'ready', '1') == 0 then return 0 end
+spend(KEYS[1], ARGV[1], ARGV[3])
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
+return 1
+"""
+
+# KEYS held. ARGV amount (negative: released).
+HOLD = """
+local held = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(ARGV[1])
+if held < 0 then held = 0 end
+redis.call('SET', KEYS[1], held)
+return 1
+"""
+
+# KEYS held, spent. ARGV amount released, cost, expiry.
+RELEASE = _COMMON + """
+local held = tonumber(redis.call('GET', KEYS[1]) or '0') - tonumber(ARGV[1])
+if held < 0 then held = 0 end
+redis.call('SET', KEYS[1], held)
+spend(KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+# KEYS spent. ARGV cost, expiry. Spend settled on this machine while Redis was out of reach: added
+# only to a period Redis still knows (one it lost is refilled from the database, which has it).
+REPLAY = _COMMON + """
+if redis.call('HEXISTS', KEYS[1], 'ready') == 0 then return 0 end
+spend(KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS rpm, tpm, spent, resv, resv:sum, held. -> requests, their reset, tokens, their reset, spent,
+# reserved, ready (1/0).
+STANDING = _COMMON + """
+local now_s, now = clock()
+local rt, rb = window(KEYS[1], now_s)
+local tt, tb = window(KEYS[2], now_s)
+local b = redis.call('HMGET', KEYS[3], 'ready', 'spent')
+local r = reserved(KEYS[4], KEYS[5], math.floor(now * 1000)) + tonumber(redis.call('GET', KEYS[6]) or '0')
+return {tostring(rt), tostring(reset_in(rt, rb, now, now_s)), tostring(tt), tostring(reset_in(tt, tb, now, now_s)),
+        b[2] or '0', tostring(r), b[1] and 1 or 0}
+"""
+
+
+def connect(url: str) -> Redis:
+    """A client that gives up fast: one try, TIMEOUT_S to connect and for each reply (the caller falls
+    back), and a new connection on the next call once Redis is back."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=TIMEOUT_S,
+        socket_timeout=TIMEOUT_S,
+        socket_connect_timeout=TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
+
+
+@dataclass(slots=True)
+class Write:
+    """A change queued for the background writer, with what it means should Redis not take it."""
+
+    script: AsyncScript
+    keys: list[str]
+    args: list[str | int | float]
+    name: str  # the client key it changes
+    period: int
+    cost: float = 0.0  # spend it adds
+    held: float = 0.0  # change to the task holds
+    replay: bool = False  # spend this machine counted alone during an outage
+
+
+class RedisCounters:
+    """The `CounterStore` calls on Redis. Errors (Redis unreachable, slow) propagate: the policy for
+    them is gateway.billing.failover's; `on_write_failed` hears of background writes that failed."""
+
+    def __init__(self, redis: Redis, *, prefix: str = "gw", reservation_ttl_s: float = 600.0) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.ttl_ms = max(int(reservation_ttl_s * 1000), 1)
+        self._admit = redis.register_script(ADMIT)
+        self._settle = redis.register_script(SETTLE)
+        self._fill = redis.register_script(FILL)
+        self._hold = redis.register_script(HOLD)
+        self._release = redis.register_script(RELEASE)
+        self._replay = redis.register_script(REPLAY)
+        self._standing = redis.register_script(STANDING)
+        self._bases: dict[str, str] = {}
+        self._ids = f"{secrets.token_hex(5)}."  # this process's reservations: <ids><n>
+        self._n = itertools.count(1)
+        self._writes: deque[Write] = deque()
+        self._wake = asyncio.Event()
+        self._sending = asyncio.Lock()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self.on_write_failed: Callable[[list[Write], BaseException], None] | None = None
+
+    def base(self, name: str, kind: str = "k") -> str:
+        """`P:{k:NAME}`: what every key of a client key (kind k) or channel (kind c) starts with."""
+        ident = f"{kind}:{name}"
+        base = self._bases.get(ident)
+        if base is None:
+            base = self._bases[ident] = f"{self.prefix}:{{{ident}}}"
+        return base
+
+    # -- calls that decide ---------------------------------------------------------------------
+
+    async def admit(
+        self,
+        name: str,
+        now: float,
+        *,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: float,
+        budget: float | None = None,
+        period: int = 0,
+        reserve: float = 0.0,
+    ) -> Grant:
+        b = self.base(name)
+        member = f"{self._ids}{next(self._n):x}|{reserve!r}" if budget is not None and reserve > 0 else ""
+        reply = await self._admit(
+            keys=[f"{b}:rpm", f"{b}:tpm", f"{b}:spent:{period}", f"{b}:resv", f"{b}:resv:sum", f"{b}:held"],
+            args=[_opt(rpm), _opt(tpm), tokens, _opt(budget), reserve, member, self.ttl_ms],
+        )
+        return _grant(reply, member or "-")
+
+    async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:
+        b = self.base(name, "c")
+        reply = await self._admit(keys=[f"{b}:rpm", f"{b}:tpm"], args=[_opt(rpm), _opt(tpm), tokens, "", 0, "", 0])
+        return _grant(reply, "-")
+
+    async def standing(self, name: str, now: float, period: int) -> Standing:
+        b = self.base(name)
+        keys = [f"{b}:rpm", f"{b}:tpm", f"{b}:spent:{period}", f"{b}:resv", f"{b}:resv:sum", f"{b}:held"]
+        requests, requests_reset, tokens, tokens_reset, spent, reserved, ready = await self._standing(keys=keys)
+        return Standing(
+            requests=float(requests), requests_reset=float(requests_reset), tokens=float(tokens),
+            tokens_reset=float(tokens_reset), spent=float(spent), reserved=float(reserved), ready=bool(ready),
+        )  # fmt: skip
+
+    async def set_budget(self, name: str, period: int, spent: float, held: float | None = None) -> None:
+        """Fill `period`'s spend (and the task holds) from the database, unless another replica has."""
+        b = self.base(name)
+        await self._fill(keys=[f"{b}:spent:{period}", f"{b}:held"], args=[spent, "" if held is None else held, _expiry(period)])
+
+    # -- calls that record, written in the background --------------------------------------------
+
+    def settle(
+        self,
+        name: str,
+        now: float,
+        *,
+        second: int,
+        tokens: float = 0.0,
+        reserve: float = 0.0,
+        cost: float = 0.0,
+        period: int = 0,
+        claim: str = "",
+    ) -> None:
+        member = claim if claim != "-" else ""
+        if not (tokens or member or cost):
+            return
+        b = self.base(name)
+        self.write(Write(
+            self._settle, [f"{b}:tpm", f"{b}:spent:{period}", f"{b}:resv", f"{b}:resv:sum"],
+            [second, tokens, member, cost, _expiry(period)], name, period, cost=cost,
+        ))  # fmt: skip
+
+    def hold(self, name: str, amount: float) -> None:
+        self.write(Write(self._hold, [f"{self.base(name)}:held"], [amount], name, 0, held=amount))
+
+    def release(self, name: str, amount: float, cost: float, period: int) -> None:
+        b = self.base(name)
+        self.write(Write(self._release, [f"{b}:held", f"{b}:spent:{period}"], [amount, cost, _expiry(period)], name,
+                         period, cost=cost, held=-amount))  # fmt: skip
+
+    def replay(self, owed: dict[tuple[str, int], float]) -> None:
+        for (name, period), cost in owed.items():
+            self.write(Write(self._replay, [f"{self.base(name)}:spent:{period}"], [cost, _expiry(period)], name, period,
+                             cost=cost, replay=True))  # fmt: skip
+
+    def write(self, change: Write) -> None:
+        """Queue `change`; one task writes the queue in order, in pipelines (no task per call)."""
+        self._writes.append(change)
+        if self._writer is None and not self._closing:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+            if self._closing:
+                return
+
+    async def flush(self) -> None:
+        """Send what is queued (once a batch already on its way has its answer); what Redis does not
+        take goes to `on_write_failed`. A write whose connection broke after it was sent counts as not
+        taken, although Redis may have run it: a settle may then count twice, never not at all."""
+        async with self._sending:
+            while self._writes:
+                batch = [self._writes.popleft() for _ in range(min(len(self._writes), BATCH))]
+                try:
+                    await self._send(batch)
+                except (TimeoutError, RedisError, OSError) as exc:
+                    if self.on_write_failed is not None:
+                        self.on_write_failed(batch, exc)
+
+    async def _send(self, batch: Sequence[Write]) -> None:
+        results = await self._pipeline(batch)
+        missing = [w for w, r in zip(batch, results, strict=True) if isinstance(r, NoScriptError)]
+        if missing:  # the scripts were flushed (SCRIPT FLUSH, a restarted Redis): load them, send those again
+            for script in {id(w.script): w.script for w in missing}.values():
+                await self.redis.script_load(script.script)
+            batch, results = missing, await self._pipeline(missing)
+        for w, r in zip(batch, results, strict=True):
+            if isinstance(r, Exception):
+                log.error("state_write_refused", key_name=w.name, error=str(r)[:300])
+
+    async def _pipeline(self, batch: Sequence[Write]) -> list[object]:
+        pipe = self.redis.pipeline(transaction=False)
+        for w in batch:
+            pipe.evalsha(w.script.sha, len(w.keys), *w.keys, *w.args)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def aclose(self) -> None:
+        """Write what is queued (the client is its opener's to close)."""
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+        await self.flush()
+
+
+def _opt(value: float | None) -> float | str:
+    return "" if value is None else value
+
+
+def _expiry(period: int) -> int:
+    """When a period's spend key may go: a day after the period ends (0: a total budget's, never)."""
+    end = period_end(period)
+    return 0 if end is None else int(end) + 86400
+
+
+def _grant(reply: list[bytes | int], claim: str) -> Grant:
+    status, retry, requests_left, requests_reset, tokens_left, tokens_reset, second = reply
+    limit = None if status == b"ok" else bytes(status).decode()
+    retry_after = float(retry)
+    return Grant(
+        limit,
+        retry_after=math.inf if retry_after < 0 else retry_after,
+        requests_left=float(requests_left) if requests_left != b"" else None,
+        requests_reset=float(requests_reset),
+        tokens_left=float(tokens_left) if tokens_left != b"" else None,
+        tokens_reset=float(tokens_reset),
+        second=int(second),
+        claim=claim,
+    )

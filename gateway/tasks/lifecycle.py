@@ -1,0 +1,62 @@
+"""The task layer's life in one process: the store opened with the app (retried while the database
+cannot be opened, the rest of the gateway serving meanwhile), the engine, and the poller in one
+process only (worker 0 with `workers: N`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+
+from gateway.logs import worker_index
+from gateway.state import Services
+from gateway.tasks.engine import TaskEngine
+from gateway.tasks.poller import Poller
+from gateway.tasks.store import SqliteTaskStore, TaskStore
+
+log = structlog.get_logger("gateway.tasks")
+
+RETRY_OPEN_S = 5.0
+
+
+@contextlib.asynccontextmanager
+async def running(services: Services) -> AsyncIterator[None]:
+    store = SqliteTaskStore(services.runtime.config.database)
+    retry: asyncio.Task[None] | None = None
+    if not await _open(services, store):
+        retry = asyncio.create_task(_keep_opening(services, store), name="task-store-open")
+    try:
+        yield
+    finally:
+        if retry is not None:
+            retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retry
+        if services.poller is not None:
+            await services.poller.stop()
+            services.poller = None
+        services.tasks = None
+        await store.close()
+
+
+async def _open(services: Services, store: TaskStore) -> bool:
+    try:
+        await store.start()
+    except Exception as exc:  # the database cannot be opened: tasks answer 503 until it can
+        log.error("task_store_unavailable", error=f"{type(exc).__name__}: {exc}", retry_in_s=RETRY_OPEN_S)
+        return False
+    services.tasks = TaskEngine(store, services)
+    if worker_index() == 0:
+        services.poller = Poller(services.tasks)
+        services.poller.start()
+    return True
+
+
+async def _keep_opening(services: Services, store: TaskStore) -> None:
+    while True:
+        await asyncio.sleep(RETRY_OPEN_S)
+        if await _open(services, store):
+            log.info("task_store_opened")
+            return
