@@ -21,6 +21,7 @@ import yaml
 
 from config.schema import (
     BILLING_HEADERS,
+    DATABASE_SCHEMES,
     ON_REDIS_ERROR,
     STATE_SCHEMES,
     AdminKey,
@@ -303,6 +304,9 @@ class _Validator:
             return None
         listen = self.opt(top, "listen", "", self.listen, Listen("127.0.0.1", 8080))
         database = self.opt(top, "database", "", self.string, "data/gateway.db")
+        if "://" in database and not database.startswith(DATABASE_SCHEMES):
+            # Never echo the URL: it may carry a password.
+            self.fail("database", "must be a SQLite file path or a PostgreSQL URL (postgresql://...)")
         spool = self.opt(top, "spool", "", self.string, None)
         log = self.opt(top, "log", "", self.log, LogConfig())
         limits = self.opt(top, "limits", "", self.limits, Limits())

@@ -259,10 +259,13 @@ class ModelInfo:
     price: Price | None = None
 
 
+DATABASE_SCHEMES = ("postgresql://", "postgres://")  # `database:` as a URL: PostgreSQL; else a SQLite path
+
+
 @dataclass(frozen=True)
 class Config:
     listen: Listen
-    database: str
+    database: str = field(repr=False)  # a SQLite path, or a PostgreSQL URL that may carry a password
     spool: str | None = None  # where rows the database cannot take wait; default: beside the database
     log: LogConfig = LogConfig()
     limits: Limits = Limits()
@@ -281,8 +284,28 @@ class Config:
     sha256: str | None = None  # of the file's bytes as they were parsed; None when not read from a file
 
     @property
+    def database_is_url(self) -> bool:
+        """`database` names a PostgreSQL server, not a SQLite file."""
+        return self.database.startswith(DATABASE_SCHEMES)
+
+    @property
+    def data_dir(self) -> str:
+        """Where the gateway keeps files of its own (the counters, stored task results): the SQLite
+        database's folder; with PostgreSQL, the spool's folder when `spool` is set, else ./data."""
+        if not self.database_is_url:
+            return str(Path(self.database).parent)
+        return str(Path(self.spool).parent) if self.spool else "data"
+
+    def local_file(self, suffix: str) -> str:
+        """A file of the gateway's own named after the database: data/gateway.counters beside
+        data/gateway.db; <data_dir>/gateway<suffix> with PostgreSQL."""
+        if not self.database_is_url:
+            return str(Path(self.database).with_suffix(suffix))
+        return str(Path(self.data_dir) / f"gateway{suffix}")
+
+    @property
     def spool_path(self) -> str:
-        return self.spool or str(Path(self.database).with_suffix(".spool.jsonl"))
+        return self.spool or self.local_file(".spool.jsonl")
 
     @cached_property
     def platforms(self) -> frozenset[str]:

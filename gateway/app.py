@@ -19,8 +19,8 @@ from gateway.billing import startup
 from gateway.errors import HTTPLayerLog
 from gateway.http import memory, paths, upstream
 from gateway.http.drain import Drain
+from gateway.ledger import backends
 from gateway.ledger.sink import UsageSink
-from gateway.ledger.usage import UsageWriter
 from gateway.logs import worker_index
 from gateway.ops import metrics as ops_metrics
 from gateway.ops import routes as ops_routes
@@ -50,7 +50,7 @@ def create_app(
         # HTTP layer logs what it cannot parse as one line, not a traceback.
         handler_args={"logger": HTTPLayerLog(), "max_line_size": MAX_HEADER_FIELD, "max_field_size": MAX_HEADER_FIELD},
     )
-    services = app[SERVICES] = Services(runtime, usage or UsageWriter(runtime.config.database, spool_path=runtime.config.spool_path), Drain())
+    services = app[SERVICES] = Services(runtime, usage or backends.usage_sink(runtime.config), Drain())
     services.metrics = ops_metrics.Metrics() if ops_metrics.enabled() else None
     app.on_shutdown.append(_begin_drain)
     # The upstream client first: when the lean path was forced and cannot be taken, nothing else is open yet.
@@ -160,9 +160,14 @@ async def _begin_drain(app: web.Application) -> None:
 
 
 async def _usage_ctx(app: web.Application) -> AsyncIterator[None]:
-    writer = app[SERVICES].usage
+    """The usage writer, and the reader the key holders' views use (`database:` changes apply at a restart)."""
+    services = app[SERVICES]
+    writer = services.usage
     await writer.start()
+    services.reader = backends.usage_reader(services.runtime.config.database, pooled=True)
     yield
+    reader, services.reader = services.reader, None
+    await reader.close()
     await writer.close()
 
 
@@ -172,14 +177,16 @@ async def _limits_ctx(app: web.Application) -> AsyncIterator[None]:
     held = services.tasks.store.reserved_by_key if services.tasks is not None else None
     limiter = await startup.open_limiter(runtime.config, fresh=False, worker=worker_index(), held=held)
     url = runtime.config.state.redis  # `state:` changes apply at a restart
+    metrics = services.metrics
     client = None
     if url:  # several replicas: Redis first, the counters file as its fallback
         from gateway.billing.redis_counters import connect  # redis is an optional extra
 
         client = connect(url)
-        metrics = services.metrics
         limiter = startup.share(limiter, client, lambda: runtime.config, count=metrics.state_fallback if metrics else None)
     services.limiter = limiter
+    if metrics is not None:
+        limiter.refused = metrics.limited
     hook = startup.refill_on_reload(limiter, runtime.config)
     runtime.on_reload.append(hook)
     yield

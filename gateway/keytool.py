@@ -4,6 +4,7 @@ list the keys with their limits and spend, hash a key for `key_sha256:`, make a 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import secrets
 import sqlite3
@@ -118,8 +119,15 @@ def _cell(value: Any, *, all_if_none: bool) -> str:
 def _spend(database: str, since: dict[str, float | None]) -> dict[str, float] | None:
     """Each key's cost in its current budget period (`since`: when the period began; None: ever);
     None when there is no database to read."""
+    from gateway.ledger.backends import is_postgres, masked, redact, usage_reader
     from gateway.ledger.reader import SqliteUsageReader
 
+    if is_postgres(database):
+        try:
+            return asyncio.run(usage_reader(database).spent_by_key(since))
+        except Exception as exc:  # unreachable, refused: the list still shows the limits
+            print(f"{masked(database)}: spend not read: {redact(f'{type(exc).__name__}: {exc}', database)}", file=sys.stderr)
+            return None
     if not Path(database).exists():
         return None
     try:

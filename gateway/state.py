@@ -16,6 +16,7 @@ from gateway.http.answer import AnswerFactory, public_answer
 from gateway.http.drain import Drain
 from gateway.http.guard import ConnectionGuard
 from gateway.http.upstream import Upstream
+from gateway.ledger.reader import UsageReader
 from gateway.ledger.refused import RefusedCap
 from gateway.ledger.sink import UsageSink
 from gateway.ops.metrics import Metrics
@@ -132,6 +133,7 @@ class Services:
     answer: AnswerFactory = public_answer  # the answer writer chosen with it
     metrics: Metrics | None = None  # None when metrics are off (GATEWAY_METRICS=off)
     limiter: Limiter | None = None  # opened when the app starts (gateway.billing.startup)
+    reader: UsageReader | None = None  # the usage table read back (gateway.api.account), opened with `usage`
     tasks: TaskEngine | None = None  # async generation (gateway.tasks), opened when the app starts
     poller: Poller | None = None  # in one process only (worker 0): polls tasks and delivers callbacks
     streams: int = 0  # streamed answers being relayed now (gateway.relay.pump)

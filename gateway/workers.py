@@ -137,18 +137,19 @@ def _become_worker(parent: int) -> None:
 
 
 def prepare_database(config: Config) -> None:
-    """Create or migrate the usage table and replay any spool once, before workers open the file."""
+    """Create or migrate the usage table and replay any spool once, before workers open the database
+    (the SQLite file, or PostgreSQL: gateway.ledger.backends)."""
     from gateway.billing.startup import close_limiter, open_limiter
-    from gateway.ledger.usage import UsageWriter
-    from gateway.tasks.store import SqliteTaskStore
+    from gateway.ledger.backends import usage_sink
+    from gateway.tasks.backends import task_store
 
     async def ready() -> None:
-        writer = UsageWriter(config.database, spool_path=config.spool_path)
+        writer = usage_sink(config)
         await writer.start()
         await writer.close()
         # The counters every worker shares, with spend rebuilt from the rows just readied and the holds
         # of unfinished tasks.
-        store = SqliteTaskStore(config.database)
+        store = task_store(config.database)
         await store.start()
         try:
             close_limiter(await open_limiter(config, fresh=True, held=store.reserved_by_key))

@@ -16,6 +16,8 @@ FORBIDDEN = {
     "gateway.ledger": ("gateway.api", "gateway.relay", "gateway.http", "gateway.state", "gateway.context"),
     "gateway.relay": ("gateway.api", "gateway.app", "gateway.server", "gateway.ops"),
     "gateway.ops": ("gateway.app", "gateway.server"),
+    "gateway.billing": ("gateway.api", "gateway.relay", "gateway.tasks", "gateway.app", "gateway.server", "gateway.context"),
+    "gateway.tasks": ("gateway.api", "gateway.app", "gateway.server", "gateway.context"),
     "providers": ("gateway",),
     "config": ("gateway", "providers"),
 }

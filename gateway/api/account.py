@@ -35,7 +35,8 @@ from gateway.billing.limiter import Balance, period_bounds
 from gateway.billing.pricing import Quantities, cost, per_second_price, quantities
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
-from gateway.ledger.reader import DAY, RowQuery, SqliteUsageReader
+from gateway.ledger.backends import usage_reader
+from gateway.ledger.reader import DAY, RowQuery, UsageReader
 from gateway.relay.routing import check_platform, request_tags
 
 SUBSCRIPTION = "dashboard/billing/subscription"
@@ -110,8 +111,9 @@ def holder(request: web.Request, ctx: RequestContext, endpoint: str) -> ClientKe
     return key
 
 
-def _reader(ctx: RequestContext) -> SqliteUsageReader:
-    return SqliteUsageReader(ctx.config.database)
+def _reader(ctx: RequestContext) -> UsageReader:
+    """The app's reader of the configured database (SQLite or PostgreSQL), opened with the app."""
+    return ctx.services.reader or usage_reader(ctx.config.database)
 
 
 def _name(key: ClientKey | None) -> str | None:

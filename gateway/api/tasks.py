@@ -104,8 +104,6 @@ async def create(
     if key.limited and limiter is not None:
         ctx.ticket = await limiter.admit(key, tokens=0, reserve=task.reserved)
     task = await engine.submit(ctx.config, key, channels, sub.request, task=task, remix_of=remix_of)
-    if limiter is not None and key.budget is not None:
-        limiter.hold(key, task.reserved)
     ctx.task_id, ctx.channel, ctx.upstream_model, ctx.attempts = task.id, task.channel, task.upstream_model, 1
     poller = ctx.services.poller
     if poller is not None:

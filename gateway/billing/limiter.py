@@ -117,6 +117,7 @@ class Limiter:
         self.clock = time.time  # tests move it
         self.spend_reader, self.held_reader = spend, held
         self._filling: dict[tuple[str, int], asyncio.Task[None]] = {}  # refills under way, one per key and period
+        self.refused: Callable[[str], None] | None = None  # told each refusal's limit: requests | tokens | budget | channel
 
     async def admit(self, key: ClientKey, *, tokens: int, reserve: float, now: float | None = None) -> Ticket:
         """Admit one request of `key` (which has a limit), or raise its 429."""
@@ -134,6 +135,8 @@ class Limiter:
             raise GatewayError(503, "The gateway could not rebuild this key's spend; try again shortly.", headers={"Retry-After": "1"})
         headers = rate_headers(key, grant)
         if grant.limit is not None:
+            if self.refused is not None:
+                self.refused(grant.limit)
             raise self._refusal(key, grant, headers, tokens, now)
         return Ticket(key.name, grant.second, tokens, reserve, period, headers, grant.claim)
 
@@ -200,7 +203,16 @@ class Limiter:
         if task is None:
             task = self._filling[(key.name, period)] = asyncio.get_running_loop().create_task(self._fill(key, period, now))
             task.add_done_callback(lambda _: self._filling.pop((key.name, period), None))
-        await asyncio.shield(task)  # a waiter that leaves does not cancel the others' refill
+        try:
+            await asyncio.shield(task)  # a waiter that leaves does not cancel the others' refill
+        except GatewayError:
+            raise
+        except Exception as exc:
+            log.error("budget_refill_failed", key_name=key.name, error=str(exc)[:300])
+            raise GatewayError(
+                503, "The gateway could not read this key's spend from its database; try again shortly.",
+                headers={"Retry-After": "1"},
+            ) from exc  # fmt: skip
 
     async def _fill(self, key: ClientKey, period: int, now: float) -> None:
         spent = await self.spend_reader(key, now) if self.spend_reader is not None else 0.0

@@ -24,7 +24,7 @@ from config import ClientKey, Config
 from gateway.billing.counters import LocalCounters
 from gateway.billing.limiter import HeldReader, Limiter, SpendReader, period_bounds
 from gateway.billing.store import LocalStore
-from gateway.ledger.reader import SqliteUsageReader
+from gateway.ledger.backends import usage_reader
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -34,14 +34,15 @@ if TYPE_CHECKING:
 log = structlog.get_logger("gateway.billing")
 
 
-def counters_path(database: str) -> Path:
-    return Path(database).with_suffix(".counters")
+def counters_path(config: Config) -> Path:
+    """Beside a SQLite database (data/gateway.counters); in `config.data_dir` with PostgreSQL."""
+    return Path(config.local_file(".counters"))
 
 
 async def open_limiter(config: Config, *, fresh: bool, worker: int = 0, held: HeldReader | None = None) -> Limiter:
     """The limiter over `config`'s counters file: made and filled from the database when `fresh` (or
     missing), else attached to as it is."""
-    path = counters_path(config.database)
+    path = counters_path(config)
     spend = spend_reader(config.database)
     if fresh or not path.exists():
         limiter = Limiter(LocalStore(LocalCounters.create(path, worker=worker)), spend=spend, held=held)
@@ -51,8 +52,8 @@ async def open_limiter(config: Config, *, fresh: bool, worker: int = 0, held: He
 
 
 def spend_reader(database: str) -> SpendReader:
-    """One key's spend in its current budget period, from the usage table."""
-    reader = SqliteUsageReader(database)
+    """One key's spend in its current budget period, from the usage table (SQLite or PostgreSQL)."""
+    reader = usage_reader(database)
 
     async def spent(key: ClientKey, now: float) -> float:
         start = period_bounds(key.budget_period, now)[0]
@@ -101,7 +102,7 @@ async def refill(
     budgeted = {k.name: period_bounds(k.budget_period, now)[0] for k in keys if k.budget is not None}
     if not budgeted:
         return
-    spent = await SqliteUsageReader(config.database).spent_by_key(budgeted)
+    spent = await usage_reader(config.database).spent_by_key(budgeted)
     holds = await held() if held is not None else None
     await limiter.rebuild(config, spent, holds, now=now, only=frozenset(budgeted))
     log.info(

@@ -6,17 +6,21 @@ disk was full)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import calendar
 import csv
 import sqlite3
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from config import Config
+from gateway.ledger.backends import is_postgres
 from gateway.ledger.sink import COLUMNS, UsageRow
 from gateway.ledger.usage import SCHEMA, insert_once
 
@@ -82,36 +86,39 @@ def moment(text: str) -> Moment:
 def report(config: Config, args: argparse.Namespace) -> int:
     if args.replay_log:
         return replay_log(config, args.replay_log)
-    if not Path(config.database).exists():
-        print(f"{config.database}: no usage database yet", file=sys.stderr)
-        return 1
-    where, params = [], []
+    conditions: list[tuple[str, str, object]] = []  # column, operator, value
     now = time.time()
     if args.since is not None:
-        where.append("ts >= ?")
-        params.append(args.since.at(now, end=False))
+        conditions.append(("ts", ">=", args.since.at(now, end=False)))
     if args.until is not None:
-        where.append("ts < ?")
-        params.append(args.until.at(now, end=True))
+        conditions.append(("ts", "<", args.until.at(now, end=True)))
     if args.key:
-        where.append("key_name = ?")
-        params.append(args.key)
+        conditions.append(("key_name", "=", args.key))
     if args.model:
-        where.append("model = ?")
-        params.append(args.model)
-    grouped = ", ".join(GROUPS[name] for name in args.by)
-    order = grouped if "day" in args.by else "COUNT(*) DESC"  # days in order; else the busiest first
-    sql = (
-        f"SELECT {grouped}, COUNT(*), SUM(status >= 400), SUM(prompt_tokens), SUM(completion_tokens), "
-        f"SUM(total_tokens), ROUND(SUM(COALESCE(cost, 0)), 6), ROUND(AVG(latency_ms), 1) FROM usage "
-        + (f"WHERE {' AND '.join(where)} " if where else "")
-        + f"GROUP BY {grouped} ORDER BY {order}"
-    )
-    db = sqlite3.connect(f"file:{config.database}?mode=ro", uri=True)
-    try:
-        rows = db.execute(sql, params).fetchall()
-    finally:
-        db.close()
+        conditions.append(("model", "=", args.model))
+    if is_postgres(config.database):
+        found = _pg_report(config.database, args.by, conditions)
+        if found is None:
+            return 1
+        rows = found
+    else:
+        if not Path(config.database).exists():
+            print(f"{config.database}: no usage database yet", file=sys.stderr)
+            return 1
+        where = " AND ".join(f"{column} {op} ?" for column, op, _ in conditions)
+        grouped = ", ".join(GROUPS[name] for name in args.by)
+        order = grouped if "day" in args.by else f"COUNT(*) DESC, {grouped}"  # days in order; else the busiest first
+        sql = (
+            f"SELECT {grouped}, COUNT(*), SUM(status >= 400), SUM(prompt_tokens), SUM(completion_tokens), "
+            f"SUM(total_tokens), ROUND(SUM(COALESCE(cost, 0)), 6), ROUND(AVG(latency_ms), 1) FROM usage "
+            + (f"WHERE {where} " if where else "")
+            + f"GROUP BY {grouped} ORDER BY {order}"
+        )
+        db = sqlite3.connect(f"file:{config.database}?mode=ro", uri=True)
+        try:
+            rows = db.execute(sql, [value for _, _, value in conditions]).fetchall()
+        finally:
+            db.close()
     header = (*args.by, "requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "avg_latency_ms")
     if args.format == "json":
         sys.stdout.write(orjson.dumps([dict(zip(header, r, strict=True)) for r in rows], option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -125,6 +132,67 @@ def report(config: Config, args: argparse.Namespace) -> int:
         for r in table:
             print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)))
     return 0
+
+
+# PostgreSQL's spelling of GROUPS, and how each sorts as SQLite sorts it: text in byte order, nulls first.
+PG_GROUPS = {
+    "key": ("key_name", 'key_name COLLATE "C" NULLS FIRST'),
+    "model": ("model", 'model COLLATE "C" NULLS FIRST'),
+    "channel": ("channel", 'channel COLLATE "C" NULLS FIRST'),
+    "platform": ("platform", 'platform COLLATE "C" NULLS FIRST'),
+    "status": ("status", "status NULLS FIRST"),
+    "day": ("to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "1"),
+}
+
+
+def _pg_report(dsn: str, by: tuple[str, ...], conditions: list[tuple[str, str, object]]) -> list[tuple[object, ...]] | None:
+    """The report's rows from PostgreSQL, in the same shape and order as from SQLite; None (and a
+    message saying why) when there is no table or no server to read."""
+    from gateway.ledger.backends import masked
+
+    where = " AND ".join(f"{column} {op} ${i}" for i, (column, op, _) in enumerate(conditions, 1))
+    grouped = ", ".join(PG_GROUPS[name][0] for name in by)
+    order = ", ".join(PG_GROUPS[name][0] if name == "day" else PG_GROUPS[name][1] for name in by)
+    sql = (
+        f"SELECT {grouped}, count(*), sum((status >= 400)::int)::bigint, sum(prompt_tokens)::bigint, "
+        "sum(completion_tokens)::bigint, sum(total_tokens)::bigint, round(sum(coalesce(cost, 0))::numeric, 6)::float8, "
+        "round(avg(latency_ms)::numeric, 1)::float8 FROM usage "
+        + (f"WHERE {where} " if where else "")
+        + f"GROUP BY {grouped} ORDER BY {order if 'day' in by else 'count(*) DESC, ' + order}"
+    )
+    found = _pg_run(dsn, _pg_fetch(dsn, sql, [value for _, _, value in conditions]))
+    if found is _NO_TABLE:
+        print(f"{masked(dsn)}: no usage table yet", file=sys.stderr)
+        return None
+    return found if isinstance(found, list) else None
+
+
+_NO_TABLE = object()
+
+
+async def _pg_fetch(dsn: str, sql: str, params: list[object]) -> object:
+    import asyncpg
+
+    from gateway.ledger.pg_usage import connect
+
+    conn = await connect(dsn)
+    try:
+        return [tuple(r) for r in await conn.fetch(sql, *params)]
+    except asyncpg.UndefinedTableError:
+        return _NO_TABLE
+    finally:
+        await conn.close()
+
+
+def _pg_run(dsn: str, work: Coroutine[Any, Any, object]) -> object:
+    """Run `work` against PostgreSQL; None, with the reason printed (never the password), if it failed."""
+    from gateway.ledger.backends import masked, redact
+
+    try:
+        return asyncio.run(work)
+    except Exception as exc:
+        print(f"{masked(dsn)}: {redact(f'{type(exc).__name__}: {exc}', dsn)}", file=sys.stderr)
+        return None
 
 
 def replay_log(config: Config, source: str) -> int:
@@ -143,13 +211,36 @@ def replay_log(config: Config, source: str) -> int:
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
-    Path(config.database).parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(config.database)
+    if is_postgres(config.database):
+        done = _pg_run(config.database, _pg_insert(config.database, rows))
+        if not isinstance(done, int):
+            return 1
+        inserted = done
+    else:
+        inserted = _sqlite_insert(config.database, rows)
+    print(f"{inserted} row(s) inserted, {len(rows) - inserted} already there, {skipped} line(s) unreadable")
+    return 0
+
+
+async def _pg_insert(dsn: str, rows: list[UsageRow]) -> int:
+    from gateway.ledger import pg_schema
+    from gateway.ledger.pg_usage import connect, insert_rows
+
+    conn = await connect(dsn)
+    try:
+        await pg_schema.migrate(conn)
+        return await insert_rows(conn, rows)
+    finally:
+        await conn.close()
+
+
+def _sqlite_insert(database: str, rows: list[UsageRow]) -> int:
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(database)
     try:
         db.executescript(SCHEMA)
         inserted = insert_once(db, rows)
         db.commit()
     finally:
         db.close()
-    print(f"{inserted} row(s) inserted, {len(rows) - inserted} already there, {skipped} line(s) unreadable")
-    return 0
+    return inserted

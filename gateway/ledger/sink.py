@@ -1,7 +1,7 @@
 """The usage row, and the small interface every place usage rows go to implements.
 
-Today one implementation: `UsageWriter` (gateway.ledger.usage), SQLite with a JSONL spool. A
-PostgreSQL writer for several replicas goes behind the same calls.
+Two implementations, both with a JSONL spool: `UsageWriter` (gateway.ledger.usage) on SQLite and
+`PgUsageWriter` (gateway.ledger.pg_usage) on PostgreSQL; gateway.ledger.backends picks one.
 """
 
 from __future__ import annotations

@@ -224,6 +224,10 @@ class Metrics:
         if reason is not None:
             self.failures.labels(channel, reason).inc()
 
+    def limited(self, limit: str) -> None:
+        """A request refused with 429 by a gateway limit: requests | tokens | budget (a key's), channel."""
+        self.rate_limited.labels(limit).inc()
+
     def state_fallback(self, action: str, reason: str) -> None:
         """One call of the limiter that could not reach Redis (gateway.billing.failover): local | refuse,
         and why: connect | timeout | error."""

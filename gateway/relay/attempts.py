@@ -131,6 +131,8 @@ class Attempts:
         ctx = self._ctx
         if last is None and self.busy_wait is not None:
             assert ctx.model is not None
+            if self._metrics is not None:
+                self._metrics.limited("channel")
             return channels_busy(ctx.model, self.busy_wait)
         assert last is not None
         return UpstreamFailure(

@@ -172,11 +172,13 @@ class TaskEngine:
             if not stored:
                 task = dataclasses.replace(task, **fields)
                 await self.store.create(task)  # before the vendor sees it: a task it may take always has a row
+                self._hold(task)
                 stored = True
             else:
                 task = await self._update(task, **fields)
             try:
-                answer = await self.send(channel, call)
+                # Shielded: a client that hangs up now does not leave a task the vendor took without its id.
+                answer = await asyncio.shield(self.send(channel, call))
             except Uncertain as exc:
                 self.health.release(channel, api_key)
                 await self._abandon(task, f"the submission to channel {channel.name!r} got no answer ({exc}); "
@@ -231,6 +233,7 @@ class TaskEngine:
         own row records the failure)."""
         await self._update(task, status=FAILED, reason=VENDOR_FAILED, error=why[:500], billing=REFUNDED,
                            finished_at=time.time(), callback_state=None)  # fmt: skip
+        self._release(task, None)
 
     async def _update(self, task: Task, **changes: Any) -> Task:
         new = await self.store.update(task, **changes)
@@ -365,12 +368,20 @@ class TaskEngine:
                      status=status, reason=settled.reason, cost=settled.cost, seconds=round(now - task.created_at, 1))  # fmt: skip
         return settled
 
+    def _hold(self, task: Task) -> None:
+        """The task's price held against its key's budget from the moment its row exists."""
+        limiter, key = self.services.limiter, self._key(task)
+        if limiter is not None and key is not None and key.budget is not None:
+            limiter.hold(key, task.reserved)
+
     def _release(self, task: Task, spent: float | None) -> None:
         """The settled task's hold leaves the key's budget, and its cost is spent."""
-        limiter = self.services.limiter
-        key = next((k for k in self.services.runtime.config.keys if k.name == task.key_name), None)
+        limiter, key = self.services.limiter, self._key(task)
         if limiter is not None and key is not None and key.budget is not None:
             limiter.release(key, task.reserved, spent)
+
+    def _key(self, task: Task) -> ClientKey | None:
+        return next((k for k in self.services.runtime.config.keys if k.name == task.key_name), None)
 
     # -- vendor calls ----------------------------------------------------------------------------
 

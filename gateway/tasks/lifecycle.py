@@ -12,9 +12,10 @@ import structlog
 
 from gateway.logs import worker_index
 from gateway.state import Services
+from gateway.tasks.backends import task_store
 from gateway.tasks.engine import TaskEngine
 from gateway.tasks.poller import Poller
-from gateway.tasks.store import SqliteTaskStore, TaskStore
+from gateway.tasks.store import TaskStore
 
 log = structlog.get_logger("gateway.tasks")
 
@@ -23,7 +24,7 @@ RETRY_OPEN_S = 5.0
 
 @contextlib.asynccontextmanager
 async def running(services: Services) -> AsyncIterator[None]:
-    store = SqliteTaskStore(services.runtime.config.database)
+    store = task_store(services.runtime.config.database)
     retry: asyncio.Task[None] | None = None
     if not await _open(services, store):
         retry = asyncio.create_task(_keep_opening(services, store), name="task-store-open")

@@ -43,8 +43,9 @@ def links_for(task: Task) -> ContentLinks:
     return ContentLinks(base_url=task.origin or "", path=path)
 
 
-def result_dir(database: str, task_id: str) -> Path:
-    return Path(database).parent / "tasks" / task_id
+def result_dir(data_dir: str, task_id: str) -> Path:
+    """Where a task's stored files go: data/tasks/<id>/ (`Config.data_dir`, never derived from a database URL)."""
+    return Path(data_dir) / "tasks" / task_id
 
 
 class Poller:
@@ -141,7 +142,7 @@ class Poller:
             source = engine.content_source(task, channel, variant, index)
             if source is None:
                 continue
-            dest = result_dir(config.database, task.id) / f"{variant}-{index}"
+            dest = result_dir(config.data_dir, task.id) / f"{variant}-{index}"
             try:
                 await store_file(engine.session, source[0], source[1], dest)
             except Exception as exc:

@@ -3,7 +3,7 @@
 
 Followed platform.vidu.com's docs (start generating, get generation, cancel generation):
 - One endpoint per mode: text2video, img2video (one image), start-end2video (two: first, last),
-  reference2video (1-7 images; `videos` 1-2 on viduq2-pro), and reference2image for t2i (viduq2 draws
+  reference2video (1-7 images; `videos` 1-2 on viduq2-pro), and reference2image for t2i and i2i (viduq2 draws
   from the prompt alone when no images come). Images are URLs or base64 data URLs.
 - Other fields are top-level (off_peak, movement_amplitude, bgm, style, payload, watermark...): `extra`
   goes there, never `callback_url`.
@@ -108,15 +108,17 @@ class Vidu:
             if last:
                 return "/ent/v2/start-end2video", {"images": [first[0].as_url(), last[0].as_url()]}
             return "/ent/v2/img2video", {"images": [first[0].as_url()]}
-        if request.catalog in ("ref2v", "t2i"):
+        if request.catalog in ("ref2v", "t2i", "i2i"):
             if first or last:
                 raise VendorError(f"Vidu {request.catalog} takes reference images, not frames")
             if len(refs) > MAX_REFERENCES:
                 raise VendorError(f"Vidu takes at most {MAX_REFERENCES} reference images, got {len(refs)}")
             media: dict[str, Any] = {"images": [m.as_url() for m in refs]} if refs else {}
-            if request.catalog == "t2i":
+            if request.catalog in ("t2i", "i2i"):  # i2i: an edit, the uploads its references
                 if videos:
-                    raise VendorError("Vidu t2i takes no video")
+                    raise VendorError(f"Vidu {request.catalog} takes no video")
+                if request.catalog == "i2i" and not refs:
+                    raise VendorError("i2i needs the image to edit")
                 if request.n not in (None, 1):
                     raise VendorError("Vidu makes one image per task")
                 return "/ent/v2/reference2image", media

@@ -218,3 +218,14 @@ async def test_503_names_the_disabled_channel_and_why(vendor, gateway_factory):
 
 class _Fake:
     base_url = "http://127.0.0.1:9/v1"
+
+
+def test_check_lists_the_models_nothing_prices(tmp_path: Path):
+    cfg = write(tmp_path, {
+        "channels": [{"name": "c", "provider": "openai", "base_url": "http://x/v1", "api_keys": ["k"],
+                      "models": ["gpt-4o", "gpt-4o-mini", "o*"], "model_map": {"gpt-5": "gpt-5-2025"}}],
+        "models": {"gpt-4o": {"price": {"input": 2.5, "output": 10}}, "gpt-4o-mini": {"catalog": "t2t"}},
+    })  # fmt: skip
+    out = run("check", "--config", str(cfg))
+    assert out.returncode == 0
+    assert "unpriced: gpt-4o-mini, gpt-5: served by a channel, priced by no models.*.price" in out.stdout

@@ -185,3 +185,14 @@ def test_multiprocess_dir_sits_beside_the_database_and_a_killed_supervisors_is_c
     finally:
         remove_multiprocess(path)
     assert not (tmp_path / "gateway.metrics").exists()
+
+
+async def test_limit_refusals_are_counted_by_limit(gateway_factory, vendor_factory):
+    a = await vendor_factory("a")
+    raw = config(channel("a", a, models=["gpt-4o"], rpm=1))
+    raw["keys"] = [{**raw["keys"][0], "rpm": 2}, *raw["keys"][1:]]  # a copy: the list is shared by every test
+    gw = await gateway_factory(raw)
+    assert [await post(gw.url, BODY) for _ in range(3)] == [200, 429, 429]  # the channel's rpm, then the key's
+    text = await scrape(gw.url, ADMIN)
+    assert value(text, "gateway_rate_limited_total", limit="channel") == 1
+    assert value(text, "gateway_rate_limited_total", limit="requests") == 1

@@ -184,3 +184,47 @@ async def test_channel_rpm_skips_a_busy_channel_then_refuses(gateway_factory, ve
         (200, 1),
         (429, 0),
     ]
+
+
+async def test_anthropic_and_gemini_clients_get_the_429_in_their_own_shape(gateway_factory, vendor):
+    import aiohttp
+
+    gw = await gateway_factory(limited(vendor, rpm=1))
+    await ask(gw.client())
+    body = {"model": "gpt-4o", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(gw.url + "/v1/messages", json=body, headers={"x-api-key": "test-key", "anthropic-version": "2023-06-01"}) as r:
+            err = await r.json()
+            assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
+            assert err == {"type": "error", "error": {"type": "rate_limit_error", "message": err["error"]["message"]}}
+        async with s.post(gw.url + "/v1beta/models/gpt-4o:generateContent?key=test-key",
+                          json={"contents": [{"parts": [{"text": "hi"}]}]}) as r:  # fmt: skip
+            err = await r.json()
+            assert r.status == 429 and err["error"]["status"] == "RESOURCE_EXHAUSTED"
+            assert r.headers["x-ratelimit-limit-requests"] == "1"
+
+
+async def test_a_row_is_priced_with_the_config_its_request_started_on(gateway_factory, vendor, tmp_path):
+    import yaml
+
+    raw = limited(vendor)
+    gw = await gateway_factory(raw)
+    vendor.chunk_delay = 0.1
+    client = gw.client()
+    stream = await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)
+    first = await stream.__anext__()
+    assert first is not None
+    # The price changes under the stream.
+    raw["models"]["gpt-4o"]["price"] = {"input": 1.0, "output": 1.0}
+    raw["database"] = str(gw.db_path)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    gw.runtime.path = str(path)
+    assert gw.runtime.reload()
+    async for _ in stream:
+        pass
+    await ask(client)
+    rows = await gw.rows()
+    old, new = rows[0], rows[1]
+    assert old["cost"] == pytest.approx((old["prompt_tokens"] * 1000 + old["completion_tokens"] * 2000) / 1e6)
+    assert new["cost"] == pytest.approx((new["prompt_tokens"] + new["completion_tokens"]) / 1e6)

@@ -243,11 +243,13 @@ async def test_store_results_keeps_a_copy(gateway_factory, fake):
     gw = await gateway_factory(task_config(fake, store_results=True))
     _, created = await call(gw, "POST", "/v1/video/generations", json={"model": "wan2.6-t2v", "prompt": "x"})
     await wait_final(gw, created["id"])
-    stored = Path(gw.db_path).parent / "tasks" / created["id"]
-    for _ in range(100):
-        if stored.exists() and any(stored.iterdir()):
+    store = gw.server.app[SERVICES].tasks.store
+    for _ in range(200):  # the copy is in place once the row names it
+        if (await store.get_any(created["id"])).stored:
             break
         await asyncio.sleep(0.05)
+    (copy,) = (await store.get_any(created["id"])).stored.values()
+    assert Path(copy).parent == Path(gw.db_path).parent / "tasks" / created["id"]
     await fake.stop()  # the vendor's URL is gone: the copy still serves
     async with aiohttp.ClientSession() as s, s.get(f"{gw.url}/v1/tasks/{created['id']}/content",
                                                    headers={"Authorization": "Bearer key-one"}) as r:  # fmt: skip
@@ -337,7 +339,9 @@ async def test_a_task_past_its_timeout_fails_and_is_refunded(gateway_factory, fa
 
 
 async def test_a_refused_submission_is_a_400_and_costs_nothing(gateway_factory, fake):
-    gw = await gateway_factory(task_config(fake))
+    raw = task_config(fake)
+    raw["keys"][0]["budget"] = 100
+    gw = await gateway_factory(raw)
     fake.fail_next(1, status=400, on="submit")
     status, err = await call(gw, "POST", "/v1/video/generations", json={"model": "viduq2", "prompt": "x"})
     assert status == 400 and "refused" in err["error"]["message"]
@@ -345,6 +349,8 @@ async def test_a_refused_submission_is_a_400_and_costs_nothing(gateway_factory, 
     fake.fail_next(1, status=503, on="submit")  # not taken: tried again on... the only channel, so 502
     status, err = await call(gw, "POST", "/v1/video/generations", json={"model": "viduq2", "prompt": "x"})
     assert status == 502
+    balance = await gw.server.app[SERVICES].limiter.balance(gw.runtime.config.keys[0])
+    assert balance.reserved == 0 and balance.spent == 0  # the holds of both refused tasks went back
 
 
 async def test_a_gateway_killed_mid_task_finishes_it_after_a_restart(tmp_path, fake):
@@ -378,3 +384,36 @@ async def test_a_submission_cut_off_by_a_crash_is_failed_and_refunded(gateway_fa
     task = await wait_final(gw, "task_cutoff")
     assert task["status"] == "FAILED" and task["reason"] in ("vendor_failed", "timeout")
     assert task_rows(gw)[0]["cost"] == 0
+
+
+@pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")
+async def test_a_remix_goes_to_the_channel_that_made_the_video(gateway_factory, fake):
+    raw = task_config(fake)
+    raw["channels"].append({"name": "ark-too", "provider": "openai", "base_url": fake.base_url("openai"),
+                            "api_keys": [VENDOR_KEY], "models": ["sora-2"], "priority": 5})  # fmt: skip
+    gw = await gateway_factory(raw)
+    status, video = await call(gw, "POST", "/v1/videos", json={"model": "sora-2", "prompt": "a wave", "seconds": "4"})
+    assert status == 200, video
+    await wait_final(gw, video["id"])
+    made_by = (await gw.server.app[SERVICES].tasks.store.get_any(video["id"])).channel
+    status, remix = await call(gw, "POST", f"/v1/videos/{video['id']}/remix", json={"prompt": "at night"})
+    assert status == 200, remix
+    assert remix["remixed_from_video_id"] == video["id"]
+    assert (await gw.server.app[SERVICES].tasks.store.get_any(remix["id"])).channel == made_by
+    assert fake.seen("remix") and fake.seen("remix")[0].json == {"prompt": "at night"}
+    status, _ = await call(gw, "POST", f"/v1/videos/{video['id']}/remix", key="key-two", json={"prompt": "x"})
+    assert status == 404
+
+
+async def test_an_async_image_edit_takes_its_upload(gateway_factory, fake):
+    gw = await gateway_factory(task_config(fake))
+    data = aiohttp.FormData()
+    data.add_field("model", "viduq2")
+    data.add_field("prompt", "make it blue")
+    data.add_field("image", b"\x89PNG\r\n\x1a\n" + b"\0" * 32, filename="in.png", content_type="image/png")
+    status, created = await call(gw, "POST", "/v1/images/edits?async=true", data=data)
+    assert status == 200, created
+    task = await wait_final(gw, created["id"])
+    assert task["status"] == "SUCCEEDED" and task["catalog"] == "i2i"
+    received = fake.seen("submit", "vidu")[-1]
+    assert received.path.endswith("/reference2image") and received.json["images"][0].startswith("data:image/png;base64,")

@@ -126,7 +126,7 @@ def test_t2i_is_reference2image():
         (TaskRequest("ref2v", "viduq2", media=(FIRST,)), "not frames"),
         (TaskRequest("i2v", "viduq2", media=(FIRST, Media(AUDIO, url="a"))), "no audio"),
         (TaskRequest("t2i", "viduq2", prompt="x", n=4), "one image per task"),
-        (TaskRequest("i2i", "viduq2", prompt="x"), "does not do i2i"),
+        (TaskRequest("i2i", "viduq2", prompt="x"), "i2i needs the image to edit"),
     ],
 )
 def test_what_vidu_cannot_take_is_refused(request_, words):
