@@ -8,7 +8,6 @@ asyncpg, or without a reachable server, they skip saying so, and `make test` pas
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import uuid
@@ -18,6 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from tests.tcpproxy import TcpProxy
 
 asyncpg = pytest.importorskip("asyncpg", reason="the `asyncpg` package (extra `scale`) is not installed")
 
@@ -69,63 +70,9 @@ async def fresh_schema() -> AsyncIterator[Pg]:
         await admin.close()
 
 
-class TcpProxy:
-    """Forwards a local port to PostgreSQL until `cut()`, which closes the port and every connection
-    through it (the server "goes away" for the gateway, and only for it: never stop the machine's own
-    server); `restore()` opens the same port again."""
+class PgProxy(TcpProxy):
+    """A TcpProxy to the PostgreSQL test server (`via(port)` builds the gateway's URL through it)."""
 
     def __init__(self, url: str = URL) -> None:
         parts = urlsplit(url)
-        self.target = (parts.hostname or "127.0.0.1", parts.port or 5432)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Future[None]] = set()
-
-    async def start(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._pipes |= {writer, up_writer}
-        pumps = [asyncio.ensure_future(self._pump(reader, up_writer)), asyncio.ensure_future(self._pump(up_reader, writer))]
-        self._tasks.update(pumps)
-        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        for w in (writer, up_writer):
-            w.close()
-            self._pipes.discard(w)
-        for p in pumps:
-            p.cancel()
-            self._tasks.discard(p)
-
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (OSError, asyncio.CancelledError):
-            pass
-
-    async def cut(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for w in list(self._pipes):
-            w.close()
-        self._pipes.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        if server is not None:
-            await server.wait_closed()
-
-    async def restore(self) -> None:
-        await self.start()
+        super().__init__(parts.hostname or "127.0.0.1", parts.port or 5432)

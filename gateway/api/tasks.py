@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 
 from config import Channel
@@ -30,6 +31,8 @@ from gateway.tasks.model import Task
 from gateway.tasks.poller import links_for
 from gateway.tasks.webhooks import CallbackRefused, validate_callback_url
 from providers.tasks.base import CANCELLED, SUCCEEDED
+
+log = structlog.get_logger("gateway.tasks")
 
 MAX_LIST = 100
 SERVICE_NOT_FOUND = "service_not_found"
@@ -185,9 +188,11 @@ async def cancel(ctx: RequestContext, task: Task) -> Task | None:
         call = vendor.cancel(task.vendor_task_id, api_key) if api_key else None
         if call is not None:
             try:
-                await engine.send(channel, call)
-            except Exception:  # best effort: the task is refunded here whatever the vendor does
-                pass
+                answer = await engine.send(channel, call)
+                if answer.status >= 300:
+                    log.warning("task_cancel_refused", task_id=task.id, channel=channel.name, status=answer.status)
+            except Exception as exc:  # best effort: the task is refunded here whatever the vendor does
+                log.warning("task_cancel_failed", task_id=task.id, channel=channel.name, error=type(exc).__name__)
     return await engine.fail(task, CANCELLED, "cancelled by the client")
 
 

@@ -37,6 +37,7 @@ _OPEN = pg_schema.OPEN
 _CALLBACK_WAITING = pg_schema.CALLBACK_WAITING
 _HOLDING = pg_schema.HOLDING
 
+POLLER_LOCK = "gateway poller "  # + the schema: the advisory lock whose holder polls tasks for every replica
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM tasks"
 _INSERT = f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))})"
 
@@ -49,6 +50,7 @@ class PgTaskStore:
         self.dsn = dsn
         self.max_connections = max_connections
         self._pool: Any = None
+        self._leader: Any = None  # the connection holding the poller's advisory lock, on the replica that polls
 
     async def start(self) -> None:
         pool = await asyncpg.create_pool(
@@ -64,6 +66,9 @@ class PgTaskStore:
         self._pool = pool
 
     async def close(self) -> None:
+        leader, self._leader = self._leader, None
+        if leader is not None:
+            leader.terminate()  # the lock goes with it: another replica takes over polling
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -150,6 +155,35 @@ class PgTaskStore:
 
     async def pending_count(self) -> int:
         return int(await self._db.fetchval(f"SELECT count(*) FROM tasks WHERE {_OPEN}"))
+
+    async def lead(self) -> bool:
+        """One replica polls: the one holding the session advisory lock POLLER_LOCK on a connection of its
+        own. The lock goes with the connection, so when that replica dies (or loses its connection) the
+        next replica to ask takes it: no home-made election, PostgreSQL's lock is the arbiter."""
+        conn = self._leader
+        if conn is not None:
+            try:  # still holding it: the connection (and so the lock) is alive
+                await conn.fetchval("SELECT 1", timeout=CONNECT_TIMEOUT_S)
+                return True
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                conn.terminate()
+                log.warning("task_poller_lock_lost")
+        self._leader = None
+        try:
+            conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_S, command_timeout=COMMAND_TIMEOUT_S)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+        try:
+            # One lock per schema: gateways on other schemas of the same database poll their own tasks.
+            got = bool(await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1 || current_schema()))", POLLER_LOCK))
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            got = False
+        if not got:
+            await conn.close()
+            return False
+        log.info("task_poller_leading")
+        self._leader = conn
+        return True
 
     async def _select(self, query: str, args: Sequence[Any]) -> builtins.list[Task]:
         return [_decode(r) for r in await self._db.fetch(query, *args)]

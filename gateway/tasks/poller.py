@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -92,18 +93,34 @@ class Poller:
     async def round(self) -> int:
         """Start a poll of every due task not being polled already, within each channel's poll rate;
         how many were started. A task left out stays due: the next round takes it."""
+        if not await self.engine.store.lead():
+            return 0  # another replica polls (gateway.tasks.pg_store: one holds the lock)
         now = time.time()
         due = await self.engine.store.due(now, BATCH)
         started = 0
         for task in due:
-            if task.id in self._in_flight or not self._may_poll(task.channel, now):
-                continue
-            self._in_flight.add(task.id)
-            job = asyncio.create_task(self._poll_one(task))
-            self._jobs.add(job)
-            job.add_done_callback(self._jobs.discard)
-            started += 1
+            if task.id not in self._in_flight and self._may_poll(task.channel, now):
+                self._spawn(task, self._poll_one(task), "task_poll_crashed")
+                started += 1
         return started
+
+    def _spawn(self, task: Task, work: Coroutine[Any, Any, Any], crashed: str) -> None:
+        """Run `work` on `task` in the background, one job per task at a time; a crash is logged."""
+        self._in_flight.add(task.id)
+
+        async def run() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(crashed, task_id=task.id)
+            finally:
+                self._in_flight.discard(task.id)
+
+        job = asyncio.create_task(run())
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
 
     def _may_poll(self, channel: str, now: float) -> bool:
         """A token bucket per channel: POLLS_PER_S, with a second's burst."""
@@ -116,18 +133,11 @@ class Poller:
         return True
 
     async def _poll_one(self, task: Task) -> None:
-        try:
-            async with self._all, self._per_channel[task.channel]:
-                config = self.engine.services.runtime.config
-                done = await self.engine.poll(task, config)
-                if done is not None and done.status == SUCCEEDED and config.tasks.store_results and not done.stored:
-                    await self.keep_results(done)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("task_poll_crashed", task_id=task.id)
-        finally:
-            self._in_flight.discard(task.id)
+        async with self._all, self._per_channel[task.channel]:
+            config = self.engine.services.runtime.config
+            done = await self.engine.poll(task, config)
+            if done is not None and done.status == SUCCEEDED and config.tasks.store_results and not done.stored:
+                await self.keep_results(done)
 
     async def keep_results(self, task: Task) -> Task | None:
         """Copy the task's files under data/tasks/<id>/ so they outlive the vendor's URLs."""
@@ -167,23 +177,11 @@ class Poller:
 
     async def deliver_due(self) -> None:
         store = self.engine.store
+        if not await store.lead():
+            return  # the replica that polls delivers
         for task in await store.callbacks_due(time.time(), 100):
-            if task.id in self._in_flight:
-                continue
-            self._in_flight.add(task.id)
-            job = asyncio.create_task(self._deliver(task))
-            self._jobs.add(job)
-            job.add_done_callback(self._jobs.discard)
-
-    async def _deliver(self, task: Task) -> None:
-        try:
-            await self.deliver(task)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("task_callback_crashed", task_id=task.id)
-        finally:
-            self._in_flight.discard(task.id)
+            if task.id not in self._in_flight:
+                self._spawn(task, self.deliver(task), "task_callback_crashed")
 
     async def deliver(self, task: Task) -> Task | None:
         """One delivery attempt of a settled task's callback."""

@@ -141,6 +141,10 @@ class TaskStore(Protocol):
     async def pending_count(self) -> int:
         """How many tasks are not finished."""
 
+    async def lead(self) -> bool:
+        """Whether this process is the one that polls: the store's replicas agree on one (the SQLite
+        store has no others: always True; with `workers: N` only worker 0 asks)."""
+
 
 class SqliteTaskStore:
     """`TaskStore` on SQLite, in the usage table's database file, on a connection of its own.
@@ -278,6 +282,9 @@ class SqliteTaskStore:
     async def pending_count(self) -> int:
         async with self._lock, self._conn.execute(f"SELECT count(*) FROM tasks WHERE {_OPEN}") as cur:
             return await _scalar(cur)
+
+    async def lead(self) -> bool:
+        return True  # one machine, one database file: worker 0's poller is the only one
 
     @contextlib.asynccontextmanager
     async def _synced(self) -> AsyncIterator[None]:

@@ -21,7 +21,7 @@ from gateway.errors import GatewayError
 from gateway.state import SERVICES
 from tests.conftest import Gateway, channel
 from tests.procs import GatewayProcess, free_port
-from tests.redisstate import Shared, TcpProxy, shared_redis
+from tests.redisstate import RedisProxy, Shared, shared_redis
 
 failover = pytest.importorskip("gateway.billing.failover", reason="the `redis` package (extra `scale`) is not installed")
 redis_counters = pytest.importorskip("gateway.billing.redis_counters")
@@ -215,7 +215,7 @@ async def test_rates_on_redis_keep_the_windows_semantics(shared: Shared):
 
 
 async def test_an_unreachable_redis_falls_back_to_local_counters(gateway_factory, vendor, shared: Shared):
-    proxy = await TcpProxy().start()
+    proxy = await RedisProxy().start()
     gw = await gateway_factory(replica(vendor, {**shared.state(), "redis": proxy.url}, budget=10.0, rpm=100))
     key = gw.runtime.config.keys[0]
     client = gw.client()

@@ -31,7 +31,7 @@ from tests.conftest import channel, make_config
 from tests.faketasks import FakeTasks
 from tests.faultkit import post
 from tests.gateway.test_cli import run
-from tests.pgstate import Pg, TcpProxy, fresh_schema  # skips the module without asyncpg
+from tests.pgstate import Pg, PgProxy, fresh_schema  # skips the module without asyncpg
 
 pg_usage = pytest.importorskip("gateway.ledger.pg_usage")
 PgUsageReader, PgUsageWriter, insert_rows = pg_usage.PgUsageReader, pg_usage.PgUsageWriter, pg_usage.insert_rows
@@ -196,7 +196,7 @@ async def test_values_postgres_refuses_are_cleaned_not_spooled(pg: Pg, tmp_path:
 
 
 async def test_postgres_down_rows_spooled_then_replayed_none_lost_none_twice(pg: Pg, tmp_path: Path):
-    proxy = await TcpProxy().start()
+    proxy = await PgProxy().start()
     spool = tmp_path / "s.jsonl"
     password = "pw-never-logged-7f3a"
     url = pg.via(proxy.port, password)  # trust auth: the password is carried, never asked for
@@ -235,7 +235,7 @@ async def test_postgres_down_rows_spooled_then_replayed_none_lost_none_twice(pg:
 
 
 async def test_unreachable_at_start_then_replayed(pg: Pg, tmp_path: Path):
-    proxy = await TcpProxy().start()
+    proxy = await PgProxy().start()
     await proxy.cut()  # nothing listens on the port yet
     spool = tmp_path / "s.jsonl"
     writer = PgUsageWriter(pg.via(proxy.port), spool_path=str(spool), flush_interval_s=0.01, retry_s=0.05)
@@ -499,7 +499,7 @@ async def test_a_gateway_process_with_workers_on_postgres(pg: Pg, tmp_path: Path
     from tests.procs import GatewayProcess
 
     password = "pw-of-the-process-5e1b"
-    proxy = await TcpProxy().start()  # only so the URL can carry a password the server never asks for
+    proxy = await PgProxy().start()  # only so the URL can carry a password the server never asks for
     config = {
         "database": pg.via(proxy.port, password), "spool": str(tmp_path / "data" / "rows.jsonl"), "workers": 2,
         "keys": [{"name": "app1", "key": "k-1", "budget": 50}], "channels": [channel("main", vendor)],

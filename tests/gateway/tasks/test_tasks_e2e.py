@@ -417,3 +417,22 @@ async def test_an_async_image_edit_takes_its_upload(gateway_factory, fake):
     assert task["status"] == "SUCCEEDED" and task["catalog"] == "i2i"
     received = fake.seen("submit", "vidu")[-1]
     assert received.path.endswith("/reference2image") and received.json["images"][0].startswith("data:image/png;base64,")
+
+
+@pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")
+async def test_openai_sdk_uploads_an_input_reference_to_wan(gateway_factory, fake):
+    raw = task_config(fake)
+    raw["channels"].append({"name": "wan-i2v", "provider": "dashscope", "base_url": fake.url, "api_keys": [VENDOR_KEY],
+                            "models": ["wan2.6-i2v"]})  # fmt: skip
+    gw = await gateway_factory(raw)
+    client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="key-one", max_retries=0)
+    gw.clients.append(client)
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+    video = await client.videos.create(model="wan2.6-i2v", prompt="wake up", input_reference=("frame.png", png, "image/png"))
+    assert video.object == "video"
+    body = fake.seen("submit", "dashscope")[-1].json
+    assert body["model"] == "wan2.6-i2v"
+    image = body["input"].get("img_url") or body["input"]["media"][0]["url"]
+    assert image.startswith("data:image/png;base64,")
+    task = await wait_final(gw, video.id)
+    assert task["catalog"] == "i2v" and task["status"] == "SUCCEEDED"
