@@ -47,6 +47,7 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Final
+from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
@@ -248,7 +249,9 @@ async def deliver(
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as exc:  # nothing was sent: the next address may answer
-            error = f"cannot connect to {address}: {exc.os_error.strerror or type(exc.os_error).__name__}"
+            # Not exc.os_error: aiohttp < 3.12.x leaves it unset on a certificate error.
+            cause = getattr(exc, "_os_error", None) or getattr(exc, "certificate_error", None) or exc
+            error = f"cannot connect to {address}: {getattr(cause, 'strerror', None) or type(cause).__name__}"
             continue
         except TimeoutError:
             return Delivery(RETRY, error=f"no answer within {timeout_s:g}s")
@@ -271,8 +274,12 @@ def _parse(url: str) -> URL:
     try:
         parsed = URL(url)
         port = parsed.port
+        # The port as written: some yarl versions read ":0" as no port (the scheme's default).
+        written = urlsplit(url).port
     except (ValueError, TypeError):
         raise CallbackRefused("callback_url is not a valid URL") from None
+    if written == 0:
+        port = 0
     if parsed.scheme not in ("http", "https"):
         raise CallbackRefused("callback_url must be an http or https URL")
     host = parsed.raw_host
