@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The gateway in a small image: docs/deploy.md says how to run, reload and upgrade it.
 #
-#   docker build -t llm-gateway .
+#   docker build -t llm-gateway .                          # --build-arg EXTRAS=scale: Redis, PostgreSQL
 #   docker run --env-file .env -v "$PWD/gateway.yaml:/etc/gateway/gateway.yaml:ro" \
 #       -v gateway-data:/data -p 127.0.0.1:8080:8080 llm-gateway
 #
@@ -17,14 +17,17 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY config ./config
 COPY providers ./providers
 COPY gateway ./gateway
-RUN /opt/gateway/bin/pip install --no-cache-dir .
+# Optional extras, comma-separated: `--build-arg EXTRAS=scale` adds redis and asyncpg for several replicas
+# (state.redis, database: postgresql://...; deploy/scale/docker-compose.yml passes it).
+ARG EXTRAS=""
+RUN /opt/gateway/bin/pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"
 
 # --- run: the virtualenv only; no compiler, no pip cache, no sources ----------------------------
 FROM python:3.11-slim
 RUN groupadd --system --gid 10001 gateway \
  && useradd --system --uid 10001 --gid gateway --home-dir /data --no-create-home --shell /usr/sbin/nologin gateway \
- && mkdir -p /data /etc/gateway \
- && chown gateway:gateway /data
+ && mkdir -p /data/tasks /etc/gateway \
+ && chown gateway:gateway /data /data/tasks
 COPY --from=build /opt/gateway /opt/gateway
 # The default config, for a first look; mount your own over it (read-only is enough: SIGHUP only reads it).
 COPY gateway.yaml /etc/gateway/gateway.yaml

@@ -148,3 +148,77 @@ def test_the_readme_lists_the_reference_docs():
     readme = (ROOT / "README.md").read_text()
     for doc in ("docs/config.md", "docs/api.md", "docs/usage.md", "docs/deploy.md"):
         assert f"]({doc})" in readme, doc
+
+
+SCALE = ROOT / "deploy" / "scale"
+
+
+def _nginx_blocks(text: str) -> dict[str, list[str]]:
+    """The directives of nginx.conf by the block they sit in (`upstream gateway`, `location /`, ...),
+    comments dropped; `name args` each."""
+    blocks: dict[str, list[str]] = {}
+    stack = ["main"]
+    for token in re.findall(r"[^{};]+[{};]|[{}]", re.sub(r"#[^\n]*", "", text)):
+        body = " ".join(token[:-1].split())
+        if token.endswith("{"):
+            stack.append(body)
+        elif token.endswith("}"):
+            stack.pop()
+        elif body:
+            blocks.setdefault(stack[-1], []).append(body)
+    return blocks
+
+
+def test_the_scale_compose_runs_two_replicas_on_one_config_with_redis_and_postgres():
+    compose = yaml.safe_load((SCALE / "docker-compose.yml").read_text())
+    services = compose["services"]
+    gateways = {name: s for name, s in services.items() if name.startswith("gateway")}
+    assert sorted(gateways) == ["gateway-1", "gateway-2"]
+    mounts = {name: sorted(s["volumes"]) for name, s in gateways.items()}
+    assert all("./gateway.yaml:/etc/gateway/gateway.yaml:ro" in m for m in mounts.values())
+    data = {next(v.split(":")[0] for v in m if v.endswith(":/data")) for m in mounts.values()}
+    assert len(data) == 2 and data <= set(compose["volumes"])  # each replica its own spool and counters file
+    assert all("task-results:/data/tasks" in m for m in mounts.values())  # stored results: any replica serves them
+    assert ("ARG", 'EXTRAS=""') in _dockerfile()  # the build argument the compose file passes
+    for gw in gateways.values():
+        assert gw["build"]["context"] == "../.." and gw["build"]["args"]["EXTRAS"] == "scale"
+        assert gw["env_file"] == ".env" and gw["command"] == ["serve", "--listen", "0.0.0.0:8080"]
+        assert gw["depends_on"] == {"redis": {"condition": "service_healthy"}, "postgres": {"condition": "service_healthy"}}
+        assert int(gw["stop_grace_period"].rstrip("s")) > GRACE_S and gw["stop_signal"] == "SIGTERM"
+        assert "/healthz" in _healthcheck_code(gw["healthcheck"]["test"][1:])
+        assert "ports" not in gw  # reached through nginx only
+    assert all(port.startswith("127.0.0.1:") for port in services["nginx"]["ports"])
+    assert "./nginx.conf:/etc/nginx/nginx.conf:ro" in services["nginx"]["volumes"]
+    pg, redis = services["postgres"], services["redis"]
+    assert any(v.endswith(":/var/lib/postgresql/data") and v.split(":")[0] in compose["volumes"] for v in pg["volumes"])
+    assert "pg_isready" in pg["healthcheck"]["test"] and "ping" in redis["healthcheck"]["test"]
+    assert "${POSTGRES_PASSWORD" in pg["environment"]["POSTGRES_PASSWORD"]  # from .env, not the file
+    assert "noeviction" in redis["command"]
+
+
+def test_the_scale_config_shares_state_through_redis_and_postgres():
+    text = (SCALE / "gateway.yaml").read_text()
+    env = {"APP1_KEY": "sk-app1-" + "x" * 24, "GATEWAY_ADMIN_KEY": "sk-ops-" + "x" * 24, "POSTGRES_PASSWORD": "pw",
+           "REDIS_PASSWORD": "rp", "OPENAI_API_KEY": "sk-vendor"}
+    config = parse_config(text, env=env, providers=CHANNEL_PROVIDERS).config  # raises on an invalid file
+    assert config.database == "postgresql://gateway:pw@postgres:5432/gateway"
+    assert config.state.redis == "redis://:rp@redis:6379/0"
+    assert config.keys and config.spool is not None and config.spool.startswith("/data/")
+    raw = yaml.safe_load(text)
+    assert "${POSTGRES_PASSWORD}" in raw["database"] and "${REDIS_PASSWORD}" in raw["state"]["redis"]
+
+
+def test_the_scale_nginx_balances_both_replicas_and_streams_unbuffered():
+    blocks = _nginx_blocks((SCALE / "nginx.conf").read_text())
+    upstream = blocks["upstream gateway"]
+    assert "least_conn" in upstream
+    servers = [d.split()[1] for d in upstream if d.startswith("server ")]
+    assert servers == ["gateway-1:8080", "gateway-2:8080"]
+    assert all("max_fails=" in d for d in upstream if d.startswith("server "))
+    root = blocks["location /"]
+    assert "proxy_pass http://gateway" in root
+    assert "proxy_buffering off" in root and "proxy_request_buffering off" in root
+    assert "proxy_http_version 1.1" in root
+    read = next(d for d in root if d.startswith("proxy_read_timeout"))
+    assert int(read.split()[1].rstrip("s")) >= 600
+    assert "deny all" in blocks["location /metrics"] and "deny all" in blocks["location /admin/"]

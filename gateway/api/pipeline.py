@@ -68,6 +68,8 @@ def metered(services: Services, handler: Handler, *, authenticated: bool = True)
         except GatewayError as err:
             ctx.error = ctx.error or err.message[:500]
             response = err.response(ctx.protocol)
+            if ctx.ticket is not None:  # an admitted request that failed upstream: its limits' headers still
+                response.headers.update(ctx.ticket.headers)
         except web.HTTPException as exc:
             http_err = GatewayError(exc.status, exc.text or exc.reason)
             ctx.error = http_err.message
@@ -92,8 +94,6 @@ def metered(services: Services, handler: Handler, *, authenticated: bool = True)
                 services.guard.request_done(request.transport)
         if not response.prepared:
             response.headers["X-Request-Id"] = ctx.request_id
-            if ctx.ticket is not None:
-                response.headers.update(ctx.ticket.headers)
             if services.drain.deadline is not None:
                 response.force_close()  # shutting down: the client must not send another request on this connection
         return response

@@ -48,9 +48,15 @@ def period_id(kind: str, now: float) -> int:
     if kind == "daily":
         return 1_000_000 + int(now // 86400)
     if kind == "monthly":
-        t = time.gmtime(now)
-        return 2_000_000 + t.tm_year * 12 + t.tm_mon - 1
+        day = int(now // 86400)
+        if _month[0] != day:  # a month changes only with a day: one gmtime a day, not one a request
+            t = time.gmtime(now)
+            _month[:] = [day, 2_000_000 + t.tm_year * 12 + t.tm_mon - 1]
+        return _month[1]
     return 0
+
+
+_month = [-1, 0]  # [day, its monthly period id]
 
 
 def period_bounds(kind: str, now: float) -> tuple[float | None, float | None]:

@@ -111,17 +111,13 @@ def estimate_tokens(request_bytes: int, output_cap: int | None) -> int:
 
 
 def estimate_cost(price: Price | None, request_bytes: int, output_cap: int | None) -> float:
-    """What to reserve against a budget for a token-billed request (0 when nothing prices it)."""
+    """What to reserve against a budget for a token-billed request (0 when nothing prices it). On every
+    limited request: the token prices only, without building a Quantities for `cost`."""
     if price is None:
         return 0.0
     out = output_cap if output_cap is not None else DEFAULT_OUTPUT_TOKENS
-    return (
-        cost(
-            Quantities(prompt_tokens=request_bytes // BYTES_PER_TOKEN, completion_tokens=out),
-            price,
-        )
-        or 0.0
-    )
+    tokens = (request_bytes // BYTES_PER_TOKEN) * (price.input or 0.0) + out * (price.output or 0.0)
+    return tokens / 1e6 + (price.per_request or 0.0)
 
 
 _QUOTE_FIELDS = {

@@ -45,10 +45,10 @@ async def open_limiter(config: Config, *, fresh: bool, worker: int = 0, held: He
     path = counters_path(config)
     spend = spend_reader(config.database)
     if fresh or not path.exists():
-        limiter = Limiter(LocalStore(LocalCounters.create(path, worker=worker)), spend=spend, held=held)
+        limiter = Limiter(LocalStore(LocalCounters.create(path, worker=worker, shared=config.workers > 1)), spend=spend, held=held)
         await refill(limiter, config, config.keys, held=held)
         return limiter
-    return Limiter(LocalStore(LocalCounters.attach(path, worker=worker)), spend=spend, held=held)
+    return Limiter(LocalStore(LocalCounters.attach(path, worker=worker, shared=config.workers > 1)), spend=spend, held=held)
 
 
 def spend_reader(database: str) -> SpendReader:

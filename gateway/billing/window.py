@@ -62,6 +62,11 @@ def wait(w: memoryview[float], at: int, now: float, amount: float, limit: float)
 
 def add(w: memoryview[float], at: int, now_s: int, amount: float) -> None:
     advance(w, at, now_s)
+    put(w, at, now_s, amount)
+
+
+def put(w: memoryview[float], at: int, now_s: int, amount: float) -> None:
+    """`add` to a window `wait` (or `advance`) has just moved to `now_s`."""
     w[at + _FIRST + now_s % SECONDS] += amount
     w[at + _TOTAL] += amount
 
@@ -76,6 +81,11 @@ def correct(w: memoryview[float], at: int, second: int, now_s: int, delta: float
     delta = max(delta, -w[i])
     w[i] += delta
     w[at + _TOTAL] = max(w[at + _TOTAL] + delta, 0.0)
+
+
+def used_now(w: memoryview[float], at: int) -> float:
+    """The total of a window `wait` (or `advance`) has just moved to the present second."""
+    return w[at + _TOTAL]
 
 
 def reset_in(w: memoryview[float], at: int, now: float) -> float:

@@ -11,6 +11,7 @@ not everything. Under valgrind a process runs ~50x slower, so keep the counts sm
     python -m tests.bench.instr                        # floor and this tree's gateway, 300 requests
     python -m tests.bench.instr --mode stream -n 100   # 40-chunk streams instead
     python -m tests.bench.instr floor /path/to/other/checkout   # A/B another tree of the gateway
+    python -m tests.bench.instr . .+limited            # the same tree, with rpm, tpm and a budget on the key
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from tests.bench.procs import free_port, use_uvloop, wait_port
-from tests.bench.run import BENCH_KEY, PATH, ROOT, LoadGen, gateway_config, mock_and_load
+from tests.bench.run import BENCH_KEY, LIMITS, PATH, ROOT, LoadGen, gateway_config, mock_and_load
 
 
 def _total(out: Path) -> int:
@@ -45,9 +46,10 @@ async def measure(target: str, tmp: Path, mock_port: int, load: LoadGen, mode: s
         cmd = [sys.executable, "-m", "tests.bench.floor", "--port", str(port), "--upstream", f"http://127.0.0.1:{mock_port}"]
         cwd = ROOT
     else:
-        cfg = gateway_config(tmp, f"g{port}", port, mock_port, level="info", workers=1)
+        tree, limited = target.removesuffix("+limited"), target.endswith("+limited")
+        cfg = gateway_config(tmp, f"g{port}", port, mock_port, level="info", workers=1, key=LIMITS if limited else None)
         cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(cfg)]
-        cwd = Path(target)  # made absolute in __main__
+        cwd = Path(tree)  # made absolute in __main__
         env["PYTHONPATH"] = str(cwd)
     proc = await asyncio.create_subprocess_exec(
         *valgrind, *cmd, cwd=cwd, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
@@ -96,5 +98,6 @@ if __name__ == "__main__":
     parser.add_argument("--mode", choices=("latency", "stream"), default="latency")
     parser.add_argument("-n", type=int, default=300, help="requests (or streams) to count over")
     args = parser.parse_args()
-    targets = [t if t == "floor" else str(Path(t).resolve()) for t in args.targets]
+    targets = [t if t == "floor" else str(Path(t.removesuffix("+limited")).resolve()) + t[len(t.removesuffix("+limited")):]
+               for t in args.targets]
     use_uvloop(main(targets, args.mode, args.n))

@@ -13,7 +13,9 @@ It takes one JSON command per line on stdin and answers one JSON line on stdout:
     {"op": "finish"}                                   ... then wait for them to end
     {"op": "quit"}
 
-where T is {"port": 9001, "path": "/v1/chat/completions", "headers": {"Authorization": "Bearer ..."}}.
+where T is {"port": 9001, "path": "/v1/chat/completions", "headers": {"Authorization": "Bearer ..."}}, and
+optionally "ports": [9001, 9002]: then "rps" and "open" spread their connections over those ports in turn
+(replicas balanced by the client, so no balancer's own cost is measured); "latency" and "stream" use "port".
 """
 
 from __future__ import annotations
@@ -214,7 +216,8 @@ async def stream(target: dict[str, Any], n: int, warmup: int = 10) -> dict[str, 
 async def rps(target: dict[str, Any], conns: int, seconds: float, warmup: float = 0.5) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     req = build_request(target)
-    clients = await asyncio.gather(*(connect(target["port"]) for _ in range(conns)))
+    ports = target.get("ports") or [target["port"]]
+    clients = await asyncio.gather(*(connect(ports[i % len(ports)]) for i in range(conns)))
     start = loop.time() + warmup
     stop = start + seconds
     ok = 0
@@ -251,18 +254,19 @@ class Opened:
 
 async def open_streams(target: dict[str, Any], conns: int, opened: Opened, within_s: float = 60.0) -> dict[str, Any]:
     req = build_request(target, stream=True, hold=True)
+    ports = target.get("ports") or [target["port"]]
     t0 = _now()
     sem = asyncio.Semaphore(64)  # do not SYN-flood the listen backlog
 
-    async def one() -> None:
+    async def one(port: int) -> None:
         async with sem:
-            conn = await connect(target["port"])
+            conn = await connect(port)
         opened.conns.append(conn)
         opened.waits.append(conn.send(req))
         assert conn.first is not None
         await conn.first
 
-    results = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(conns)), return_exceptions=True), within_s)
+    results = await asyncio.wait_for(asyncio.gather(*(one(ports[i % len(ports)]) for i in range(conns)), return_exceptions=True), within_s)
     failed = [r for r in results if isinstance(r, BaseException)]
     return {"opened": conns - len(failed), "failed": len(failed), "seconds": _now() - t0,
             "first_error": repr(failed[0]) if failed else None}

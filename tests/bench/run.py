@@ -10,6 +10,12 @@ Targets, all in front of one mock vendor process (`tests.bench.mock`):
     no metrics the same gateway with GATEWAY_METRICS=off, to price the metrics
     limited    the same gateway with rpm, tpm and a budget on the bench key (never reached): prices the limits
     10k tasks  the same gateway polling 10,000 pending async tasks (on the mock, which answers RUNNING)
+    redis+pg   the limited gateway with `state.redis` and `database: postgresql://...` (tests.bench.scale):
+               every admission is a Redis round trip, the usage rows go to PostgreSQL
+    2 replicas two such gateways (workers: 1 each) on the same Redis prefix and schema, the load
+               generator spreading its connections over both ports (no balancer in between)
+
+The last two need the Redis and PostgreSQL servers the tests use; without them they are skipped, saying why.
 
 Each measurement runs in rounds, the targets taking turns inside a round, and the rounds are pooled:
 a neighbour's burst of CPU then lands on every target alike rather than on whichever ran at the time.
@@ -40,6 +46,7 @@ import orjson
 import yaml
 
 from tests.bench.procs import cpu_seconds, free_port, raise_nofile, rss_mb, tree_rss_mb, use_uvloop, wait_port
+from tests.bench.scale import Shared, shared_state, unreachable
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_KEY = "sk-bench-client-key"
@@ -73,23 +80,34 @@ class Target:
     proc: asyncio.subprocess.Process
     headers: dict[str, str] = field(default_factory=dict)
     db: Path | None = None
+    shared: Shared | None = None  # Redis and PostgreSQL: the usage rows are counted there
+    replicas: list[tuple[int, asyncio.subprocess.Process]] = field(default_factory=list)  # beyond the first
     sent: int = 0  # responses the load generator got, to check one usage row each
     results: dict[str, Any] = field(default_factory=dict)
 
     @property
     def spec(self) -> dict[str, Any]:
-        return {"port": self.port, "path": PATH, "headers": self.headers}
+        spec = {"port": self.port, "path": PATH, "headers": self.headers}
+        return {**spec, "ports": self.ports} if self.replicas else spec
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port, *(port for port, _ in self.replicas)]
+
+    @property
+    def procs(self) -> list[asyncio.subprocess.Process]:
+        return [self.proc, *(proc for _, proc in self.replicas)]
 
     def pids(self) -> list[int]:
         from tests.bench.procs import children
 
-        return [self.proc.pid, *children(self.proc.pid)]
+        return [pid for p in self.procs for pid in (p.pid, *children(p.pid))]
 
     def cpu(self) -> float:
         return sum(cpu_seconds(p) for p in self.pids())
 
     def rss(self) -> float:
-        return tree_rss_mb(self.proc.pid)
+        return sum(tree_rss_mb(p.pid) for p in self.procs)
 
 
 class LoadGen:
@@ -144,7 +162,8 @@ LIMITS = {"rpm": 100_000_000, "tpm": 10_000_000_000, "budget": 1_000_000_000.0, 
 
 
 def gateway_config(
-    tmp: Path, name: str, port: int, mock_port: int, *, level: str, workers: int, key: dict[str, Any] | None = None
+    tmp: Path, name: str, port: int, mock_port: int, *, level: str, workers: int, key: dict[str, Any] | None = None,
+    shared: Shared | None = None,
 ) -> Path:
     raw: dict[str, Any] = {
         "listen": f"127.0.0.1:{port}",
@@ -159,6 +178,9 @@ def gateway_config(
                       "api_keys": ["sk-vendor-bench"], "models": ["wan-bench"]}],
         "models": {"gpt-4o-mini": {"price": {"input": 0.15, "output": 0.6}}},
     }
+    if shared is not None:
+        # Each replica's own files (spool, counters file) in a folder of its own, as on its own machine.
+        raw.update(database=shared.database, state=shared.state(), spool=str(tmp / name / "gateway.spool.jsonl"))
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -166,16 +188,22 @@ def gateway_config(
 
 async def start_gateway(
     tmp: Path, name: str, mock_port: int, *, level: str = "info", workers: int = 1, env: dict[str, str] | None = None,
-    key: dict[str, Any] | None = None, tasks: int = 0,
+    key: dict[str, Any] | None = None, tasks: int = 0, shared: Shared | None = None, replicas: int = 1,
 ) -> Target:
-    port = free_port()
-    cfg = gateway_config(tmp, name.replace(" ", "-"), port, mock_port, level=level, workers=workers, key=key)
+    stem = name.replace(" ", "-").replace("+", "-")
     if tasks:
-        await pending_tasks(tmp / f"{name.replace(' ', '-')}.db", tasks)
-    # An operator's gateway logs to a file or a pipe, not to nowhere: the access line's cost is real.
-    proc = await spawn("-m", "gateway", "serve", "--config", str(cfg), "--listen", f"127.0.0.1:{port}",
-                       log=tmp / f"{name.replace(' ', '-')}.log", env=env)
-    return Target(name, port, proc, headers={"Authorization": f"Bearer {BENCH_KEY}"}, db=tmp / f"{name.replace(' ', '-')}.db")
+        await pending_tasks(tmp / f"{stem}.db", tasks)
+    started: list[tuple[int, asyncio.subprocess.Process]] = []
+    for i in range(replicas):
+        port, file = free_port(), stem if replicas == 1 else f"{stem}-{i + 1}"
+        cfg = gateway_config(tmp, file, port, mock_port, level=level, workers=workers, key=key, shared=shared)
+        # An operator's gateway logs to a file or a pipe, not to nowhere: the access line's cost is real.
+        proc = await spawn("-m", "gateway", "serve", "--config", str(cfg), "--listen", f"127.0.0.1:{port}",
+                           log=tmp / f"{file}.log", env=env)
+        started.append((port, proc))
+    (port, proc), *more = started
+    return Target(name, port, proc, headers={"Authorization": f"Bearer {BENCH_KEY}"},
+                  db=None if shared else tmp / f"{stem}.db", shared=shared, replicas=more)
 
 
 async def pending_tasks(db: Path, n: int) -> None:
@@ -241,12 +269,13 @@ async def sampler(target: Target, every: float = 0.02) -> AsyncIterator[list[flo
 
 
 async def measure(targets: list[Target], load: LoadGen, scale: Scale, say: Any) -> None:
-    lat_targets = [t for t in targets if t.name != "2 workers"]
-    for t in targets:  # warm every path: connections, pools, caches
-        r = await load.call(op="latency", target=t.spec, n=100)
-        t.sent += 120
-        if r["errors"]:
-            raise RuntimeError(f"{t.name}: {r['errors']} errors while warming up")
+    lat_targets = [t for t in targets if t.name not in ("2 workers", "2 replicas")]
+    for t in targets:  # warm every path: connections, pools, caches (of each replica)
+        for port in t.ports:
+            r = await load.call(op="latency", target={**t.spec, "port": port}, n=100)
+            t.sent += 120
+            if r["errors"]:
+                raise RuntimeError(f"{t.name}: {r['errors']} errors while warming up")
     say("latency")
     for _ in range(scale.rounds):
         for t in lat_targets:
@@ -276,17 +305,22 @@ async def measure(targets: list[Target], load: LoadGen, scale: Scale, say: Any) 
             # follows the same one (the one before leaves the machine warm or busy; ~0.08 on a ratio).
             order = targets[n % len(targets) :] + targets[: n % len(targets)]
             for t in order if n % 2 == 0 else order[::-1]:
+                redis0 = await t.shared.redis_load() if t.shared is not None else (0.0, 0)
                 cpu0 = t.cpu()
                 r = await load.call(op="rps", target=t.spec, conns=conns, seconds=scale.rps_seconds,
                                     warmup=min(0.5, scale.rps_seconds))
                 cpu = t.cpu() - cpu0
+                if t.shared is not None:  # what Redis spent on them (warm-up included)
+                    redis1 = await t.shared.redis_load()
+                    t.results.setdefault("redis_cpu_us", []).append((redis1[0] - redis0[0]) / max(r["answered"], 1) * 1e6)
+                    t.results.setdefault("redis_cmds", []).append((redis1[1] - redis0[1]) / max(r["answered"], 1))
                 t.results.setdefault(f"rps{conns}", []).append(r["rps"])
                 t.results.setdefault(f"cpu_us{conns}", []).append(cpu / max(r["ok"], 1) * 1e6)
                 t.results["errors"] = t.results.get("errors", 0) + r["errors"]
                 t.sent += r["answered"]
     say(f"{scale.open_streams} streams open at once")
     for t in targets:
-        if t.name in ("direct", "quiet", "no metrics"):
+        if t.name in ("direct", "quiet", "no metrics", "2 replicas"):
             continue
         await asyncio.sleep(scale.settle_s)
         t.results["rss_idle"] = t.rss()
@@ -342,9 +376,12 @@ def count_rows(db: Path) -> int:
         con.close()
 
 
-def report(targets: list[Target], scale: Scale, writer_rps: float, rows: dict[str, tuple[int, int]]) -> dict[str, Any]:
+def report(
+    targets: list[Target], scale: Scale, writer_rps: float, rows: dict[str, tuple[int, int]], scale_skipped: str | None
+) -> dict[str, Any]:
     lo, hi = scale.concurrency
-    summary: dict[str, Any] = {"targets": {}, "ratios": {}, "writer_rows_per_s": writer_rps, "rows": rows}
+    summary: dict[str, Any] = {"targets": {}, "ratios": {}, "writer_rows_per_s": writer_rps, "rows": rows,
+                               "scale_skipped": scale_skipped}
     lines = []
     head = f"{'target':<10} {'p50 ms':>7} {'p99 ms':>7} {'rps@' + str(lo):>9} {'rps@' + str(hi):>9} " \
            f"{'cpu us/req':>10} {'ttfb ms':>8} {'last ms':>8} {'idle MB':>8} {'peak MB':>8} {'after MB':>8}"
@@ -370,6 +407,9 @@ def report(targets: list[Target], scale: Scale, writer_rps: float, rows: dict[st
             "rss_after_mb": r.get("rss_after"),
             "errors": r.get("errors", 0),
         }
+        if "redis_cpu_us" in r:
+            row["redis_cpu_us_per_req"] = statistics.median(r["redis_cpu_us"])
+            row["redis_commands_per_req"] = statistics.median(r["redis_cmds"])
         summary["targets"][t.name] = row
         cpu = row["cpu_us_per_req"] if t.name != "direct" else None
         lines.append(
@@ -400,8 +440,8 @@ def report(targets: list[Target], scale: Scale, writer_rps: float, rows: dict[st
     summary["ratios"] = ratios
     lines.append("")
     lines.append("added by each hop (target minus direct, p50):")
-    for name in ("floor", "gateway", "quiet"):
-        if name in s:
+    for name in ("floor", "gateway", "quiet", "limited", "redis+pg"):
+        if name in s and s[name]["p50_ms"] is not None:
             t = s[name]
             lines.append(f"  {name:<8} latency +{added(t, 'p50_ms'):.3f} ms   first byte +{added(t, 'ttfb_ms'):.3f} ms"
                          f"   last byte of 40-chunk stream +{added(t, 'last_ms'):.3f} ms")
@@ -450,6 +490,23 @@ def report(targets: list[Target], scale: Scale, writer_rps: float, rows: dict[st
             lines.append(f"{label}: requests/s at {lo}: {r_lo:.2f}x, at {hi}: {r_hi:.2f}x [>= {want}x] "
                          f"{_ok(min(r_lo, r_hi) >= want)}; CPU/request {s[name]['cpu_us_per_req']:.0f} vs "
                          f"{gw['cpu_us_per_req']:.0f} us")
+    for name, base, label, want in (("redis+pg", "gateway", "Redis and PostgreSQL / embedded (SQLite)", 0.8),
+                                    ("2 replicas", "redis+pg", "2 replicas / 1 on Redis and PostgreSQL", 1.0)):
+        if name in s:
+            r_lo = statistics.median(paired(name, base, f"rps{lo}"))
+            r_hi = statistics.median(paired(name, base, f"rps{hi}"))
+            key = "redis_pg" if name == "redis+pg" else "replicas2"
+            summary["ratios"][f"{key}_rps_lo"], summary["ratios"][f"{key}_rps_hi"] = r_lo, r_hi
+            good = min(r_lo, r_hi) >= want if name == "redis+pg" else min(r_lo, r_hi) > want
+            lines.append(f"{label}: requests/s at {lo}: {r_lo:.2f}x, at {hi}: {r_hi:.2f}x "
+                         f"[{'>=' if name == 'redis+pg' else '>'} {want}x] {_ok(good)}; CPU/request "
+                         f"{s[name]['cpu_us_per_req']:.0f} vs {s[base]['cpu_us_per_req']:.0f} us")
+    for name in ("redis+pg", "2 replicas"):
+        if name in s and "redis_cpu_us_per_req" in s[name]:
+            lines.append(f"  Redis for {name}: {s[name]['redis_cpu_us_per_req']:.0f} us of its CPU and "
+                         f"{s[name]['redis_commands_per_req']:.1f} commands (those the scripts run included) a request")
+    if scale_skipped:
+        lines.append(f"redis+pg, 2 replicas: skipped ({scale_skipped})")
     if "2 workers" in s:
         w_lo = statistics.median(paired("2 workers", "gateway", f"rps{lo}"))
         w_hi = statistics.median(paired("2 workers", "gateway", f"rps{hi}"))
@@ -472,15 +529,19 @@ def _ok(good: bool) -> str:
 
 
 async def bench(
-    scale: Scale, *, workers: bool, quiet: bool, metrics_off: bool = False, limited: bool = True, tasks: bool = True
+    scale: Scale, *, workers: bool, quiet: bool, metrics_off: bool = False, limited: bool = True, tasks: bool = True,
+    shared: bool = True,
 ) -> dict[str, Any]:
     t_start = time.perf_counter()
 
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmpdir:
-        tmp = Path(tmpdir)
+    scale_skipped = await unreachable() if shared else "--no-scale"
+    if scale_skipped and shared:
+        say(f"redis+pg and 2 replicas skipped: {scale_skipped}")
+    async with contextlib.AsyncExitStack() as state:  # Redis prefixes and schemas: removed once the gateways stop
+        tmp = Path(state.enter_context(tempfile.TemporaryDirectory(prefix="gateway-bench-")))
         mock_port, floor_port = free_port(), free_port()
         procs: list[asyncio.subprocess.Process] = []
         targets: list[Target] = []
@@ -503,9 +564,16 @@ async def bench(
                 targets.append(await start_gateway(tmp, "limited", mock_port, key=LIMITS))
             if tasks:
                 targets.append(await start_gateway(tmp, "10k tasks", mock_port, tasks=TASKS))
-            procs.extend(t.proc for t in targets[2:])
+            if not scale_skipped:
+                # The limits make every admission a Redis round trip; the key without them asks Redis nothing.
+                one = await state.enter_async_context(shared_state("redispg"))
+                targets.append(await start_gateway(tmp, "redis+pg", mock_port, key=LIMITS, shared=one))
+                two = await state.enter_async_context(shared_state("replicas"))
+                targets.append(await start_gateway(tmp, "2 replicas", mock_port, key=LIMITS, shared=two, replicas=2))
+            procs.extend(p for t in targets[2:] for p in t.procs)
             for t in targets:
-                await asyncio.to_thread(wait_port, t.port)
+                for port in t.ports:
+                    await asyncio.to_thread(wait_port, port)
             load_proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tests.bench.load", cwd=ROOT,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -519,12 +587,16 @@ async def bench(
             say("usage writer")
             rows: dict[str, tuple[int, int]] = {}
             for t in targets[2:]:
-                code = await stop(t.proc)
-                if code != 0:
-                    say(f"  {t.name} exited with {code}")
-                assert t.db is not None
+                for p in t.procs:
+                    code = await stop(p)
+                    if code != 0:
+                        say(f"  {t.name} (pid {p.pid}) exited with {code}")
                 want = t.sent + t.results.get("opened", 0)  # every answered request has its row
-                rows[t.name] = (count_rows(t.db), want)
+                if t.shared is not None:
+                    rows[t.name] = (await t.shared.rows(), want)
+                else:
+                    assert t.db is not None
+                    rows[t.name] = (count_rows(t.db), want)
             writer_rps = await writer_rate(tmp, scale.writer_rows)
         finally:
             if load_proc is not None and load_proc.returncode is None:
@@ -533,7 +605,7 @@ async def bench(
             for p in procs:
                 await stop(p)
         say("done")
-        return report(targets, scale, writer_rps, rows)
+        return report(targets, scale, writer_rps, rows, scale_skipped)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -544,13 +616,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-metrics-off", action="store_true", help="skip the gateway with metrics off")
     parser.add_argument("--no-limited", action="store_true", help="skip the gateway with limits on the bench key")
     parser.add_argument("--no-tasks", action="store_true", help="skip the gateway polling 10,000 tasks")
+    parser.add_argument("--no-scale", action="store_true",
+                        help="skip the gateways on Redis and PostgreSQL (redis+pg, 2 replicas)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     raise_nofile()
     os.environ.setdefault("PYTHONHASHSEED", "0")
     summary = use_uvloop(bench(QUICK if args.quick else FULL, workers=not args.no_workers, quiet=not args.no_quiet,
                                  metrics_off=not args.no_metrics_off, limited=not args.no_limited,
-                                 tasks=not args.no_tasks))
+                                 tasks=not args.no_tasks, shared=not args.no_scale))
     if args.json is not None:
         args.json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     return 0

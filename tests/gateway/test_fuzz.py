@@ -79,7 +79,8 @@ def check_answer(status: int, content_type: str, body: bytes, path: str) -> None
     assert b"Traceback" not in body
     if status < 400:
         if content_type == "text/event-stream":
-            assert body.rstrip().endswith(b"data: [DONE]") or b'"error"' in body
+            end = b'data: {"type":"message_stop"}' if "/messages" in path else b"data: [DONE]"  # Anthropic's end, or OpenAI's
+            assert body.rstrip().endswith(end) or b'"error"' in body
         elif path.endswith("/chat/completions"):
             assert orjson.loads(body)["choices"]
         elif content_type == "application/json":
