@@ -50,7 +50,9 @@ class PgTaskStore:
         self.dsn = dsn
         self.max_connections = max_connections
         self._pool: Any = None
-        self._leader: Any = None  # the connection holding the poller's advisory lock, on the replica that polls
+        self._leader: Any = None  # the connection that holds (or asks for) the poller's advisory lock
+        self._leading = False  # whether it holds it: this replica polls
+        self._lead_lock = asyncio.Lock()
 
     async def start(self) -> None:
         pool = await asyncpg.create_pool(
@@ -66,7 +68,7 @@ class PgTaskStore:
         self._pool = pool
 
     async def close(self) -> None:
-        leader, self._leader = self._leader, None
+        leader, self._leader, self._leading = self._leader, None, False
         if leader is not None:
             leader.terminate()  # the lock goes with it: another replica takes over polling
         pool, self._pool = self._pool, None
@@ -160,30 +162,33 @@ class PgTaskStore:
         """One replica polls: the one holding the session advisory lock POLLER_LOCK on a connection of its
         own. The lock goes with the connection, so when that replica dies (or loses its connection) the
         next replica to ask takes it: no home-made election, PostgreSQL's lock is the arbiter."""
-        conn = self._leader
+        async with self._lead_lock:  # the poll and callback loops both ask: one connection between them
+            return await self._lead()
+
+    async def _lead(self) -> bool:
+        conn, errors = self._leader, (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
         if conn is not None:
-            try:  # still holding it: the connection (and so the lock) is alive
-                await conn.fetchval("SELECT 1", timeout=CONNECT_TIMEOUT_S)
-                return True
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            try:
+                if self._leading:  # still holding it: the connection (and so the lock) is alive
+                    await conn.fetchval("SELECT 1", timeout=CONNECT_TIMEOUT_S)
+                    return True
+                # Not the leader: ask again on the same connection (not a new server process each round).
+                # One lock per schema: gateways on other schemas of the same database poll their own tasks.
+                if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1 || current_schema()))", POLLER_LOCK):
+                    self._leading = True
+                    log.info("task_poller_leading")
+                return self._leading
+            except errors:
                 conn.terminate()
-                log.warning("task_poller_lock_lost")
-        self._leader = None
+                if self._leading:
+                    log.warning("task_poller_lock_lost")
+                self._leader, self._leading = None, False
+                return False
         try:
-            conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_S, command_timeout=COMMAND_TIMEOUT_S)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
+            self._leader = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_S, command_timeout=COMMAND_TIMEOUT_S)
+        except errors:
             return False
-        try:
-            # One lock per schema: gateways on other schemas of the same database poll their own tasks.
-            got = bool(await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1 || current_schema()))", POLLER_LOCK))
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            got = False
-        if not got:
-            await conn.close()
-            return False
-        log.info("task_poller_leading")
-        self._leader = conn
-        return True
+        return await self._lead()
 
     async def _select(self, query: str, args: Sequence[Any]) -> builtins.list[Task]:
         return [_decode(r) for r in await self._db.fetch(query, *args)]
