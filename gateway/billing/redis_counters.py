@@ -1,9 +1,11 @@
 """The rate limit and budget counters in Redis, shared by every replica of a gateway (`state.redis`).
 
 Each call is one Lua script, run atomically on Redis's clock (`TIME`): a request's admission checks and
-charges its key's rpm, tpm and budget in one round trip; its settle is one more, written in the
-background. Keys (P is `state.prefix`; the `{...}` part is the Redis Cluster hash tag, so all the keys
-of one client key, or of one channel, sit in one slot and one script may touch them all):
+charges its key's rpm, tpm and budget in one script; its settle is one more, written in the
+background. The scripts asked in one event-loop turn, or while the previous ones are on their way, go
+to Redis together, in one write on a connection of their own, and each answer goes back to its caller
+(`ScriptPipe`). Keys (P is `state.prefix`; the `{...}` part is the Redis Cluster hash tag, so all the
+keys of one client key, or of one channel, sit in one slot and one script may touch them all):
 
     P:{k:NAME}:rpm             hash: second -> requests admitted in it (a sliding minute of 61 buckets,
     P:{k:NAME}:tpm             hash: second -> tokens charged in it      as gateway.billing.window)
@@ -33,7 +35,7 @@ import itertools
 import math
 import secrets
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -41,16 +43,15 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ResponseError
 
 from gateway.billing.counters import Grant, Standing
 from gateway.billing.limiter import period_end
+from gateway.billing.redis_pipe import BATCH, TIMEOUT_S, ScriptPipe, _bulk, evalsha, evalsha_head
 
 log = structlog.get_logger("gateway.billing")
 
-TIMEOUT_S = 0.5  # connect and each reply: a dead Redis costs a request this much at most, once a second
 MAX_CONNECTIONS = 64  # per process; a request waits (up to TIMEOUT_S) for one when all are busy
-BATCH = 512  # background writes sent in one pipeline
 
 # -- the scripts -----------------------------------------------------------------------------------
 
@@ -122,8 +123,10 @@ end
 """
 
 # KEYS rpm, tpm, spent, resv, resv:sum, held. ARGV rpm, tpm, tokens, budget ('' where none), reserve,
-# reservation member, its ttl in ms. -> status (ok | requests | tokens | budget | refill), retry_after
-# (-1: never), requests left, requests reset, tokens left, tokens reset ('' where no limit), second.
+# reservation member, its ttl in ms. -> one string, its fields split by spaces (a bulk string is read in
+# two steps, an array of seven in fifteen): status (ok | requests | tokens | budget | refill),
+# retry_after (-1: never), requests left, requests reset, tokens left, tokens reset ('' where no
+# limit), second.
 ADMIT = _COMMON + """
 local now_s, now = clock()
 local rpm, tpm, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
@@ -132,7 +135,7 @@ local now_ms = math.floor(now * 1000)
 local limit, retry = false, 0
 if budget then
   local b = redis.call('HMGET', KEYS[3], 'ready', 'spent')
-  if not b[1] then return {'refill', '0', '', '0', '', '0', now_s} end
+  if not b[1] then return 'refill 0  0  0 ' .. now_s end
   local used = tonumber(b[2] or '0') + reserved(KEYS[4], KEYS[5], now_ms) + tonumber(redis.call('GET', KEYS[6]) or '0')
   if used >= budget then limit = 'budget' end
 end
@@ -171,7 +174,7 @@ end
 local out = {limit or 'ok', retry == math.huge and '-1' or tostring(retry), '', '0', '', '0', now_s}
 if rpm then out[3] = tostring(math.max(rpm - rt, 0)); out[4] = tostring(reset_in(rt, rb, now, now_s)) end
 if tpm then out[5] = tostring(math.max(tpm - tt, 0)); out[6] = tostring(reset_in(tt, tb, now, now_s)) end
-return out
+return table.concat(out, ' ')
 """
 
 # KEYS tpm, spent, resv, resv:sum. ARGV second admitted, token correction, reservation member ('' none),
@@ -256,6 +259,8 @@ def connect(url: str) -> Redis:
     return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
 
 
+
+
 @dataclass(slots=True)
 class Write:
     """A change queued for the background writer, with what it means should Redis not take it."""
@@ -285,6 +290,10 @@ class RedisCounters:
         self._release = redis.register_script(RELEASE)
         self._replay = redis.register_script(REPLAY)
         self._standing = redis.register_script(STANDING)
+        self.pipe = ScriptPipe(redis)  # admissions and background writes
+        self._key_head = evalsha_head(self._admit, 6, 7)
+        self._channel_head = evalsha_head(self._admit, 2, 7)
+        self._keys: dict[tuple[str, int], bytes] = {}  # a key's and period's KEYS, encoded
         self._bases: dict[str, str] = {}
         self._ids = f"{secrets.token_hex(5)}."  # this process's reservations: <ids><n>
         self._n = itertools.count(1)
@@ -317,18 +326,23 @@ class RedisCounters:
         period: int = 0,
         reserve: float = 0.0,
     ) -> Grant:
-        b = self.base(name)
+        keys = self._keys.get((name, period))
+        if keys is None:
+            if len(self._keys) >= 4096:  # names and periods of the past
+                self._keys.clear()
+            b = self.base(name)
+            keys = self._keys[(name, period)] = b"".join(
+                map(_bulk, (f"{b}:rpm", f"{b}:tpm", f"{b}:spent:{period}", f"{b}:resv", f"{b}:resv:sum", f"{b}:held"))
+            )
         member = f"{self._ids}{next(self._n):x}|{reserve!r}" if budget is not None and reserve > 0 else ""
-        reply = await self._admit(
-            keys=[f"{b}:rpm", f"{b}:tpm", f"{b}:spent:{period}", f"{b}:resv", f"{b}:resv:sum", f"{b}:held"],
-            args=[_opt(rpm), _opt(tpm), tokens, _opt(budget), reserve, member, self.ttl_ms],
-        )
+        args = (_opt(rpm), _opt(tpm), tokens, _opt(budget), reserve, member, self.ttl_ms)
+        reply = await self.pipe.call(self._admit, b"".join((self._key_head, keys, *map(_bulk, args))))
         return _grant(reply, member or "-")
 
     async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:
         b = self.base(name, "c")
-        reply = await self._admit(keys=[f"{b}:rpm", f"{b}:tpm"], args=[_opt(rpm), _opt(tpm), tokens, "", 0, "", 0])
-        return _grant(reply, "-")
+        command = b"".join(map(_bulk, (f"{b}:rpm", f"{b}:tpm", _opt(rpm), _opt(tpm), tokens, "", 0, "", 0)))
+        return _grant(await self.pipe.call(self._admit, self._channel_head + command), "-")
 
     async def standing(self, name: str, now: float, period: int) -> Standing:
         b = self.base(name)
@@ -402,28 +416,17 @@ class RedisCounters:
         async with self._sending:
             while self._writes:
                 batch = [self._writes.popleft() for _ in range(min(len(self._writes), BATCH))]
-                try:
-                    await self._send(batch)
-                except (TimeoutError, RedisError, OSError) as exc:
-                    if self.on_write_failed is not None:
-                        self.on_write_failed(batch, exc)
-
-    async def _send(self, batch: Sequence[Write]) -> None:
-        results = await self._pipeline(batch)
-        missing = [w for w, r in zip(batch, results, strict=True) if isinstance(r, NoScriptError)]
-        if missing:  # the scripts were flushed (SCRIPT FLUSH, a restarted Redis): load them, send those again
-            for script in {id(w.script): w.script for w in missing}.values():
-                await self.redis.script_load(script.script)
-            batch, results = missing, await self._pipeline(missing)
-        for w, r in zip(batch, results, strict=True):
-            if isinstance(r, Exception):
-                log.error("state_write_refused", key_name=w.name, error=str(r)[:300])
-
-    async def _pipeline(self, batch: Sequence[Write]) -> list[object]:
-        pipe = self.redis.pipeline(transaction=False)
-        for w in batch:
-            pipe.evalsha(w.script.sha, len(w.keys), *w.keys, *w.args)
-        return list(await pipe.execute(raise_on_error=False))
+                results = await self.pipe.gather((w.script, evalsha(w.script, w.keys, w.args)) for w in batch)
+                lost: list[Write] = []
+                error: BaseException | None = None
+                for w, r in zip(batch, results, strict=True):
+                    if isinstance(r, ResponseError):  # Redis ran it and refused it: nothing to redo
+                        log.error("state_write_refused", key_name=w.name, error=str(r)[:300])
+                    elif isinstance(r, BaseException):  # the connection broke, or the reply was late
+                        lost.append(w)
+                        error = r
+                if error is not None and self.on_write_failed is not None:
+                    self.on_write_failed(lost, error)
 
     async def aclose(self) -> None:
         """Write what is queued (the client is its opener's to close)."""
@@ -432,6 +435,7 @@ class RedisCounters:
         if self._writer is not None:
             await self._writer
         await self.flush()
+        await self.pipe.aclose()
 
 
 def _opt(value: float | None) -> float | str:
@@ -444,9 +448,9 @@ def _expiry(period: int) -> int:
     return 0 if end is None else int(end) + 86400
 
 
-def _grant(reply: list[bytes | int], claim: str) -> Grant:
-    status, retry, requests_left, requests_reset, tokens_left, tokens_reset, second = reply
-    limit = None if status == b"ok" else bytes(status).decode()
+def _grant(reply: bytes, claim: str) -> Grant:
+    status, retry, requests_left, requests_reset, tokens_left, tokens_reset, second = reply.split(b" ")
+    limit = None if status == b"ok" else status.decode()
     retry_after = float(retry)
     return Grant(
         limit,

@@ -7,6 +7,8 @@ server is $GATEWAY_TEST_REDIS (default 127.0.0.1:6379); without one these tests 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,9 @@ import pytest
 import structlog
 
 from config import ClientKey
-from gateway.billing.limiter import Limiter
+from gateway.billing.counters import LocalCounters
+from gateway.billing.limiter import Limiter, Ticket
+from gateway.billing.store import LocalStore
 from gateway.errors import GatewayError
 from gateway.state import SERVICES
 from tests.conftest import Gateway, channel
@@ -258,3 +262,130 @@ async def test_refuse_answers_503_while_redis_is_unreachable(gateway_factory, ve
     assert (await ask(gw.client("free-key"))).http_response.status_code == 200
     text = gw.server.app[SERVICES].metrics.render()[0].decode()  # type: ignore[union-attr]
     assert 'gateway_state_fallbacks_total{action="refuse",reason="connect"} 1.0' in text
+
+
+def count_batches(monkeypatch: pytest.MonkeyPatch, after: Callable[[], Any] | None = None) -> list[int]:
+    """The EVALSHAs in each write to Redis from now on (the script calls' batches), through a wrapper
+    around redis-py's `send_packed_command`; `after` runs once, right after the first such write."""
+    from redis.asyncio.connection import AbstractConnection
+
+    send = AbstractConnection.send_packed_command
+    batches: list[int] = []
+
+    async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+        await send(conn, command, check_health)
+        data = command if isinstance(command, bytes) else b"".join(command)
+        if b"EVALSHA" in data:
+            batches.append(data.count(b"EVALSHA"))
+            if after is not None and len(batches) == 1:
+                await after()
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    return batches
+
+
+async def test_concurrent_admissions_go_in_one_batch_and_admit_exactly_the_limit(shared: Shared, monkeypatch):
+    client = redis_counters.connect(shared.url)
+    counters = redis_counters.RedisCounters(client, prefix=shared.prefix)
+    limiter = Limiter(counters)
+    key = ClientKey("k", "0" * 64, rpm=25, tpm=10_000)
+    batches = count_batches(monkeypatch)
+    try:
+        many = (limiter.admit(key, tokens=2, reserve=0) for _ in range(100))
+        results = await asyncio.gather(*many, return_exceptions=True)
+        tickets = [r for r in results if isinstance(r, Ticket)]
+        refused = [r for r in results if isinstance(r, GatewayError)]
+        assert (len(tickets), len(refused)) == (25, 75)
+        assert {r.type for r in refused} == {"requests"}
+        assert all(55 <= int(r.headers["Retry-After"]) <= 61 for r in refused)
+        # Each script answered on its own: the remaining counts went down one by one.
+        remaining = sorted(int(t.headers["x-ratelimit-remaining-requests"]) for t in tickets)
+        assert remaining == list(range(25))
+        assert batches in ([100], [100, 100])  # one batch (sent again if the script was not loaded yet)
+        for t in tickets:
+            limiter.settle(t, 1, None)
+        await counters.flush()
+        assert batches[-1] == 25  # the settles: one batch on the same connection
+        await shared.client.script_flush()  # NOSCRIPT for a whole batch: loaded once, the batch sent again
+        many = (limiter.admit(key, tokens=2, reserve=0) for _ in range(10))
+        results = await asyncio.gather(*many, return_exceptions=True)
+        assert all(isinstance(r, GatewayError) for r in results) and batches[-2:] == [10, 10]
+        balance = await limiter.balance(key)
+        assert (balance.requests_used, balance.tokens_used) == (25, 25)
+        await limiter.admit(ClientKey("alone", "1" * 64, rpm=1), tokens=0, reserve=0)
+        assert batches[-1] == 1  # alone: sent at once, nothing waited for
+    finally:
+        await limiter.aclose()
+        await client.aclose()
+
+
+async def test_a_redis_cut_mid_batch_sends_every_admission_of_it_to_the_fallback(shared: Shared, monkeypatch, tmp_path: Path):
+    proxy = await RedisProxy().start()
+    client = redis_counters.connect(proxy.url)
+    local = LocalStore(LocalCounters.create(tmp_path / "gateway.counters"))
+    store = failover.Failover(redis_counters.RedisCounters(client, prefix=shared.prefix), local, refuse=False)
+    limiter = Limiter(store)
+    key = ClientKey("k", "0" * 64, rpm=100)
+    try:
+        assert (await limiter.admit(key, tokens=0, reserve=0)).claim == "-"  # a Redis grant; the connection made
+        batches = count_batches(monkeypatch, after=proxy.cut)  # the batch written, then Redis gone before its answers
+        with structlog.testing.capture_logs() as logs:
+            tickets = await asyncio.gather(*(limiter.admit(key, tokens=0, reserve=0) for _ in range(8)))
+        assert batches[0] == 8
+        assert all(t.claim == "" for t in tickets)  # every one admitted by the local counters
+        assert store.down and store.fallbacks == 8
+        assert (await local.standing("k", time.time(), 0)).requests == 8
+        assert [e["event"] for e in logs if e["event"].startswith("state_redis")] == ["state_redis_unreachable"]
+    finally:
+        await limiter.aclose()
+        await client.aclose()
+        await proxy.cut()
+
+
+async def test_a_connection_redis_closed_while_idle_fails_no_call(shared: Shared):
+    """As the pool checks a connection before lending it, the script calls' own connection is made
+    again when Redis closed it meanwhile (a restart): the writes behind it are not lost to the fallback."""
+    from redis.asyncio import Redis
+
+    name = f"{shared.prefix}-conn"
+    client = Redis.from_url(shared.url, client_name=name, socket_timeout=2)
+    counters = redis_counters.RedisCounters(client, prefix=shared.prefix)
+    failed: list[BaseException] = []
+    counters.on_write_failed = lambda batch, exc: failed.append(exc)
+
+    async def kill() -> int:
+        ids = [c["id"] for c in await shared.client.client_list() if c.get("name") == name]
+        for i in ids:
+            await shared.client.client_kill_filter(_id=i)
+        await asyncio.sleep(0.05)  # the server's FIN arrives
+        return len(ids)
+
+    try:
+        grant = await counters.admit("k", 0, rpm=10, tpm=None, tokens=0)
+        assert await kill()
+        counters.settle("k", 0, second=grant.second, cost=0.5, period=0, claim="-")
+        await counters.flush()
+        await kill()
+        grant = await counters.admit("k", 0, rpm=10, tpm=None, tokens=0)
+        assert (grant.limit, grant.requests_left) == (None, 8) and not failed
+        assert float(await shared.client.hget(f"{shared.prefix}:{{k:k}}:spent:0", "spent")) == 0.5
+    finally:
+        await counters.aclose()
+        await client.aclose()
+
+
+async def test_an_error_redis_answers_is_its_calls_alone(shared: Shared):
+    client = redis_counters.connect(shared.url)
+    pipe = redis_counters.ScriptPipe(client)
+    # Scripts of this test only, so the first batch surely meets NOSCRIPT for both.
+    echo = client.register_script(f"-- {shared.prefix}\nreturn ARGV[1]")
+    refuse = client.register_script(f"-- {shared.prefix}\nreturn redis.error_reply('refused ' .. ARGV[1])")
+    try:
+        calls = ((echo, "a"), (refuse, "b"), (echo, 1.5))
+        answers = await pipe.gather((script, redis_counters.evalsha(script, [], [arg])) for script, arg in calls)
+        assert answers[0] == b"a" and answers[2] == b"1.5"
+        assert isinstance(answers[1], Exception) and "refused b" in str(answers[1])
+        assert pipe.round_trips == 2  # NOSCRIPT for all three: both scripts loaded, the batch sent again
+    finally:
+        await pipe.aclose()
+        await client.aclose()
