@@ -216,9 +216,8 @@ def finish(request: web.Request, ctx: RequestContext, response: web.StreamRespon
     services = ctx.services
     if ctx.ticket is not None and services.limiter is not None:
         services.limiter.settle(ctx.ticket, total, row.cost)
-    if ctx.task_id is not None:
-        return  # the request created an async task: its row is written when the task is settled (gateway.tasks)
-    services.usage.record(row)
+    if ctx.task_id is None:  # else the request created an async task: its row comes when the task settles
+        services.usage.record(row)
     if services.metrics is not None:
         services.metrics.request(row, ctx.config)
     access_log.info("request", {

@@ -436,3 +436,15 @@ async def test_openai_sdk_uploads_an_input_reference_to_wan(gateway_factory, fak
     assert image.startswith("data:image/png;base64,")
     task = await wait_final(gw, video.id)
     assert task["catalog"] == "i2v" and task["status"] == "SUCCEEDED"
+
+
+async def test_a_submission_gets_its_access_line_but_no_row_of_its_own(gateway_factory, fake, capsys):
+    gw = await gateway_factory(task_config(fake))
+    status, created = await call(gw, "POST", "/v1/video/generations", json={"model": "viduq2", "prompt": "x"})
+    assert status == 200
+    out = capsys.readouterr().out
+    assert "path=/v1/video/generations" in out or '"path":"/v1/video/generations"' in out
+    rows = await gw.rows()
+    assert [r for r in rows if r["endpoint"] == "video/generations"] == []  # the task's row comes when it ends
+    await wait_final(gw, created["id"])
+    assert [r["task_id"] for r in await gw.rows() if r["task_id"]] == [created["id"]]
