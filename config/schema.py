@@ -316,9 +316,5 @@ class Config:
         return {k.key_sha256: k for k in self.keys}
 
     @cached_property
-    def services_by_code(self) -> dict[str, Service]:
-        return {s.service_code: s for s in self.services}
-
-    @cached_property
     def admin_keys_by_hash(self) -> dict[str, AdminKey]:
         return {k.key_sha256: k for k in self.admin_keys}

@@ -6,7 +6,7 @@
     GET  /v1/balance                         budget, spend and what is left in the period; rpm/tpm this minute
     GET  /v1/pricing                         the models the key may use, with catalog and price
     POST /v1/pricing/quote                   {"model", "usage"}: what that usage of the model costs
-    GET  /api/user/info                      AI逢源's shape, in its envelope (gateway.api.envelope)
+    GET  /api/user/info                      AI逢源's shape, in its envelope (gateway.errors.SERVICE)
 
 Each is also served under /<platform>/, and reads the caller's key only: no parameter names a key.
 The handlers authenticate for themselves (their routes are metered without the pipeline's auth) so an
@@ -27,7 +27,6 @@ from typing import Any
 from aiohttp import web
 
 from config import ClientKey, Price, sha256_hex
-from gateway.api import envelope
 from gateway.api.auth import authenticate, presented_key
 from gateway.api.bodies import MAX_MODEL_NAME, read_json
 from gateway.api.models import describe, visible_models
@@ -38,6 +37,7 @@ from gateway.errors import GatewayError
 from gateway.ledger.backends import usage_reader
 from gateway.ledger.reader import DAY, RowQuery, UsageReader
 from gateway.relay.routing import check_platform, request_tags
+from gateway.tasks.dialects.services import service_ok
 
 SUBSCRIPTION = "dashboard/billing/subscription"
 DASHBOARD_USAGE = "dashboard/billing/usage"
@@ -438,14 +438,11 @@ def breakdown(used: Quantities, price: Price) -> dict[str, float]:
 
 
 async def user_info(request: web.Request, ctx: RequestContext) -> web.Response:
-    """GET /api/user/info in AI逢源's envelope, errors too: `credits` is what is left of the budget."""
-    try:
-        key = holder(request, ctx, USER_INFO)
-        b = await standing(ctx, key)
-    except GatewayError as err:
-        ctx.error = err.message[:500]
-        return envelope.from_error(err)
-    return envelope.ok({
+    """GET /api/user/info in AI逢源's envelope, errors too (the pipeline renders /api/... errors in it):
+    `credits` is what is left of the budget."""
+    key = holder(request, ctx, USER_INFO)
+    b = await standing(ctx, key)
+    return web.json_response(service_ok({
         "name": _name(key),
         "username": _name(key),
         "credits": b.remaining if b.remaining is not None else UNLIMITED_USD,
@@ -460,7 +457,7 @@ async def user_info(request: web.Request, ctx: RequestContext) -> web.Response:
         "rpm_remaining": b.requests_left,
         "tpm": b.tpm,
         "tpm_remaining": b.tokens_left,
-    })  # fmt: skip
+    }))  # fmt: skip
 
 
 ROUTES = (

@@ -460,10 +460,3 @@ def new_task(
         callback_url=callback_url, callback_state=CALLBACK_PENDING if callback_url else None, origin=origin,
         billing=RESERVED, next_poll_at=time.time() + SUBMIT_GRACE_S,  # the poller keeps off while it is submitted
     )  # fmt: skip
-
-
-async def wait_closed(tasks: set[asyncio.Task[Any]]) -> None:
-    for t in list(tasks):
-        t.cancel()
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
