@@ -78,7 +78,7 @@ async def serve(
     runtime = Runtime(config, path)
     runtime.on_reload.append(lambda new: setup_logging(new.log))
     if config.workers == 1:
-        counters_path(config).unlink(missing_ok=True)  # counters start afresh, from the database
+        counters_path(config).unlink(missing_ok=True)  # a file an earlier `workers: N` left: counters live in memory
     app = create_app(runtime, metrics_listen=metrics_listen)
     runner = web.AppRunner(
         app,

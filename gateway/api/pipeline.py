@@ -13,6 +13,7 @@ from gateway.api.auth import authenticate
 from gateway.billing.pricing import cost
 from gateway.context import RequestContext, new_request_id
 from gateway.errors import SERVICE, GatewayError
+from gateway.http.answer import add_lines
 from gateway.ledger.sink import UsageRow
 from gateway.logs import AccessLog
 from gateway.state import SERVICES, Services
@@ -68,8 +69,6 @@ def metered(services: Services, handler: Handler, *, authenticated: bool = True)
         except GatewayError as err:
             ctx.error = ctx.error or err.message[:500]
             response = err.response(ctx.protocol)
-            if ctx.ticket is not None:  # an admitted request that failed upstream: its limits' headers still
-                response.headers.update(ctx.ticket.headers)
         except web.HTTPException as exc:
             http_err = GatewayError(exc.status, exc.text or exc.reason)
             ctx.error = http_err.message
@@ -94,6 +93,8 @@ def metered(services: Services, handler: Handler, *, authenticated: bool = True)
                 services.guard.request_done(request.transport)
         if not response.prepared:
             response.headers["X-Request-Id"] = ctx.request_id
+            if ctx.ticket is not None:  # every answer to a limited key (a stream has them already)
+                add_lines(response, ctx.ticket.lines)
             if services.drain.deadline is not None:
                 response.force_close()  # shutting down: the client must not send another request on this connection
         return response

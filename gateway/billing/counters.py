@@ -11,21 +11,21 @@ Each name (a client key, or `channel:<name>`) has a slot: its rpm and tpm window
 (gateway.billing.window), and its budget: the period the spend belongs to, the spend, what async tasks
 hold, and what each worker's requests in flight have reserved.
 
-`LocalStore` (gateway.billing.store) puts these calls behind the `CounterStore` interface that the Redis
-store for several machines (gateway.billing.redis_counters) implements too.
+`LocalCounters` is a `CounterStore` (gateway.billing.store), the interface that the Redis store for
+several machines (gateway.billing.redis_counters) implements too. Its calls never wait: the coroutines
+answer without suspending.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import mmap
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.billing import window
+from gateway.billing.store import Grant, Standing
 
 MAGIC = 0x67776331  # "gwc1"
 MAX_WORKERS = 64
@@ -40,35 +40,10 @@ _HELD = _SPENT + 1
 _RESERVED_SUM = _HELD + 1  # the workers' reservations below, summed
 _RESERVED = _RESERVED_SUM + 1
 SLOT = _RESERVED + MAX_WORKERS
-
-
-@dataclass(slots=True)
-class Grant:
-    """What `admit` decided. `limit` names what refused it: requests | tokens | budget (None: admitted)."""
-
-    limit: str | None
-    retry_after: float = 0.0
-    requests_left: float | None = None
-    requests_reset: float = 0.0
-    tokens_left: float | None = None
-    tokens_reset: float = 0.0
-    second: int = 0  # when it was admitted, to settle the token estimate against
-    # What the store that admitted it needs back to settle it: "" for these local counters; the Redis
-    # store's reservation (gateway.billing.redis_counters), so a request admitted by Redis settles there.
-    claim: str = ""
-
-
-@dataclass(slots=True)
-class Standing:
-    """A name's counters now: used this minute, and spend in the current budget period."""
-
-    requests: float
-    requests_reset: float
-    tokens: float
-    tokens_reset: float
-    spent: float
-    reserved: float  # requests in flight and async tasks not settled yet
-    ready: bool = True  # False: a shared store lost the period's spend (a Redis flush); refill it first
+# What admit reads and writes on every request, spelled out (window.NEWEST is each window's first double).
+_SECONDS = window.SECONDS
+_RPM_TOTAL, _RPM_FIRST = _RPM + window.TOTAL, _RPM + window.FIRST
+_TPM_TOTAL, _TPM_FIRST = _TPM + window.TOTAL, _TPM + window.FIRST
 
 
 def slot_hash(name: str) -> float:
@@ -77,19 +52,32 @@ def slot_hash(name: str) -> float:
 
 
 class LocalCounters:
-    def __init__(self, path: Path, fd: int, mm: mmap.mmap, worker: int, *, shared: bool = True) -> None:
+    """The counters of one machine: in the file `create` makes, mapped by every worker (`workers: N`),
+    or, for a process alone (`memory`), in lists of its own (no file, no lock: a list reads and writes
+    faster than a memoryview of doubles, and these calls run on every limited request).
+
+    Each name's slot is a sequence of its own, indexed from 0 (a list, or a view of its part of the
+    file), so the calls index it with the layout's constants and nothing else."""
+
+    def __init__(self, w: memoryview[float] | None = None, *, worker: int = 0, path: Path | None = None, fd: int = -1,
+                 mm: mmap.mmap | None = None) -> None:  # fmt: skip
         self.path = path
-        self._fd = fd
-        self._mm = mm
-        self._w = memoryview(mm).cast("d")
-        self._worker = worker % MAX_WORKERS
-        self._slots: dict[str, int] = {}
-        # `with self._locked:` holds the file's lock; a process alone on the file (`workers: 1`) needs none,
-        # and saves two system calls per call (a third of what a limited request's limits cost).
-        self._locked: contextlib.AbstractContextManager[None] = _Locked(fd) if shared else contextlib.nullcontext()
+        self._w, self._fd, self._mm = w, fd, mm
+        # This worker's column of reservations in the file (0 in memory: there the sum is all there is).
+        self._column = _RESERVED + worker % MAX_WORKERS if w is not None else 0
+        self._slots: dict[str, window.Doubles] = {}
+        # The file's lock (-1: none, in memory), held by `with self._locked:`, and taken by hand in admit
+        # and settle, the calls of every request.
+        self._lock_fd = fd
+        self._locked = _Locked(fd)
 
     @classmethod
-    def create(cls, path: str | Path, *, worker: int = 0, capacity: int = CAPACITY, shared: bool = True) -> LocalCounters:
+    def memory(cls) -> LocalCounters:
+        """Counters for a process alone (`workers: 1`): they start empty, as a fresh file does."""
+        return cls()
+
+    @classmethod
+    def create(cls, path: str | Path, *, worker: int = 0, capacity: int = CAPACITY) -> LocalCounters:
         """A fresh file (any old one is replaced): done once, when the gateway starts."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,12 +89,12 @@ class LocalCounters:
             header[0], header[1] = float(MAGIC), float(capacity)
             f.write(header.tobytes())
         os.replace(tmp, path)
-        return cls.attach(path, worker=worker, shared=shared)
+        return cls.attach(path, worker=worker)
 
     @classmethod
-    def attach(cls, path: str | Path, *, worker: int = 0, shared: bool = True) -> LocalCounters:
+    def attach(cls, path: str | Path, *, worker: int = 0) -> LocalCounters:
         """Map a file `create` made (a worker attaching to the parent's), dropping what worker
-        `worker` reserved in an earlier life. `shared`: other processes use the file too (lock it)."""
+        `worker` reserved in an earlier life."""
         path = Path(path)
         fd = os.open(path, os.O_RDWR)
         try:
@@ -114,21 +102,31 @@ class LocalCounters:
         except BaseException:
             os.close(fd)
             raise
-        counters = cls(path, fd, mm, worker, shared=shared)
+        counters = cls(memoryview(mm).cast("d"), worker=worker, path=path, fd=fd, mm=mm)
+        assert counters._w is not None
         if int(counters._w[0]) != MAGIC:
             counters.close()
             raise ValueError(f"{path} is not a counters file")
         counters.clear_worker()
         return counters
 
+    async def aclose(self) -> None:
+        self.close()
+
     def close(self) -> None:
-        self._w.release()
-        self._mm.close()
-        os.close(self._fd)
+        if self._w is not None:
+            for s in self._slots.values():
+                if isinstance(s, memoryview):
+                    s.release()
+            self._w.release()
+        self._slots.clear()
+        if self._mm is not None:
+            self._mm.close()
+            os.close(self._fd)
 
     # -- the calls ------------------------------------------------------------------------------
 
-    def admit(
+    async def admit(
         self,
         name: str,
         now: float,
@@ -140,37 +138,60 @@ class LocalCounters:
         period: int = 0,
         reserve: float = 0.0,
     ) -> Grant:
-        """Check every limit of one request and, when all allow it, charge them all at once."""
-        w, now_s = self._w, int(now)
-        with self._locked:
-            at = self._slot(name)
-            grant = Grant(None, second=now_s)
-            if budget is not None and self._spent(at, period) + self._reserved(at) >= budget:
-                grant.limit = "budget"
-            # Each wait() moves its window to now: what follows reads and adds without moving it again.
-            wait_requests = window.wait(w, at + _RPM, now, 1, rpm) if rpm is not None else 0.0
-            wait_tokens = window.wait(w, at + _TPM, now, tokens, tpm) if tpm is not None else 0.0
-            if wait_requests > 0 or wait_tokens > 0:
-                grant.retry_after = max(wait_requests, wait_tokens)
-                grant.limit = grant.limit or ("requests" if wait_requests >= wait_tokens else "tokens")
-            admitted = grant.limit is None
-            if admitted:
-                if rpm is not None:
-                    window.put(w, at + _RPM, now_s, 1)
-                if tpm is not None and tokens:
-                    window.put(w, at + _TPM, now_s, tokens)
-                if budget is not None and reserve:
-                    w[at + _RESERVED + self._worker] += reserve
-                    w[at + _RESERVED_SUM] += reserve
-            # An admitted request's own second is the newest in the window: it empties when that one leaves.
-            full_reset = window.SECONDS - (now - now_s)
+        """Check every limit of one request and, when all allow it, charge them all at once.
+
+        Every limited request passes here, so the common case is written out: windows that have room
+        (gateway.billing.window moves them to this second when they are behind)."""
+        now_s, fd = int(now), self._lock_fd
+        if fd >= 0:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            s = self._slots.get(name) or self._slot(name)
+            limit = None
+            if budget is not None:
+                if s[_PERIOD] != period:  # a new period starts at zero
+                    s[_PERIOD], s[_SPENT] = period, 0.0
+                if s[_SPENT] + s[_HELD] + s[_RESERVED_SUM] >= budget:
+                    limit = "budget"
             if rpm is not None:
-                grant.requests_left = max(rpm - window.used_now(w, at + _RPM), 0.0)
-                grant.requests_reset = full_reset if admitted else window.reset_in(w, at + _RPM, now)
+                if s[_RPM] < now_s:
+                    window.advance(s, _RPM, now_s)
+                if s[_RPM_TOTAL] >= rpm:
+                    limit = limit or "requests"
             if tpm is not None:
-                grant.tokens_left = max(tpm - window.used_now(w, at + _TPM), 0.0)
-                grant.tokens_reset = full_reset if admitted and tokens else window.reset_in(w, at + _TPM, now)
-            return grant
+                if s[_TPM] < now_s:
+                    window.advance(s, _TPM, now_s)
+                if s[_TPM_TOTAL] + tokens > tpm:
+                    limit = limit or "tokens"
+            if limit is not None:
+                return _refused(s, limit, now, tokens, rpm, tpm)
+            # An admitted request's own second is the newest in its windows: they empty when it leaves.
+            reset = _SECONDS - (now - now_s)
+            bucket = now_s % _SECONDS
+            requests_left = tokens_left = None
+            tokens_reset = reset
+            if rpm is not None:
+                s[_RPM_FIRST + bucket] += 1
+                s[_RPM_TOTAL] = total = s[_RPM_TOTAL] + 1
+                requests_left = rpm - total
+            if tpm is not None:
+                if tokens:
+                    s[_TPM_FIRST + bucket] += tokens
+                    s[_TPM_TOTAL] = total = s[_TPM_TOTAL] + tokens
+                else:
+                    total, tokens_reset = s[_TPM_TOTAL], window.reset_in(s, _TPM, now)
+                tokens_left = tpm - total if total < tpm else 0.0
+            if reserve and budget is not None:
+                s[_RESERVED_SUM] += reserve
+                if self._column:
+                    s[self._column] += reserve
+            return Grant(None, 0.0, requests_left, reset, tokens_left, tokens_reset, now_s)
+        finally:
+            if fd >= 0:
+                fcntl.lockf(fd, fcntl.LOCK_UN)
+
+    async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:
+        return await self.admit(f"channel:{name}", now, rpm=rpm, tpm=tpm, tokens=tokens)
 
     def settle(
         self,
@@ -182,71 +203,96 @@ class LocalCounters:
         reserve: float = 0.0,
         cost: float = 0.0,
         period: int = 0,
+        claim: str = "",  # (a Redis store's; these counters need none)
     ) -> None:
         """A request admitted at `second` finished: its token estimate corrected by `tokens`, its
         reservation released and its cost spent."""
-        w = self._w
-        with self._locked:
-            at = self._slot(name)
+        fd = self._lock_fd
+        if fd >= 0:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            s = self._slots.get(name) or self._slot(name)
             if tokens:
-                window.correct(w, at + _TPM, second, int(now), tokens)
-            if reserve or cost:
-                i = at + _RESERVED + self._worker
-                released = min(reserve, w[i])
-                w[i] -= released
-                w[at + _RESERVED_SUM] = max(w[at + _RESERVED_SUM] - released, 0.0)
-                self._spent(at, period)
-                w[at + _SPENT] += cost
+                if s[_TPM] == second:  # window.correct, written out for a request that ended in its own second
+                    i = _TPM_FIRST + second % _SECONDS
+                    left = s[i] + tokens
+                    if left < 0:  # an estimate is never taken back below zero
+                        tokens, left = tokens - left, 0
+                    s[i] = left
+                    left = s[_TPM_TOTAL] + tokens
+                    s[_TPM_TOTAL] = left if left > 0 else 0
+                else:
+                    window.correct(s, _TPM, second, int(now), tokens)
+            if reserve:
+                column = self._column
+                if column:  # this worker's own (in the file), so a restarted worker can drop what it held
+                    held = s[column]
+                    reserve = reserve if reserve < held else held
+                    s[column] = held - reserve
+                left = s[_RESERVED_SUM] - reserve
+                s[_RESERVED_SUM] = left if left > 0 else 0.0
+            if cost:
+                if s[_PERIOD] != period:
+                    s[_PERIOD], s[_SPENT] = period, cost
+                else:
+                    s[_SPENT] += cost
+        finally:
+            if fd >= 0:
+                fcntl.lockf(fd, fcntl.LOCK_UN)
 
     def hold(self, name: str, amount: float) -> None:
         """An async task's reservation, until `release` (it outlives requests and workers)."""
         with self._locked:
-            self._w[self._slot(name) + _HELD] += amount
+            self._slot(name)[_HELD] += amount
 
     def release(self, name: str, amount: float, cost: float, period: int) -> None:
         with self._locked:
-            at = self._slot(name)
-            self._w[at + _HELD] = max(self._w[at + _HELD] - amount, 0.0)
-            self._spent(at, period)
-            self._w[at + _SPENT] += cost
+            s = self._slot(name)
+            s[_HELD] = max(s[_HELD] - amount, 0.0)
+            _spent(s, period)
+            s[_SPENT] += cost
 
-    def set_budget(self, name: str, period: int, spent: float, held: float | None = None) -> None:
+    async def set_budget(self, name: str, period: int, spent: float, held: float | None = None) -> None:
         """Spend (and task holds) as the database has them: at start, and when a key's period changes."""
         with self._locked:
-            at = self._slot(name)
-            self._w[at + _PERIOD], self._w[at + _SPENT] = float(period), spent
+            s = self._slot(name)
+            s[_PERIOD], s[_SPENT] = period, spent
             if held is not None:
-                self._w[at + _HELD] = held
+                s[_HELD] = held
 
-    def standing(self, name: str, now: float, period: int) -> Standing:
-        w = self._w
+    async def standing(self, name: str, now: float, period: int) -> Standing:
         with self._locked:
-            at = self._slot(name)
+            s = self._slot(name)
             return Standing(
-                requests=window.used(w, at + _RPM, now),
-                requests_reset=window.reset_in(w, at + _RPM, now),
-                tokens=window.used(w, at + _TPM, now),
-                tokens_reset=window.reset_in(w, at + _TPM, now),
-                spent=self._spent(at, period),
-                reserved=self._reserved(at),
+                requests=window.used(s, _RPM, now),
+                requests_reset=window.reset_in(s, _RPM, now),
+                tokens=window.used(s, _TPM, now),
+                tokens_reset=window.reset_in(s, _TPM, now),
+                spent=_spent(s, period),
+                reserved=s[_HELD] + s[_RESERVED_SUM],
             )
 
     def clear_worker(self) -> None:
-        """Drop every reservation this worker index holds: its requests in flight died with it."""
-        w, col = self._w, _RESERVED + self._worker
+        """Drop every reservation this worker index holds in the file: its requests in flight died with it."""
+        w, col = self._w, self._column
+        if w is None:
+            return
         with self._locked:
             for at in range(_HEADER + col, len(w), SLOT):
                 if w[at]:
                     w[at - col + _RESERVED_SUM] = max(w[at - col + _RESERVED_SUM] - w[at], 0.0)
                     w[at] = 0.0
 
-    # -- inside the lock ------------------------------------------------------------------------
-
-    def _slot(self, name: str) -> int:
-        at = self._slots.get(name)
-        if at is not None:
-            return at
-        h, w = slot_hash(name), self._w
+    def _slot(self, name: str) -> window.Doubles:
+        """`name`'s slot: found (or claimed) in the file by its hash, or made in memory. Inside the lock."""
+        s = self._slots.get(name)
+        if s is not None:
+            return s
+        w = self._w
+        if w is None:
+            s = self._slots[name] = [0] * SLOT  # ints while they count requests and tokens: int arithmetic is cheaper
+            return s
+        h = slot_hash(name)
         capacity = int(w[1])
         i = int(h) % capacity
         for _ in range(capacity):
@@ -259,18 +305,31 @@ class LocalCounters:
             i = (i + 1) % capacity
         else:
             raise RuntimeError(f"{self.path}: more than {capacity} limited keys and channels")
-        self._slots[name] = at
-        return at
+        s = self._slots[name] = w[at : at + SLOT]
+        return s
 
-    def _spent(self, at: int, period: int) -> float:
-        """The spend in `period`; a slot still on an earlier period starts the new one at zero."""
-        w = self._w
-        if w[at + _PERIOD] != period:
-            w[at + _PERIOD], w[at + _SPENT] = float(period), 0.0
-        return w[at + _SPENT]
 
-    def _reserved(self, at: int) -> float:
-        return self._w[at + _HELD] + self._w[at + _RESERVED_SUM]
+def _refused(s: window.Doubles, limit: str, now: float, tokens: float, rpm: int | None, tpm: int | None) -> Grant:
+    """The Grant of a request some limit refused (inside the lock): how long until it would fit."""
+    wait_requests = window.wait(s, _RPM, now, 1, rpm) if rpm is not None else 0.0
+    wait_tokens = window.wait(s, _TPM, now, tokens, tpm) if tpm is not None else 0.0
+    grant = Grant(limit, retry_after=max(wait_requests, wait_tokens), second=int(now))
+    if limit != "budget":  # the one that must wait longest names the refusal
+        grant.limit = "requests" if wait_requests >= wait_tokens else "tokens"
+    if rpm is not None:
+        grant.requests_left = max(rpm - window.used_now(s, _RPM), 0.0)
+        grant.requests_reset = window.reset_in(s, _RPM, now)
+    if tpm is not None:
+        grant.tokens_left = max(tpm - window.used_now(s, _TPM), 0.0)
+        grant.tokens_reset = window.reset_in(s, _TPM, now)
+    return grant
+
+
+def _spent(s: window.Doubles, period: int) -> float:
+    """The spend in `period`; a slot still on an earlier period starts the new one at zero."""
+    if s[_PERIOD] != period:
+        s[_PERIOD], s[_SPENT] = period, 0.0
+    return s[_SPENT]
 
 
 class _Locked:
@@ -280,7 +339,9 @@ class _Locked:
         self._fd = fd
 
     def __enter__(self) -> None:
-        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        if self._fd >= 0:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX)
 
     def __exit__(self, *exc: object) -> None:
-        fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        if self._fd >= 0:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)

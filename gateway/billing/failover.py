@@ -2,7 +2,7 @@
 
 `Failover` is the `CounterStore` of a gateway with `state.redis`: every call goes to Redis
 (gateway.billing.redis_counters) and, when Redis fails (refused, reset, or silent for
-redis_counters.TIMEOUT_S), to this machine's own counters (`LocalStore`) instead; with
+redis_counters.TIMEOUT_S), to this machine's own counters (`LocalCounters`) instead; with
 `on_redis_error: refuse` a call that decides something answers 503 instead. What only records
 (settle, hold, release) always falls back: the request it belongs to is over.
 
@@ -29,9 +29,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from gateway.billing.counters import Grant, Standing
+from gateway.billing.counters import LocalCounters
 from gateway.billing.redis_counters import RedisCounters, Write
-from gateway.billing.store import LocalStore
+from gateway.billing.store import Grant, Standing
 from gateway.errors import GatewayError
 
 log = structlog.get_logger("gateway.billing")
@@ -62,23 +62,66 @@ def reason_of(exc: BaseException) -> str:
     return "error"
 
 
+class Outage:
+    """Whether Redis answers one of its users in this process (the limiter's store, the task cache):
+    since when it does not, why, how many calls went without it since, and when to try it again (at
+    most once every RETRY_S, so a dead Redis does not cost every call a timeout)."""
+
+    def __init__(self, count: FallbackCounter | None = None) -> None:
+        self.since: float | None = None  # monotonic; None while Redis answers
+        self.reason = ""
+        self.fallbacks = 0  # calls that went without Redis in the current (or last) outage
+        self._retry_at = 0.0
+        self._count = count
+
+    def usable(self) -> bool:
+        """Whether to ask Redis now: always while it answers; once every RETRY_S while it does not."""
+        return self.since is None or time.monotonic() >= self._retry_at
+
+    def trying(self) -> None:
+        """A call is asking a Redis that was out: the others meanwhile do not wait on it too."""
+        self._retry_at = time.monotonic() + RETRY_S
+
+    def failed(self, exc: BaseException) -> bool:
+        """Redis did not answer; True when this begins an outage (the caller says so, once)."""
+        now = time.monotonic()
+        self._retry_at = now + RETRY_S
+        if self.since is not None:
+            return False
+        self.since, self.reason, self.fallbacks = now, reason_of(exc), 0
+        return True
+
+    def recovered(self) -> float | None:
+        """Redis answered: how long the outage that this ends lasted (seconds), or None if none did."""
+        if self.since is None:
+            return None
+        seconds, self.since = round(time.monotonic() - self.since, 3), None
+        return seconds
+
+    def counted(self, action: str) -> None:
+        """One call went without Redis: local | refuse."""
+        self.fallbacks += 1
+        if self._count is not None:
+            self._count(action, self.reason or "error")
+
+
 class Failover:
-    def __init__(self, shared: RedisCounters, local: LocalStore, *, refuse: bool, count: FallbackCounter | None = None) -> None:
+    def __init__(self, shared: RedisCounters, local: LocalCounters, *, refuse: bool, count: FallbackCounter | None = None) -> None:
         self.shared, self.local = shared, local
         self.refuse = refuse
-        self._count = count
+        self.outage = Outage(count)
         self.on_outage: Callable[[], Awaitable[None]] | None = None  # refills the local counters from the database
         shared.on_write_failed = self._write_failed
-        self._down_since: float | None = None  # monotonic; None while Redis answers
-        self._retry_at = 0.0
-        self._reason = ""
-        self.fallbacks = 0  # calls that fell back in the current (or last) outage
         self._owed: dict[tuple[str, int], float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def down(self) -> bool:
-        return self._down_since is not None
+        return self.outage.since is not None
+
+    @property
+    def fallbacks(self) -> int:
+        return self.outage.fallbacks
 
     # -- calls that decide ---------------------------------------------------------------------
 
@@ -137,7 +180,7 @@ class Failover:
         claim: str = "",
     ) -> None:
         if not claim:  # admitted by the local counters, during an outage: its reservation and tokens are theirs
-            down = self._down_since is not None
+            down = self.outage.since is not None
             # Its cost goes where spend is counted now: here while Redis is out (and owed to it), else Redis.
             self.local.settle(name, now, second=second, tokens=tokens, reserve=reserve, cost=cost if down else 0.0, period=period)
             if down:
@@ -172,7 +215,7 @@ class Failover:
     def _record_locally(self, name: str, period: int, *, cost: float = 0.0, held: float = 0.0) -> None:
         """A change Redis did not take, on this machine's counters (never refused: its request is over).
         The request's reservation and token estimate were Redis's: the reservation lapses there."""
-        self._counted("local")
+        self.outage.counted("local")
         if held > 0:
             self.local.hold(name, held)
         elif held < 0 or cost:
@@ -183,7 +226,7 @@ class Failover:
         self._owe(name, period, cost)
 
     def _owe(self, name: str, period: int, cost: float) -> None:
-        if cost and self._down_since is not None:
+        if cost and self.outage.since is not None:
             self._owed[(name, period)] = self._owed.get((name, period), 0.0) + cost
 
     # -- the outage ------------------------------------------------------------------------------
@@ -202,50 +245,40 @@ class Failover:
                 self._failed(exc)
                 return None
             else:
-                if self._down_since is not None:
-                    self._recovered()
+                seconds = self.outage.recovered()
+                if seconds is not None:
+                    self._recovered(seconds)
                 return answer
         return None
 
     def _try(self) -> bool:
-        """Whether to ask Redis now: always while it answers; once every RETRY_S while it does not."""
-        return self._down_since is None or time.monotonic() >= self._retry_at
+        return self.outage.usable()
 
     def _failed(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        self._retry_at = now + RETRY_S
-        if self._down_since is not None:
+        if not self.outage.failed(exc):
             return
-        self._down_since, self._reason, self.fallbacks = now, reason_of(exc), 0
         # The idle connections are to the Redis that went away: none is used again.
         self._spawn(self.shared.redis.connection_pool.disconnect(inuse_connections=False))
         log.warning(
-            "state_redis_unreachable", reason=self._reason, error=str(exc)[:300] or type(exc).__name__,
+            "state_redis_unreachable", reason=self.outage.reason, error=str(exc)[:300] or type(exc).__name__,
             on_redis_error="refuse" if self.refuse else "local",
             detail="requests are refused until it is back" if self.refuse else "limits are counted on this machine alone until it is back",
         )  # fmt: skip
         if self.on_outage is not None:
             self._spawn(self.on_outage(), "state_outage_refill_failed")
 
-    def _recovered(self) -> None:
-        assert self._down_since is not None
-        log.info("state_redis_recovered", seconds=round(time.monotonic() - self._down_since, 3), fallbacks=self.fallbacks)
-        self._down_since = None
+    def _recovered(self, seconds: float) -> None:
+        log.info("state_redis_recovered", seconds=seconds, fallbacks=self.outage.fallbacks)
         owed, self._owed = self._owed, {}
         if owed:
             self.shared.replay(owed)
 
-    def _fallback(self) -> LocalStore:
+    def _fallback(self) -> LocalCounters:
         """The local counters for a call that decides, or the 503 when set to refuse."""
-        self._counted("refuse" if self.refuse else "local")
+        self.outage.counted("refuse" if self.refuse else "local")
         if self.refuse:
             raise unavailable()
         return self.local
-
-    def _counted(self, action: str) -> None:
-        self.fallbacks += 1
-        if self._count is not None:
-            self._count(action, self._reason or "error")
 
     def _spawn(self, work: Awaitable[None], failed: str = "state_disconnect_failed") -> None:
         async def run() -> None:

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import structlog
 
 from config import Channel, ClientKey, Config
-from gateway.billing.counters import Grant
-from gateway.billing.store import CounterStore
+from gateway.billing.store import CounterStore, Grant
 from gateway.errors import GatewayError
+from gateway.http.answer import lines_dict
 
 log = structlog.get_logger("gateway.billing")
 
@@ -85,15 +85,20 @@ def period_end(period: int) -> float | None:
 
 @dataclass(slots=True)
 class Ticket:
-    """An admitted request's claims, to settle when it ends."""
+    """An admitted request's claims, to settle when it ends, and its answer's x-ratelimit-* headers."""
 
     name: str
     second: int
     tokens: int
     reserve: float
     period: int
-    headers: dict[str, str]
+    lines: bytes  # the headers as header lines (`rate_lines`), which a whole answer takes as they are
     claim: str = ""  # the store's own (Grant.claim)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The same headers, for an answer that takes them one by one (a stream, an error)."""
+        return lines_dict(self.lines)
 
 
 @dataclass(slots=True)
@@ -128,30 +133,41 @@ class Limiter:
     async def admit(self, key: ClientKey, *, tokens: int, reserve: float, now: float | None = None) -> Ticket:
         """Admit one request of `key` (which has a limit), or raise its 429."""
         now = self.clock() if now is None else now
-        period = period_id(key.budget_period, now)
-        reserve = reserve if key.budget is not None else 0.0
+        budget = key.budget
+        if budget is None:
+            period, reserve = 0, 0.0
+        else:
+            period = period_id(key.budget_period, now)
+        grant = await self.counters.admit(
+            key.name, now, rpm=key.rpm, tpm=key.tpm, tokens=tokens, budget=budget, period=period, reserve=reserve
+        )
+        if grant.limit is not None:
+            grant = await self._refused(key, grant, tokens, reserve, period, now)
+        return Ticket(key.name, grant.second, tokens, reserve, period, rate_lines(key, grant), grant.claim)
+
+    async def _refused(self, key: ClientKey, grant: Grant, tokens: int, reserve: float, period: int, now: float) -> Grant:
+        """The grant of a request its store did not admit at once: admitted after refilling a shared
+        store that lost the period's spend, or else its 429."""
         for _ in range(3):
-            grant = await self.counters.admit(
-                key.name, now, rpm=key.rpm, tpm=key.tpm, tokens=tokens, budget=key.budget, period=period, reserve=reserve
-            )
             if grant.limit != REFILL:
                 break
             await self.refill(key, period, now)
+            grant = await self.counters.admit(
+                key.name, now, rpm=key.rpm, tpm=key.tpm, tokens=tokens, budget=key.budget, period=period, reserve=reserve
+            )
         else:  # flushed again after each refill
             raise GatewayError(503, "The gateway could not rebuild this key's spend; try again shortly.", headers={"Retry-After": "1"})
-        headers = rate_headers(key, grant)
-        if grant.limit is not None:
-            if self.refused is not None:
-                self.refused(grant.limit)
-            raise self._refusal(key, grant, headers, tokens, now)
-        return Ticket(key.name, grant.second, tokens, reserve, period, headers, grant.claim)
+        if grant.limit is None:
+            return grant
+        if self.refused is not None:
+            self.refused(grant.limit)
+        raise self._refusal(key, grant, lines_dict(rate_lines(key, grant)), tokens, now)
 
     def settle(self, ticket: Ticket, tokens: int, cost: float | None, now: float | None = None) -> None:
         """Runs inline: a shared store queues it and writes it in the background."""
-        now = self.clock() if now is None else now
         self.counters.settle(
-            ticket.name, now, second=ticket.second, tokens=tokens - ticket.tokens, reserve=ticket.reserve,
-            cost=cost or 0.0, period=ticket.period, claim=ticket.claim,
+            ticket.name, self.clock() if now is None else now, second=ticket.second, tokens=tokens - ticket.tokens,
+            reserve=ticket.reserve, cost=cost or 0.0, period=ticket.period, claim=ticket.claim,
         )  # fmt: skip
 
     async def channel_wait(self, channel: Channel, tokens: int, now: float | None = None) -> float:
@@ -307,27 +323,55 @@ def channels_busy(model: str, wait: float) -> GatewayError:
     )  # fmt: skip
 
 
-def rate_headers(key: ClientKey, grant: Grant) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers for the limits `key` has."""
-    out: dict[str, str] = {}
-    if key.rpm is not None and grant.requests_left is not None:
-        out["x-ratelimit-limit-requests"] = str(key.rpm)
-        out["x-ratelimit-remaining-requests"] = str(int(grant.requests_left))
-        out["x-ratelimit-reset-requests"] = _duration(grant.requests_reset)
-    if key.tpm is not None and grant.tokens_left is not None:
-        out["x-ratelimit-limit-tokens"] = str(key.tpm)
-        out["x-ratelimit-remaining-tokens"] = str(int(grant.tokens_left))
-        out["x-ratelimit-reset-tokens"] = _duration(grant.tokens_reset)
-    return out
+def rate_lines(key: ClientKey, grant: Grant) -> bytes:
+    """OpenAI's x-ratelimit-* headers for the limits `key` has, as the header lines of an HTTP/1.1
+    answer ("name: value" CRLF each; the values are numbers and durations). Every answer to a limited
+    key carries them, so they are made in one piece: six headers set and serialized one by one cost
+    as much as the rest of the limits (measured, docs/performance.md)."""
+    rpm, tpm, requests_left, tokens_left = key.rpm, key.tpm, grant.requests_left, grant.tokens_left
+    if rpm is not None and requests_left is not None:
+        reset = _reset(grant.requests_reset)
+        if tpm is not None and tokens_left is not None:
+            # An admitted request's windows both empty when its own second leaves them: one text for both.
+            tokens_reset = reset if grant.tokens_reset == grant.requests_reset else _reset(grant.tokens_reset)
+            return _BOTH % (rpm, requests_left, reset, tpm, tokens_left, tokens_reset)
+        return _REQUESTS % (rpm, requests_left, reset)
+    if tpm is not None and tokens_left is not None:
+        return _TOKENS % (tpm, tokens_left, _reset(grant.tokens_reset))
+    return b""
+
+
+_REQUESTS = b"x-ratelimit-limit-requests: %d\r\nx-ratelimit-remaining-requests: %d\r\nx-ratelimit-reset-requests: %s\r\n"
+_TOKENS = b"x-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: %d\r\nx-ratelimit-reset-tokens: %s\r\n"
+_BOTH = _REQUESTS + _TOKENS
+
+
+def _reset(seconds: float) -> bytes:
+    """`_duration` for a header, each text made once: every admitted request's reset is one of the
+    thousand between 1m0s and 1m1s (in ms), and a refused one's under 62 s."""
+    ms = math.ceil(seconds * 1000)
+    text = _resets.get(ms)
+    if text is None:
+        text = _ms_text(ms).encode()
+        if len(_resets) < 100_000:
+            _resets[ms] = text
+    return text
+
+
+_resets: dict[int, bytes] = {}
 
 
 def _duration(seconds: float) -> str:
     """As OpenAI writes them: 120ms, 1.5s, 6m0s."""
-    if seconds < 1:
-        return f"{math.ceil(seconds * 1000)}ms"
-    if seconds < 60:
-        return f"{math.ceil(seconds * 1000) / 1000:g}s"
-    minutes, rest = divmod(math.ceil(seconds), 60)
+    return _ms_text(math.ceil(seconds * 1000))
+
+
+def _ms_text(ms: int) -> str:
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:g}s"
+    minutes, rest = divmod(-(-ms // 1000), 60)
     return f"{minutes}m{rest}s"
 
 

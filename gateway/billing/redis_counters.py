@@ -45,9 +45,9 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from gateway.billing.counters import Grant, Standing
 from gateway.billing.limiter import period_end
 from gateway.billing.redis_pipe import BATCH, TIMEOUT_S, ScriptPipe, _bulk, evalsha, evalsha_head
+from gateway.billing.store import Grant, Standing
 
 log = structlog.get_logger("gateway.billing")
 

@@ -23,7 +23,6 @@ import structlog
 from config import ClientKey, Config
 from gateway.billing.counters import LocalCounters
 from gateway.billing.limiter import HeldReader, Limiter, SpendReader, period_bounds
-from gateway.billing.store import LocalStore
 from gateway.ledger.backends import usage_reader
 
 if TYPE_CHECKING:
@@ -40,15 +39,20 @@ def counters_path(config: Config) -> Path:
 
 
 async def open_limiter(config: Config, *, fresh: bool, worker: int = 0, held: HeldReader | None = None) -> Limiter:
-    """The limiter over `config`'s counters file: made and filled from the database when `fresh` (or
-    missing), else attached to as it is."""
-    path = counters_path(config)
+    """The limiter over this machine's counters: for a process alone (`workers: 1`) in its own memory,
+    filled from the database; with `workers: N` in the counters file, made and filled from the database
+    when `fresh` (or missing), else attached to as it is."""
     spend = spend_reader(config.database)
-    if fresh or not path.exists():
-        limiter = Limiter(LocalStore(LocalCounters.create(path, worker=worker, shared=config.workers > 1)), spend=spend, held=held)
+    if config.workers == 1:
+        limiter = Limiter(LocalCounters.memory(), spend=spend, held=held)
         await refill(limiter, config, config.keys, held=held)
         return limiter
-    return Limiter(LocalStore(LocalCounters.attach(path, worker=worker, shared=config.workers > 1)), spend=spend, held=held)
+    path = counters_path(config)
+    if fresh or not path.exists():
+        limiter = Limiter(LocalCounters.create(path, worker=worker), spend=spend, held=held)
+        await refill(limiter, config, config.keys, held=held)
+        return limiter
+    return Limiter(LocalCounters.attach(path, worker=worker), spend=spend, held=held)
 
 
 def spend_reader(database: str) -> SpendReader:
@@ -74,7 +78,7 @@ def share(
     from gateway.billing.redis_counters import RedisCounters
 
     local = limiter.counters
-    assert isinstance(local, LocalStore)
+    assert isinstance(local, LocalCounters)
     state = current().state
     store = Failover(
         RedisCounters(client, prefix=state.prefix, reservation_ttl_s=state.reservation_ttl_s),
@@ -135,6 +139,6 @@ def refill_on_reload(limiter: Limiter, first: Config) -> Callable[[Config], None
 
 def close_limiter(limiter: Limiter) -> None:
     """Let go of a limiter over the counters file alone (the supervisor's); an app's: `Limiter.aclose`."""
-    assert isinstance(limiter.counters, LocalStore)
+    assert isinstance(limiter.counters, LocalCounters)
     with contextlib.suppress(Exception):
         limiter.counters.close()

@@ -1,10 +1,10 @@
-"""The counter store interface the limiter charges, and its local implementation.
+"""The counter store interface the limiter charges, and the types its calls answer with.
 
 `CounterStore` is what `Limiter` (gateway.billing.limiter) asks: check and charge one request's limits,
 settle it, hold and release an async task's reservation, set a period's spend from the database, read
-a name's standing. `LocalStore` answers from the counters file of one machine
-(gateway.billing.counters); `RedisCounters` (gateway.billing.redis_counters) from Redis, for several
-replicas, behind `Failover` (gateway.billing.failover), which falls back to a `LocalStore`.
+a name's standing. `LocalCounters` (gateway.billing.counters) answers from the counters file of one
+machine; `RedisCounters` (gateway.billing.redis_counters) from Redis, for several replicas, behind
+`Failover` (gateway.billing.failover), which falls back to the machine's `LocalCounters`.
 
 The calls that decide something are coroutines. The calls that only record what happened (`settle`,
 `hold`, `release`) are plain calls that never fail a request: a remote store queues them and writes
@@ -13,9 +13,37 @@ them in the background, so the end of a request waits for nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.billing.counters import Grant, LocalCounters, Standing
+
+@dataclass(slots=True)
+class Grant:
+    """What `admit` decided. `limit` names what refused it: requests | tokens | budget (None: admitted)."""
+
+    limit: str | None
+    retry_after: float = 0.0
+    requests_left: float | None = None
+    requests_reset: float = 0.0
+    tokens_left: float | None = None
+    tokens_reset: float = 0.0
+    second: int = 0  # when it was admitted, to settle the token estimate against
+    # What the store that admitted it needs back to settle it: "" for these local counters; the Redis
+    # store's reservation (gateway.billing.redis_counters), so a request admitted by Redis settles there.
+    claim: str = ""
+
+
+@dataclass(slots=True)
+class Standing:
+    """A name's counters now: used this minute, and spend in the current budget period."""
+
+    requests: float
+    requests_reset: float
+    tokens: float
+    tokens_reset: float
+    spent: float
+    reserved: float  # requests in flight and async tasks not settled yet
+    ready: bool = True  # False: a shared store lost the period's spend (a Redis flush); refill it first
 
 
 class CounterStore(Protocol):
@@ -71,62 +99,3 @@ class CounterStore(Protocol):
     async def aclose(self) -> None:
         """Write what is queued, then let go of the store."""
         ...
-
-
-class LocalStore:
-    """`CounterStore` over this machine's counters file: every call is a few array operations under a
-    file lock, done inline (a coroutine frame is all the interface adds)."""
-
-    __slots__ = ("counters",)
-
-    def __init__(self, counters: LocalCounters) -> None:
-        self.counters = counters
-
-    async def admit(
-        self,
-        name: str,
-        now: float,
-        *,
-        rpm: int | None,
-        tpm: int | None,
-        tokens: float,
-        budget: float | None = None,
-        period: int = 0,
-        reserve: float = 0.0,
-    ) -> Grant:
-        return self.counters.admit(name, now, rpm=rpm, tpm=tpm, tokens=tokens, budget=budget, period=period, reserve=reserve)
-
-    async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:
-        return self.counters.admit(f"channel:{name}", now, rpm=rpm, tpm=tpm, tokens=tokens)
-
-    def settle(
-        self,
-        name: str,
-        now: float,
-        *,
-        second: int,
-        tokens: float = 0.0,
-        reserve: float = 0.0,
-        cost: float = 0.0,
-        period: int = 0,
-        claim: str = "",
-    ) -> None:
-        self.counters.settle(name, now, second=second, tokens=tokens, reserve=reserve, cost=cost, period=period)
-
-    def hold(self, name: str, amount: float) -> None:
-        self.counters.hold(name, amount)
-
-    def release(self, name: str, amount: float, cost: float, period: int) -> None:
-        self.counters.release(name, amount, cost, period)
-
-    async def set_budget(self, name: str, period: int, spent: float, held: float | None = None) -> None:
-        self.counters.set_budget(name, period, spent, held)
-
-    async def standing(self, name: str, now: float, period: int) -> Standing:
-        return self.counters.standing(name, now, period)
-
-    def close(self) -> None:
-        self.counters.close()
-
-    async def aclose(self) -> None:
-        self.counters.close()

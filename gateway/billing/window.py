@@ -14,87 +14,93 @@ request to fit.
 from __future__ import annotations
 
 import math
+from typing import TypeAlias
 
 SECONDS = 61  # buckets: a minute, and the second a request was admitted in
 SIZE = SECONDS + 2  # doubles a window takes
-_NEWEST, _TOTAL, _FIRST = 0, 1, 2
+# Where windows live: a worker's memoryview of the shared counters file, or a process's own list.
+Doubles: TypeAlias = "list[float] | memoryview[float]"
+
+NEWEST, TOTAL, FIRST = 0, 1, 2  # a window's fields (gateway.billing.counters reads them too)
 
 
-def advance(w: memoryview[float], at: int, now_s: int) -> None:
+def advance(w: Doubles, at: int, now_s: int) -> None:
     """Empty the buckets of seconds that have left the minute ending at `now_s`."""
-    newest = int(w[at + _NEWEST])
+    newest = int(w[at + NEWEST])
     if now_s <= newest:
         return
     if now_s - newest >= SECONDS:
-        for i in range(at + _FIRST, at + SIZE):
-            w[i] = 0.0
-        w[at + _TOTAL] = 0.0
+        for i in range(at + FIRST, at + SIZE):
+            w[i] = 0
+        w[at + TOTAL] = 0
     else:
-        total = w[at + _TOTAL]
+        total = w[at + TOTAL]
         for s in range(newest + 1, now_s + 1):
-            i = at + _FIRST + s % SECONDS
+            i = at + FIRST + s % SECONDS
             total -= w[i]
-            w[i] = 0.0
-        w[at + _TOTAL] = max(total, 0.0)
-    w[at + _NEWEST] = float(now_s)
+            w[i] = 0
+        w[at + TOTAL] = total if total > 0 else 0
+    w[at + NEWEST] = now_s
 
 
-def used(w: memoryview[float], at: int, now: float) -> float:
-    advance(w, at, int(now))
-    return w[at + _TOTAL]
+def used(w: Doubles, at: int, now: float) -> float:
+    now_s = int(now)
+    if w[at + NEWEST] < now_s:
+        advance(w, at, now_s)
+    return w[at + TOTAL]
 
 
-def wait(w: memoryview[float], at: int, now: float, amount: float, limit: float) -> float:
+def wait(w: Doubles, at: int, now: float, amount: float, limit: float) -> float:
     """Seconds until `amount` more fits under `limit` (0: it fits now; inf: it never will)."""
     if amount > limit:
         return math.inf
     now_s = int(now)
-    advance(w, at, now_s)
-    excess = w[at + _TOTAL] + amount - limit
+    if w[at + NEWEST] < now_s:  # (each caller asks first: the call costs more than the question)
+        advance(w, at, now_s)
+    excess = w[at + TOTAL] + amount - limit
     if excess <= 0:
         return 0.0
     for s in range(now_s - SECONDS + 1, now_s + 1):  # oldest second first
-        excess -= w[at + _FIRST + s % SECONDS]
+        excess -= w[at + FIRST + s % SECONDS]
         if excess <= 0:
             return s + SECONDS - now  # that second's bucket leaves the window then
     return SECONDS - (now - now_s)  # only rounding left: the window's end frees it
 
 
-def add(w: memoryview[float], at: int, now_s: int, amount: float) -> None:
-    advance(w, at, now_s)
-    put(w, at, now_s, amount)
+def add(w: Doubles, at: int, now_s: int, amount: float) -> None:
+    if w[at + NEWEST] < now_s:
+        advance(w, at, now_s)
+    w[at + FIRST + now_s % SECONDS] += amount
+    w[at + TOTAL] += amount
 
 
-def put(w: memoryview[float], at: int, now_s: int, amount: float) -> None:
-    """`add` to a window `wait` (or `advance`) has just moved to `now_s`."""
-    w[at + _FIRST + now_s % SECONDS] += amount
-    w[at + _TOTAL] += amount
-
-
-def correct(w: memoryview[float], at: int, second: int, now_s: int, delta: float) -> None:
+def correct(w: Doubles, at: int, second: int, now_s: int, delta: float) -> None:
     """Settle an estimate: add `delta` (negative when the estimate was high) to what `second` admitted,
     if that second is still in the window; a later second already forgot it."""
-    advance(w, at, now_s)
+    if w[at + NEWEST] < now_s:
+        advance(w, at, now_s)
     if now_s - second >= SECONDS or second > now_s:
         return
-    i = at + _FIRST + second % SECONDS
+    i = at + FIRST + second % SECONDS
     delta = max(delta, -w[i])
     w[i] += delta
-    w[at + _TOTAL] = max(w[at + _TOTAL] + delta, 0.0)
+    total = w[at + TOTAL] + delta
+    w[at + TOTAL] = total if total > 0 else 0
 
 
-def used_now(w: memoryview[float], at: int) -> float:
+def used_now(w: Doubles, at: int) -> float:
     """The total of a window `wait` (or `advance`) has just moved to the present second."""
-    return w[at + _TOTAL]
+    return w[at + TOTAL]
 
 
-def reset_in(w: memoryview[float], at: int, now: float) -> float:
+def reset_in(w: Doubles, at: int, now: float) -> float:
     """Seconds until the window is empty again (OpenAI's x-ratelimit-reset-*)."""
     now_s = int(now)
-    advance(w, at, now_s)
-    if w[at + _TOTAL] <= 0:
+    if w[at + NEWEST] < now_s:
+        advance(w, at, now_s)
+    if w[at + TOTAL] <= 0:
         return 0.0
     for s in range(now_s, now_s - SECONDS, -1):  # newest second first
-        if w[at + _FIRST + s % SECONDS] > 0:
+        if w[at + FIRST + s % SECONDS] > 0:
             return s + SECONDS - now
     return 0.0

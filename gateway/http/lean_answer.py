@@ -29,6 +29,8 @@ from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
 from aiohttp.http_writer import _serialize_headers  # aiohttp's C serializer: refuses CR, LF and NUL in headers
 from multidict import CIMultiDict
 
+from gateway.http.answer import TakesLines, lines_dict
+
 # The aiohttp minor versions the suite has passed this path on: (lowest, first untested).
 TESTED = ((3, 12), (3, 15))
 
@@ -45,11 +47,12 @@ def unavailable() -> str | None:
     return None
 
 
-class LeanAnswer(web.Response):
+class LeanAnswer(TakesLines, web.Response):
     """A `web.Response` with a bytes body, written as aiohttp writes it, in fewer steps.
 
     It writes the same bytes: the same headers in the same order (Content-Length, Date, Server, and
-    Connection as the client's keep-alive asks), through the same serializer, in one write. Anything
+    Connection as the client's keep-alive asks), through the same serializer, then the header lines it
+    was given (gateway.http.answer.add_lines), in one write. Anything
     else (HEAD, a status without a body, compression, cookies, a body that is not bytes) goes through
     aiohttp. tests/gateway/http/test_lean_answer.py compares the bytes with `web.Response`'s.
     """
@@ -75,6 +78,8 @@ class LeanAnswer(web.Response):
             or self._cookies
             or self._chunked
         ):
+            if self.lines:
+                self._headers.update(lines_dict(self.lines))
             await super().prepare(request)
             return
         keep_alive = self._keep_alive
@@ -97,6 +102,9 @@ class LeanAnswer(web.Response):
         self._must_be_empty_body = False
         writer = request._payload_writer
         writer.length = len(body)
-        await writer.write_eof(_serialize_headers(f"HTTP/{version[0]}.{version[1]} {status} {self._reason}", headers) + body)
+        head = _serialize_headers(f"HTTP/{version[0]}.{version[1]} {status} {self._reason}", headers)
+        if self.lines:  # before the blank line that ends the head
+            head = b"".join((head[:-2], self.lines, b"\r\n"))
+        await writer.write_eof(head + body)
         self._eof_sent = True
         self._body_length = writer.output_size

@@ -141,8 +141,9 @@ class Metrics:
         self.rate_limited = Counter("gateway_rate_limited", "Requests refused with 429 by a gateway limit",
                                     ("limit",), registry=r)
         self.state_fallbacks = Counter("gateway_state_fallbacks",
-                                       "Limit checks and updates that could not reach the shared state (Redis): "
-                                       "counted locally (action=local) or refused with 503 (action=refuse)",
+                                       "Limit checks and updates, and task cache reads and writes, that could not "
+                                       "reach the shared state (Redis): done locally (action=local) or refused with "
+                                       "503 (action=refuse)",
                                        ("action", "reason"), registry=r)
         self.reloads = Counter("gateway_config_reloads", "Config reloads (SIGHUP), by outcome", ("outcome",), registry=r)
         self.config_info = Gauge("gateway_config_info", "1 for the sha256 of the config file in force",
@@ -229,8 +230,8 @@ class Metrics:
         self.rate_limited.labels(limit).inc()
 
     def state_fallback(self, action: str, reason: str) -> None:
-        """One call of the limiter that could not reach Redis (gateway.billing.failover): local | refuse,
-        and why: connect | timeout | error."""
+        """One call of the limiter (gateway.billing.failover) or the task cache (gateway.tasks.cache) that
+        could not reach Redis: local | refuse, and why: connect | timeout | error."""
         self.state_fallbacks.labels(action, reason).inc()
 
     def flush(self) -> None:

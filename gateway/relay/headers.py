@@ -9,7 +9,6 @@ from urllib.parse import unquote_plus
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from config import BILLING_HEADERS, Channel
-from gateway.billing.limiter import Ticket
 from gateway.errors import mask
 
 USER_AGENT = "llm-gateway"  # sent upstream for clients that send none
@@ -73,21 +72,25 @@ def _sendable(value: str) -> bool:
     return True
 
 
-def response_headers(
-    upstream: CIMultiDictProxy[str], request_id: str, secrets: tuple[str, ...] = (), ticket: Ticket | None = None
-) -> CIMultiDict[str]:
+def response_headers(upstream: CIMultiDictProxy[str], request_id: str, secrets: tuple[str, ...] = (), *, limited: bool = False) -> CIMultiDict[str]:
     """The vendor's headers as the client gets them; a channel secret a vendor echoes in one is masked.
-    A limited key's answer carries its own x-ratelimit-* headers (`ticket`), never the vendor account's."""
+    A limited key's answer carries its own x-ratelimit-* headers (the pipeline adds them, or the relay
+    to a stream), never the vendor account's: `limited` drops those."""
     out = CIMultiDict(upstream)  # copied whole and pruned: cheaper than filtering item by item
     collections.deque(map(out.popall, _DROP_RESPONSE, _NONE_EACH), maxlen=0)  # a C loop, not a Python one
+    if limited and ("x-ratelimit-limit-requests" in out or "x-ratelimit-limit-tokens" in out):
+        collections.deque(map(out.popall, _RATE_HEADERS, _NONE_EACH), maxlen=0)
     if secrets:
         values = "\n".join(out.values())  # one search per secret, not one per header
         if any(s in values for s in secrets):
             out = CIMultiDict((k, mask(v, secrets)) for k, v in out.items())
     out["X-Request-Id"] = request_id
-    if ticket is not None:
-        out.update(ticket.headers)
     return out
+
+
+_RATE_HEADERS = tuple(
+    f"x-ratelimit-{what}-{unit}" for what in ("limit", "remaining", "reset") for unit in ("requests", "tokens")
+)
 
 
 # Never passed on in the query: `key` carries the client's own key on the Gemini routes, and `alt`

@@ -139,6 +139,8 @@ async def _pump(
     if sse:
         out.headers["Cache-Control"] = "no-cache"
         out.headers["X-Accel-Buffering"] = "no"  # tell nginx-style proxies not to buffer the stream
+    if ctx.ticket is not None:  # sent before the pipeline sees the answer: a limited key's headers now
+        out.headers.update(ctx.ticket.headers)
     if ctx.services.drain.deadline is not None:
         out.force_close()  # shutting down: no further request on this connection (see gateway.api.pipeline)
     try:

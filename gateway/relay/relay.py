@@ -229,7 +229,7 @@ async def _attempt(
         if content_type == "application/json":
             with upstream_errors("reading the response"):
                 body, more = await _read_up_to(upstream.content, slot, timeouts.idle_s, ctx.config.limits.max_response_bytes)
-            out_headers = response_headers(upstream.headers, ctx.request_id, secrets, ctx.ticket)
+            out_headers = response_headers(upstream.headers, ctx.request_id, secrets, limited=ctx.ticket is not None)
             if not more:
                 body = mask_known(body, keys)
                 response, verdict = _answer_json(ctx, upstream, provider, endpoint, body, out_headers, translation), Verdict.OK
@@ -246,7 +246,7 @@ async def _attempt(
                 ctx.usage = tail.usage
         else:
             chain = _sse_filters(ctx, provider, endpoint, strip_usage, translation) if content_type == "text/event-stream" else None
-            out_headers = response_headers(upstream.headers, ctx.request_id, secrets, ctx.ticket)
+            out_headers = response_headers(upstream.headers, ctx.request_id, secrets, limited=ctx.ticket is not None)
             if translation is not None:
                 out_headers["Content-Type"] = "text/event-stream" if translation.sse else "application/json"
             response, verdict = await pump(request, ctx, upstream, timeouts, chain, slot, first_byte_at, out_headers, keys)

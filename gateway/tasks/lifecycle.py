@@ -1,6 +1,6 @@
 """The task layer's life in one process: the store opened with the app (retried while the database
-cannot be opened, the rest of the gateway serving meanwhile), the engine, and the poller in one
-process only (worker 0 with `workers: N`)."""
+cannot be opened, the rest of the gateway serving meanwhile; with replicas, its rows cached in Redis),
+the engine, and the poller in one process only (worker 0 with `workers: N`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 
+from gateway.ledger.backends import is_postgres
 from gateway.logs import worker_index
 from gateway.state import Services
 from gateway.tasks.backends import task_store
@@ -24,7 +25,7 @@ RETRY_OPEN_S = 5.0
 
 @contextlib.asynccontextmanager
 async def running(services: Services) -> AsyncIterator[None]:
-    store = task_store(services.runtime.config.database)
+    store = _store(services)
     retry: asyncio.Task[None] | None = None
     if not await _open(services, store):
         retry = asyncio.create_task(_keep_opening(services, store), name="task-store-open")
@@ -40,6 +41,23 @@ async def running(services: Services) -> AsyncIterator[None]:
             services.poller = None
         services.tasks = None
         await store.close()
+
+
+def _store(services: Services) -> TaskStore:
+    """The store of `database:`; on PostgreSQL with `state.redis` (replicas), behind the Redis cache
+    (gateway.tasks.cache). A SQLite file is this machine's alone: a cache other replicas read would
+    answer for rows their own databases do not hold."""
+    config = services.runtime.config
+    store = task_store(config.database)
+    url = config.state.redis  # `state:` changes apply at a restart
+    if url and is_postgres(config.database):
+        from gateway.billing.redis_counters import connect  # redis is an optional extra
+        from gateway.tasks.cache import CachedTaskStore
+
+        metrics = services.metrics
+        count = metrics.state_fallback if metrics is not None else None
+        store = CachedTaskStore(store, connect(url), prefix=config.state.prefix, count=count)
+    return store
 
 
 async def _open(services: Services, store: TaskStore) -> bool:

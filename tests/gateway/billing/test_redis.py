@@ -20,7 +20,6 @@ import structlog
 from config import ClientKey
 from gateway.billing.counters import LocalCounters
 from gateway.billing.limiter import Limiter, Ticket
-from gateway.billing.store import LocalStore
 from gateway.errors import GatewayError
 from gateway.state import SERVICES
 from tests.conftest import Gateway, channel
@@ -322,7 +321,7 @@ async def test_concurrent_admissions_go_in_one_batch_and_admit_exactly_the_limit
 async def test_a_redis_cut_mid_batch_sends_every_admission_of_it_to_the_fallback(shared: Shared, monkeypatch, tmp_path: Path):
     proxy = await RedisProxy().start()
     client = redis_counters.connect(proxy.url)
-    local = LocalStore(LocalCounters.create(tmp_path / "gateway.counters"))
+    local = LocalCounters.create(tmp_path / "gateway.counters")
     store = failover.Failover(redis_counters.RedisCounters(client, prefix=shared.prefix), local, refuse=False)
     limiter = Limiter(store)
     key = ClientKey("k", "0" * 64, rpm=100)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import multiprocessing
-import os
 
 import pytest
 
@@ -63,10 +63,13 @@ def test_reset_is_when_the_newest_second_leaves():
 
 
 def _admit_many(path: str, worker: int, n: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    counters = LocalCounters.attach(path, worker=worker)
-    granted = sum(counters.admit("k", 1000.0 + i * 0.001, rpm=50, tpm=None, tokens=0).limit is None for i in range(n))
-    counters.close()
-    out.put(granted)
+    async def admit() -> int:
+        counters = LocalCounters.attach(path, worker=worker)
+        grants = [await counters.admit("k", 1000.0 + i * 0.001, rpm=50, tpm=None, tokens=0) for i in range(n)]
+        counters.close()
+        return sum(g.limit is None for g in grants)
+
+    out.put(asyncio.run(admit()))
 
 
 def test_processes_sharing_the_file_grant_the_limit_once(tmp_path):
@@ -84,26 +87,26 @@ def test_processes_sharing_the_file_grant_the_limit_once(tmp_path):
     assert sum(out.get(timeout=5) for _ in procs) == 50
 
 
-def test_budget_reservations_and_a_restarted_worker(tmp_path):
+async def test_budget_reservations_and_a_restarted_worker(tmp_path):
     path = tmp_path / "gw.counters"
     one = LocalCounters.create(path, worker=1)
     two = LocalCounters.attach(path, worker=2)
-    one.set_budget("k", 0, spent=4.0, held=1.0)
-    assert one.admit("k", 0, rpm=None, tpm=None, tokens=0, budget=10, reserve=3.0).limit is None
-    assert two.admit("k", 0, rpm=None, tpm=None, tokens=0, budget=10, reserve=3.0).limit is None
+    await one.set_budget("k", 0, spent=4.0, held=1.0)
+    assert (await one.admit("k", 0, rpm=None, tpm=None, tokens=0, budget=10, reserve=3.0)).limit is None
+    assert (await two.admit("k", 0, rpm=None, tpm=None, tokens=0, budget=10, reserve=3.0)).limit is None
     # 4 spent + 1 held by a task + 6 reserved by requests in flight: the budget is reached.
-    assert two.admit("k", 0, rpm=None, tpm=None, tokens=0, budget=10, reserve=0.1).limit == "budget"
-    assert two.standing("k", 0, 0).reserved == pytest.approx(7.0)
+    assert (await two.admit("k", 0, rpm=None, tpm=None, tokens=0, budget=10, reserve=0.1)).limit == "budget"
+    assert (await two.standing("k", 0, 0)).reserved == pytest.approx(7.0)
     one.close()
     again = LocalCounters.attach(path, worker=1)  # worker 1 died with a request in flight, and came back
-    assert again.standing("k", 0, 0).reserved == pytest.approx(4.0)
+    assert (await again.standing("k", 0, 0)).reserved == pytest.approx(4.0)
     two.settle("k", 0, second=0, reserve=3.0, cost=2.5)
-    s = two.standing("k", 0, 0)
+    s = await two.standing("k", 0, 0)
     assert (s.spent, s.reserved) == (pytest.approx(6.5), pytest.approx(1.0))
-    assert two.standing("k", 0, period=7).spent == 0  # a new period starts at zero
+    assert (await two.standing("k", 0, period=7)).spent == 0  # a new period starts at zero
     again.close()
     two.close()
-    assert os.path.exists(path)
+    assert path.exists()
 
 
 def test_a_file_that_is_not_counters_is_refused(tmp_path):

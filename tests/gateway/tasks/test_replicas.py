@@ -1,14 +1,16 @@
 """Two replicas on one PostgreSQL: a task created on one is read on the other, one replica polls (the
-advisory lock's holder), and the other takes over when it goes; one usage row whoever settles."""
+advisory lock's holder), and the other takes over when it goes; one usage row whoever settles. With
+Redis too, a task's status is read from Redis on either replica (gateway.tasks.cache)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from gateway.state import SERVICES
@@ -22,6 +24,14 @@ VENDOR_KEY = "vendor-key"
 async def pg() -> AsyncIterator[Pg]:
     async with fresh_schema() as pg:
         yield pg
+
+
+@pytest.fixture
+async def shared() -> AsyncIterator[Any]:
+    from tests import redisstate  # here, not above: the other tests need neither redis-py nor a server
+
+    async with redisstate.shared_redis() as s:
+        yield s
 
 
 @pytest.fixture
@@ -70,3 +80,39 @@ async def test_a_task_made_on_one_replica_is_read_and_finished_on_the_other(pg, 
     assert seen["status"] == "SUCCEEDED"
     rows = await pg.fetch("SELECT task_id, cost FROM usage WHERE task_id IS NOT NULL")
     assert rows == [(created["id"], pytest.approx(5 * 0.5))]
+
+
+def counting(read: Callable[..., Awaitable[Any]], reads: list[str]) -> Callable[..., Awaitable[Any]]:
+    async def counted(*args: Any) -> Any:
+        reads.append(read.__name__)
+        return await read(*args)
+
+    return counted
+
+
+async def test_a_status_read_on_either_replica_is_served_from_redis(
+    pg, shared, tmp_path, fake, gateway_factory, monkeypatch
+):
+    a = await gateway_factory({**replica(pg, tmp_path, fake, "a"), "state": shared.state()})
+    b = await gateway_factory({**replica(pg, tmp_path, fake, "b"), "state": shared.state()})
+    fake.script_next(PENDING, RUNNING, SUCCEEDED)
+    status, created = await call(a.url, "POST", "/v1/video/generations", json={"model": "wan2.6-t2v", "prompt": "x"})
+    assert status == 200, created
+    for _ in range(200):  # finished by whichever replica polls
+        status, seen = await call(b.url, "GET", f"/v1/tasks/{created['id']}")
+        if seen["status"] == "SUCCEEDED":
+            break
+        await asyncio.sleep(0.05)
+    entry = orjson.loads(await shared.client.get(f"{shared.prefix}:{{t:{created['id']}}}"))
+    assert (entry["status"], entry["key_name"], entry["billing"]) == ("SUCCEEDED", "app1", "billed")
+    reads: list[str] = []
+    for gw in (a, b):
+        inner = gw.server.app[SERVICES].tasks.store.inner  # the PgTaskStore behind the cache
+        for name in ("get", "get_any"):
+            monkeypatch.setattr(inner, name, counting(getattr(inner, name), reads))
+    for gw in (a, b):
+        status, seen = await call(gw.url, "GET", f"/v1/tasks/{created['id']}")
+        assert status == 200 and seen["status"] == "SUCCEEDED" and seen["id"] == created["id"]
+        status, _ = await call(gw.url, "GET", f"/v1/tasks/{created['id']}", key="key-two")
+        assert status == 404  # the cached row has an owner too
+    assert reads == []  # every answer came from Redis
