@@ -8,15 +8,16 @@ to Redis together, in one write on a connection of their own, and each answer go
 keys of one client key, or of one channel, sit in one slot and one script may touch them all):
 
     P:{k:NAME}:rpm             hash: second -> requests admitted in it (a sliding minute of 61 buckets,
-    P:{k:NAME}:tpm             hash: second -> tokens charged in it      as gateway.billing.window)
+    P:{k:NAME}:tpm             hash: second -> tokens charged in it      as gateway.billing.window),
+                               and t (their total), n (the newest second the window was moved to)
     P:{k:NAME}:spent:PERIOD    hash: spent (cost settled in the budget period), ready (filled from the DB)
     P:{k:NAME}:resv            zset: "<id>|<amount>" of each request in flight, scored by when it lapses
     P:{k:NAME}:resv:sum        string: the amounts in resv
     P:{k:NAME}:held            string: what unfinished async tasks hold
     P:{c:CHANNEL}:rpm, :tpm    a channel's own rpm/tpm windows
 
-No job resets anything: window buckets leave the minute (and the hash expires 62 s after its last
-write), a new budget period is a new key (expiring a day after the period ends), and a reservation not
+No job resets anything: window buckets leave the minute (and the hash expires 62 s after it last
+moved), a new budget period is a new key (expiring a day after the period ends), and a reservation not
 settled within `state.reservation_ttl_s` (default 10 minutes: longer than any request) is dropped by the
 next script that reads the set, so a replica that dies with requests in flight holds nothing for long.
 
@@ -63,40 +64,74 @@ local function clock()
   return s, s + tonumber(t[2]) / 1000000
 end
 
--- The buckets of the minute ending in second now_s and their total; older buckets are dropped.
+-- A window is a hash: 'n' the newest second it was moved to, 't' the total of its buckets, and one field
+-- per second that admitted something (gateway.billing.window in Redis). `window` moves it to now_s (the
+-- seconds that left the minute are dropped from it and from the total: O(seconds passed), most often
+-- none) and answers the total, whether the window is empty, and whether it moved (at most once a second).
 local function window(key, now_s)
-  local flat = redis.call('HGETALL', key)
-  local total, buckets, old = 0, {}, {}
-  for i = 1, #flat, 2 do
-    local s = tonumber(flat[i])
-    if s <= now_s - W then
-      old[#old + 1] = flat[i]
-    else
-      local v = tonumber(flat[i + 1])
-      buckets[s] = v
-      total = total + v
+  local h = redis.call('HMGET', key, 'n', 't')
+  local newest = tonumber(h[1])
+  if not newest then return 0, true, true end
+  local total = tonumber(h[2]) or 0
+  if now_s > newest then
+    if now_s - newest >= W then
+      redis.call('DEL', key)
+      return 0, true, true
     end
+    local gone = {}
+    for sec = newest - W + 1, now_s - W do gone[#gone + 1] = tostring(sec) end
+    if #gone > 0 then
+      for _, v in ipairs(redis.call('HMGET', key, unpack(gone))) do
+        if v then total = total - tonumber(v) end
+      end
+      redis.call('HDEL', key, unpack(gone))
+    end
+    if total < 0 then total = 0 end
+    redis.call('HSET', key, 'n', now_s, 't', total)
+    redis.call('EXPIRE', key, W + 1)  -- at each move (once a second at most): the hash lives while it counts
+    return total, false, true
   end
-  if #old > 0 then redis.call('HDEL', key, unpack(old)) end
-  return total, buckets
+  return total, false, false
+end
+
+-- Add `amount` to second now_s of a window `window` has just moved to now_s.
+local function charge(key, now_s, amount, empty)
+  redis.call('HINCRBYFLOAT', key, now_s, amount)
+  redis.call('HINCRBYFLOAT', key, 't', amount)
+  if empty then
+    redis.call('HSET', key, 'n', now_s)
+    redis.call('EXPIRE', key, W + 1)
+  end
+end
+
+-- The window's buckets by second, for the answers that need them (a refusal's wait, a reset).
+local function buckets(key)
+  local flat, out = redis.call('HGETALL', key), {}
+  for i = 1, #flat, 2 do
+    local sec = tonumber(flat[i])
+    if sec then out[sec] = tonumber(flat[i + 1]) end
+  end
+  return out
 end
 
 -- Seconds until `amount` more fits under `limit`: 0 now, math.huge never (gateway.billing.window.wait).
-local function wait(total, buckets, now, now_s, amount, limit)
+local function wait(total, key, now, now_s, amount, limit)
   if amount > limit then return math.huge end
   local excess = total + amount - limit
   if excess <= 0 then return 0 end
-  for s = now_s - W + 1, now_s do
-    excess = excess - (buckets[s] or 0)
-    if excess <= 0 then return s + W - now end
+  local b = buckets(key)
+  for sec = now_s - W + 1, now_s do
+    excess = excess - (b[sec] or 0)
+    if excess <= 0 then return sec + W - now end
   end
   return W - (now - now_s)
 end
 
-local function reset_in(total, buckets, now, now_s)
+local function reset_in(total, key, now, now_s)
   if total <= 0 then return 0 end
-  for s = now_s, now_s - W + 1, -1 do
-    if (buckets[s] or 0) > 0 then return s + W - now end
+  local b = buckets(key)
+  for sec = now_s, now_s - W + 1, -1 do
+    if (b[sec] or 0) > 0 then return sec + W - now end
   end
   return 0
 end
@@ -116,86 +151,103 @@ end
 
 local function spend(key, cost, expire_at)
   if tonumber(cost) ~= 0 then
-    redis.call('HINCRBYFLOAT', key, 'spent', cost)
-    if expire_at ~= '0' then redis.call('EXPIREAT', key, expire_at) end
+    local spent = tonumber(redis.call('HINCRBYFLOAT', key, 'spent', cost))
+    -- The period's key gets its end when it is made (here, or by the refill that fills it).
+    if expire_at ~= '0' and spent == tonumber(cost) then redis.call('EXPIREAT', key, expire_at) end
   end
 end
 """
 
-# KEYS rpm, tpm, spent, resv, resv:sum, held. ARGV rpm, tpm, tokens, budget ('' where none), reserve,
-# reservation member, its ttl in ms. -> one string, its fields split by spaces (a bulk string is read in
+# KEYS rpm, tpm, spent, resv, resv:sum, held. ARGV rpm, tpm, budget ('' where none), a reservation's ttl
+# in ms (the key's: RedisCounters packs them once), then tokens, reserve, reservation member. -> one string, its fields split by spaces (a bulk string is read in
 # two steps, an array of seven in fifteen): status (ok | requests | tokens | budget | refill),
 # retry_after (-1: never), requests left, requests reset, tokens left, tokens reset ('' where no
 # limit), second.
 ADMIT = _COMMON + """
 local now_s, now = clock()
-local rpm, tpm, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
-local tokens, reserve = tonumber(ARGV[3]), tonumber(ARGV[5])
+local rpm, tpm, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens, reserve = tonumber(ARGV[5]), tonumber(ARGV[6])
 local now_ms = math.floor(now * 1000)
-local limit, retry = false, 0
+local limit, retry, rsum = false, 0, 0
 if budget then
   local b = redis.call('HMGET', KEYS[3], 'ready', 'spent')
   if not b[1] then return 'refill 0  0  0 ' .. now_s end
-  local used = tonumber(b[2] or '0') + reserved(KEYS[4], KEYS[5], now_ms) + tonumber(redis.call('GET', KEYS[6]) or '0')
+  rsum = reserved(KEYS[4], KEYS[5], now_ms)
+  local used = tonumber(b[2] or '0') + rsum + tonumber(redis.call('GET', KEYS[6]) or '0')
   if used >= budget then limit = 'budget' end
 end
-local rt, rb, tt, tb
+-- The reservations' keys live while requests reserve: their time is set when they may be new (nothing
+-- reserved) and once a second (when a window moves), with a second to spare.
+local refresh = not (rpm or tpm)
+local rt, re, tt, te, moved
 if rpm then
-  rt, rb = window(KEYS[1], now_s)
-  local w = wait(rt, rb, now, now_s, 1, rpm)
+  rt, re, moved = window(KEYS[1], now_s)
+  refresh = refresh or moved
+  local w = wait(rt, KEYS[1], now, now_s, 1, rpm)
   if w > retry then retry = w; limit = limit or 'requests' end
 end
 if tpm then
-  tt, tb = window(KEYS[2], now_s)
-  local w = wait(tt, tb, now, now_s, tokens, tpm)
+  tt, te, moved = window(KEYS[2], now_s)
+  refresh = refresh or moved
+  local w = wait(tt, KEYS[2], now, now_s, tokens, tpm)
   if w > retry then retry = w; limit = limit or 'tokens' end
 end
+-- An admitted request's own second is the newest in its windows: they empty when that second leaves.
+local full = W - (now - now_s)
+local out = {limit or 'ok', retry == math.huge and '-1' or tostring(retry), '', '0', '', '0', now_s}
 if not limit then
   if rpm then
-    redis.call('HINCRBY', KEYS[1], now_s, 1)
-    redis.call('EXPIRE', KEYS[1], W + 1)
+    charge(KEYS[1], now_s, 1, re)
     rt = rt + 1
-    rb[now_s] = (rb[now_s] or 0) + 1
   end
   if tpm and tokens ~= 0 then
-    redis.call('HINCRBYFLOAT', KEYS[2], now_s, ARGV[3])
-    redis.call('EXPIRE', KEYS[2], W + 1)
+    charge(KEYS[2], now_s, ARGV[5], te)
     tt = tt + tokens
-    tb[now_s] = (tb[now_s] or 0) + tokens
   end
   if budget and reserve > 0 then
-    local ttl = tonumber(ARGV[7])
-    redis.call('ZADD', KEYS[4], now_ms + ttl, ARGV[6])
-    redis.call('INCRBYFLOAT', KEYS[5], ARGV[5])
-    redis.call('PEXPIRE', KEYS[4], ttl + 1000)
-    redis.call('PEXPIRE', KEYS[5], ttl + 1000)
+    local ttl = tonumber(ARGV[4])
+    redis.call('ZADD', KEYS[4], now_ms + ttl, ARGV[7])
+    redis.call('INCRBYFLOAT', KEYS[5], ARGV[6])
+    if refresh or rsum <= 0 then
+      redis.call('PEXPIRE', KEYS[4], ttl + 2000)
+      redis.call('PEXPIRE', KEYS[5], ttl + 2000)
+    end
   end
+  if rpm then out[3] = tostring(math.max(rpm - rt, 0)); out[4] = tostring(full) end
+  if tpm then
+    out[5] = tostring(math.max(tpm - tt, 0))
+    out[6] = tostring(tokens ~= 0 and full or reset_in(tt, KEYS[2], now, now_s))
+  end
+else
+  if rpm then out[3] = tostring(math.max(rpm - rt, 0)); out[4] = tostring(reset_in(rt, KEYS[1], now, now_s)) end
+  if tpm then out[5] = tostring(math.max(tpm - tt, 0)); out[6] = tostring(reset_in(tt, KEYS[2], now, now_s)) end
 end
-local out = {limit or 'ok', retry == math.huge and '-1' or tostring(retry), '', '0', '', '0', now_s}
-if rpm then out[3] = tostring(math.max(rpm - rt, 0)); out[4] = tostring(reset_in(rt, rb, now, now_s)) end
-if tpm then out[5] = tostring(math.max(tpm - tt, 0)); out[6] = tostring(reset_in(tt, tb, now, now_s)) end
 return table.concat(out, ' ')
 """
 
-# KEYS tpm, spent, resv, resv:sum. ARGV second admitted, token correction, reservation member ('' none),
-# cost, when the period's key expires (0: never).
+# KEYS tpm, spent, resv, resv:sum. ARGV when the period's key expires (0: never; RedisCounters packs it
+# with the KEYS once), second admitted, token correction, reservation member ('' none), cost.
 SETTLE = _COMMON + """
 local now_s = clock()
-local second, delta = tonumber(ARGV[1]), tonumber(ARGV[2])
-if delta ~= 0 and second <= now_s and now_s - second < W then
-  local v = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-  if delta < -v then delta = -v end
-  if delta ~= 0 then
-    redis.call('HINCRBYFLOAT', KEYS[1], ARGV[1], delta)
-    redis.call('EXPIRE', KEYS[1], W + 1)
+local second, delta = tonumber(ARGV[2]), tonumber(ARGV[3])
+if delta ~= 0 and second <= now_s then
+  -- Only while that second is still in the window (as last moved): a later move drops it, corrected.
+  local h = redis.call('HMGET', KEYS[1], 'n', ARGV[2])
+  local newest = tonumber(h[1])
+  if newest and second > newest - W then
+    local v = tonumber(h[2]) or 0
+    if delta < -v then delta = -v end
+    if delta ~= 0 then
+      redis.call('HINCRBYFLOAT', KEYS[1], ARGV[2], delta)
+      if tonumber(redis.call('HINCRBYFLOAT', KEYS[1], 't', delta)) < 0 then redis.call('HSET', KEYS[1], 't', 0) end
+    end
   end
 end
-if ARGV[3] ~= '' and redis.call('ZREM', KEYS[3], ARGV[3]) == 1 then
-  local sum = tonumber(redis.call('GET', KEYS[4]) or '0') - tonumber(string.match(ARGV[3], '|(.*)$'))
-  if sum < 0 or redis.call('ZCARD', KEYS[3]) == 0 then sum = 0 end
-  redis.call('SET', KEYS[4], sum, 'KEEPTTL')
+if ARGV[4] ~= '' and redis.call('ZREM', KEYS[3], ARGV[4]) == 1 then
+  local sum = tonumber(redis.call('INCRBYFLOAT', KEYS[4], -tonumber(string.match(ARGV[4], '|(.*)$'))))
+  if sum < 1e-9 and (sum < 0 or redis.call('ZCARD', KEYS[3]) == 0) then redis.call('SET', KEYS[4], 0, 'KEEPTTL') end
 end
-spend(KEYS[2], ARGV[4], ARGV[5])
+spend(KEYS[2], ARGV[5], ARGV[1])
 return 1
 """
 
@@ -236,11 +288,11 @@ return 1
 # reserved, ready (1/0).
 STANDING = _COMMON + """
 local now_s, now = clock()
-local rt, rb = window(KEYS[1], now_s)
-local tt, tb = window(KEYS[2], now_s)
+local rt = window(KEYS[1], now_s)
+local tt = window(KEYS[2], now_s)
 local b = redis.call('HMGET', KEYS[3], 'ready', 'spent')
 local r = reserved(KEYS[4], KEYS[5], math.floor(now * 1000)) + tonumber(redis.call('GET', KEYS[6]) or '0')
-return {tostring(rt), tostring(reset_in(rt, rb, now, now_s)), tostring(tt), tostring(reset_in(tt, tb, now, now_s)),
+return {tostring(rt), tostring(reset_in(rt, KEYS[1], now, now_s)), tostring(tt), tostring(reset_in(tt, KEYS[2], now, now_s)),
         b[2] or '0', tostring(r), b[1] and 1 or 0}
 """
 
@@ -266,8 +318,7 @@ class Write:
     """A change queued for the background writer, with what it means should Redis not take it."""
 
     script: AsyncScript
-    keys: list[str]
-    args: list[str | int | float]
+    command: bytes  # its EVALSHA, packed (redis_pipe.evalsha)
     name: str  # the client key it changes
     period: int
     cost: float = 0.0  # spend it adds
@@ -291,9 +342,10 @@ class RedisCounters:
         self._replay = redis.register_script(REPLAY)
         self._standing = redis.register_script(STANDING)
         self.pipe = ScriptPipe(redis)  # admissions and background writes
-        self._key_head = evalsha_head(self._admit, 6, 7)
-        self._channel_head = evalsha_head(self._admit, 2, 7)
-        self._keys: dict[tuple[str, int], bytes] = {}  # a key's and period's KEYS, encoded
+        # What an admission's or a settle's EVALSHA starts with for one client key, period and limits: the
+        # script, the KEYS and the ARGV that do not change from one request to the next, packed once.
+        self._heads: dict[tuple[str, int, int | None, int | None, float | None], bytes] = {}
+        self._settle_heads: dict[tuple[str, int], bytes] = {}
         self._bases: dict[str, str] = {}
         self._ids = f"{secrets.token_hex(5)}."  # this process's reservations: <ids><n>
         self._n = itertools.count(1)
@@ -326,23 +378,23 @@ class RedisCounters:
         period: int = 0,
         reserve: float = 0.0,
     ) -> Grant:
-        keys = self._keys.get((name, period))
-        if keys is None:
-            if len(self._keys) >= 4096:  # names and periods of the past
-                self._keys.clear()
+        head = self._heads.get((name, period, rpm, tpm, budget))
+        if head is None:
+            if len(self._heads) >= 4096:  # names, periods and limits of the past
+                self._heads.clear()
             b = self.base(name)
-            keys = self._keys[(name, period)] = b"".join(
-                map(_bulk, (f"{b}:rpm", f"{b}:tpm", f"{b}:spent:{period}", f"{b}:resv", f"{b}:resv:sum", f"{b}:held"))
+            keys = (f"{b}:rpm", f"{b}:tpm", f"{b}:spent:{period}", f"{b}:resv", f"{b}:resv:sum", f"{b}:held")
+            head = self._heads[(name, period, rpm, tpm, budget)] = evalsha_head(self._admit, 6, 7) + b"".join(
+                map(_bulk, (*keys, _opt(rpm), _opt(tpm), _opt(budget), self.ttl_ms))
             )
         member = f"{self._ids}{next(self._n):x}|{reserve!r}" if budget is not None and reserve > 0 else ""
-        args = (_opt(rpm), _opt(tpm), tokens, _opt(budget), reserve, member, self.ttl_ms)
-        reply = await self.pipe.call(self._admit, b"".join((self._key_head, keys, *map(_bulk, args))))
+        reply = await self.pipe.call(self._admit, b"".join((head, _bulk(tokens), _bulk(reserve), _bulk(member))))
         return _grant(reply, member or "-")
 
     async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:
         b = self.base(name, "c")
-        command = b"".join(map(_bulk, (f"{b}:rpm", f"{b}:tpm", _opt(rpm), _opt(tpm), tokens, "", 0, "", 0)))
-        return _grant(await self.pipe.call(self._admit, self._channel_head + command), "-")
+        command = evalsha(self._admit, (f"{b}:rpm", f"{b}:tpm"), (_opt(rpm), _opt(tpm), "", 0, tokens, 0, ""))
+        return _grant(await self.pipe.call(self._admit, command), "-")
 
     async def standing(self, name: str, now: float, period: int) -> Standing:
         b = self.base(name)
@@ -375,24 +427,28 @@ class RedisCounters:
         member = claim if claim != "-" else ""
         if not (tokens or member or cost):
             return
-        b = self.base(name)
-        self.write(Write(
-            self._settle, [f"{b}:tpm", f"{b}:spent:{period}", f"{b}:resv", f"{b}:resv:sum"],
-            [second, tokens, member, cost, _expiry(period)], name, period, cost=cost,
-        ))  # fmt: skip
+        head = self._settle_heads.get((name, period))
+        if head is None:
+            if len(self._settle_heads) >= 4096:
+                self._settle_heads.clear()
+            b = self.base(name)
+            parts: tuple[str | int, ...] = (f"{b}:tpm", f"{b}:spent:{period}", f"{b}:resv", f"{b}:resv:sum", _expiry(period))
+            head = self._settle_heads[(name, period)] = evalsha_head(self._settle, 4, 5) + b"".join(map(_bulk, parts))
+        command = b"".join((head, _bulk(second), _bulk(tokens), _bulk(member), _bulk(cost)))
+        self.write(Write(self._settle, command, name, period, cost=cost))
 
     def hold(self, name: str, amount: float) -> None:
-        self.write(Write(self._hold, [f"{self.base(name)}:held"], [amount], name, 0, held=amount))
+        self.write(Write(self._hold, evalsha(self._hold, [f"{self.base(name)}:held"], [amount]), name, 0, held=amount))
 
     def release(self, name: str, amount: float, cost: float, period: int) -> None:
         b = self.base(name)
-        self.write(Write(self._release, [f"{b}:held", f"{b}:spent:{period}"], [amount, cost, _expiry(period)], name,
-                         period, cost=cost, held=-amount))  # fmt: skip
+        command = evalsha(self._release, [f"{b}:held", f"{b}:spent:{period}"], [amount, cost, _expiry(period)])
+        self.write(Write(self._release, command, name, period, cost=cost, held=-amount))
 
     def replay(self, owed: dict[tuple[str, int], float]) -> None:
         for (name, period), cost in owed.items():
-            self.write(Write(self._replay, [f"{self.base(name)}:spent:{period}"], [cost, _expiry(period)], name, period,
-                             cost=cost, replay=True))  # fmt: skip
+            command = evalsha(self._replay, [f"{self.base(name)}:spent:{period}"], [cost, _expiry(period)])
+            self.write(Write(self._replay, command, name, period, cost=cost, replay=True))
 
     def write(self, change: Write) -> None:
         """Queue `change`; one task writes the queue in order, in pipelines (no task per call)."""
@@ -416,7 +472,7 @@ class RedisCounters:
         async with self._sending:
             while self._writes:
                 batch = [self._writes.popleft() for _ in range(min(len(self._writes), BATCH))]
-                results = await self.pipe.gather((w.script, evalsha(w.script, w.keys, w.args)) for w in batch)
+                results = await self.pipe.gather((w.script, w.command) for w in batch)
                 lost: list[Write] = []
                 error: BaseException | None = None
                 for w, r in zip(batch, results, strict=True):

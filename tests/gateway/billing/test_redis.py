@@ -217,6 +217,72 @@ async def test_rates_on_redis_keep_the_windows_semantics(shared: Shared):
         await client.aclose()
 
 
+async def test_a_window_keeps_its_total_beside_its_buckets(shared: Shared):
+    """Admissions and settles across several seconds keep the hash's total ('t') equal to its buckets,
+    and 'n' on the newest second: no admission reads every bucket."""
+    client = redis_counters.connect(shared.url)
+    counters = redis_counters.RedisCounters(client, prefix=shared.prefix)
+    try:
+        seconds = set()
+        for _ in range(30):  # ~2 s
+            grant = await counters.admit("k", 0, rpm=1000, tpm=100_000, tokens=10)
+            assert grant.limit is None
+            seconds.add(grant.second)
+            counters.settle("k", 0, second=grant.second, tokens=-4, claim="-")  # it used 6 of the 10 estimated
+            await asyncio.sleep(0.07)
+        await counters.flush()
+        assert len(seconds) >= 2
+        for kind, each in (("rpm", 1), ("tpm", 6)):
+            window = {k.decode(): float(v) for k, v in (await client.hgetall(f"{shared.prefix}:{{k:k}}:{kind}")).items()}
+            newest, total = window.pop("n"), window.pop("t")
+            assert total == sum(window.values()) == 30 * each and newest == max(seconds)
+    finally:
+        await counters.aclose()
+        await client.aclose()
+
+
+async def test_reservations_keys_expire(shared: Shared):
+    """A reservation's set and sum get a time to live (when they may be new, and once a second after),
+    so a key nobody uses again leaves nothing behind."""
+    client = redis_counters.connect(shared.url)
+    counters = redis_counters.RedisCounters(client, prefix=shared.prefix, reservation_ttl_s=30)
+    base = f"{shared.prefix}:{{k:k}}"
+    try:
+        await counters.set_budget("k", 0, 0.0, 0.0)
+        for _ in range(3):
+            assert (await counters.admit("k", 0, rpm=100, tpm=None, tokens=0, budget=10.0, reserve=0.5)).limit is None
+        assert 0 < await client.pttl(f"{base}:rpm") <= 62_000
+        for name in ("resv", "resv:sum"):
+            assert 30_000 < await client.pttl(f"{base}:{name}") <= 32_000
+    finally:
+        await counters.aclose()
+        await client.aclose()
+
+
+async def test_moving_a_window_drops_the_seconds_that_left_it(shared: Shared):
+    """A window last moved 5 s ago: the seconds that left the minute since leave its buckets and its
+    total; what is left is what rpm counts, and the refusal waits for the oldest second that remains."""
+    client = redis_counters.connect(shared.url)
+    counters = redis_counters.RedisCounters(client, prefix=shared.prefix)
+    key = f"{shared.prefix}:{{k:k}}:rpm"
+    try:
+        now = int((await client.time())[0])
+        old = {now - 64: 3, now - 62: 2, now - 61: 1, now - 60: 5, now - 10: 7}  # the last two are in the minute
+        await client.hset(key, mapping={**{str(s): n for s, n in old.items()}, "n": now - 5, "t": sum(old.values())})
+        grant = await counters.admit("k", 0, rpm=13, tpm=None, tokens=0)
+        assert grant.limit is None and grant.requests_left == 0  # 5 + 7 still counted, + this one
+        window = await client.hgetall(key)
+        assert sorted(int(k) for k in window if k not in (b"n", b"t")) == sorted([now - 60, now - 10, grant.second])
+        assert float(window[b"t"]) == 13
+        refused = await counters.admit("k", 0, rpm=13, tpm=None, tokens=0)
+        assert refused.limit == "requests" and 0 < refused.retry_after <= 2  # second now-60 leaves at now+1
+        await client.hset(key, mapping={"n": grant.second - 70})  # a window untouched for over a minute
+        assert (await counters.admit("k", 0, rpm=13, tpm=None, tokens=0)).requests_left == 12
+    finally:
+        await counters.aclose()
+        await client.aclose()
+
+
 async def test_an_unreachable_redis_falls_back_to_local_counters(gateway_factory, vendor, shared: Shared):
     proxy = await RedisProxy().start()
     gw = await gateway_factory(replica(vendor, {**shared.state(), "redis": proxy.url}, budget=10.0, rpm=100))
