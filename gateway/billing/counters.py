@@ -1,8 +1,8 @@
-"""The counters behind rate limits and budgets, shared by every worker process of one gateway.
+"""The counters behind rate limits and budgets on one machine.
 
+A gateway of one process keeps them in its own memory (`LocalCounters.memory`). With `workers: N`,
 `LocalCounters` keeps them in a small file mapped into memory (`data/gateway.counters` beside the
-database), so `workers: N` processes share one set of counters and N processes cannot grant N times a
-rate. Every change runs under an exclusive POSIX record lock on that file (`lockf`: per process, so
+database), so the N processes share one set of counters and cannot grant N times a rate. Every change runs under an exclusive POSIX record lock on that file (`lockf`: per process, so
 forked workers exclude each other). The file is made afresh when the gateway starts (spend is rebuilt
 from the database then); a worker that dies and is restarted attaches to it again and drops the
 reservations it held. A reload changes nothing here: counters are keyed by name, not by config.

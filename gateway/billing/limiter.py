@@ -347,8 +347,10 @@ _BOTH = _REQUESTS + _TOKENS
 
 
 def _reset(seconds: float) -> bytes:
-    """`_duration` for a header, each text made once: every admitted request's reset is one of the
-    thousand between 1m0s and 1m1s (in ms), and a refused one's under 62 s."""
+    """`_duration` for a header, each text made once. Every admitted request's reset is the rest of its
+    minute, over 60 s and at most 61 s: 1m1s, whatever the milliseconds; a refused one's is under 62 s."""
+    if 60 < seconds <= 61:
+        return b"1m1s"
     ms = math.ceil(seconds * 1000)
     text = _resets.get(ms)
     if text is None:

@@ -1,7 +1,7 @@
 """A sliding minute of counts, in one-second buckets: the arithmetic behind rpm and tpm.
 
-A window is 63 doubles in a flat array (`memoryview` cast to "d", shared between worker processes
-by gateway.billing.counters): [newest second seen, total, bucket 0 .. bucket 60]. Bucket `s % 61`
+A window is 63 numbers in a flat sequence (a process's own list, or a `memoryview` of doubles shared
+between worker processes, gateway.billing.counters): [newest second seen, total, bucket 0 .. bucket 60]. Bucket `s % 61`
 holds what was admitted in second `s`; it is counted until second s + 61 begins. Moving to a later
 second empties the buckets of the seconds that fell out, so each call costs O(seconds elapsed).
 

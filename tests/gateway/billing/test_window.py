@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
+import random
 
 import pytest
 
@@ -114,3 +115,28 @@ def test_a_file_that_is_not_counters_is_refused(tmp_path):
     path.write_bytes(b"\0" * 4096)
     with pytest.raises(ValueError, match="not a counters file"):
         LocalCounters.attach(path)
+
+
+async def test_memory_and_file_counters_answer_alike(tmp_path):
+    """A process alone counts in lists of its own, workers in the shared file: one script of admissions,
+    refusals and settles over three minutes gets the same answers from both."""
+    memory, file = LocalCounters.memory(), LocalCounters.create(tmp_path / "gw.counters")
+    rng = random.Random(7)
+    try:
+        for counters in (memory, file):
+            await counters.set_budget("k", 3, spent=1.0, held=0.5)
+        now = 1000.0
+        for _ in range(600):
+            now += rng.choice((0.01, 0.2, 0.9, 3.0, 30.0))
+            tokens, reserve = rng.randint(0, 400), rng.choice((0.0, 0.25))
+            asked = {"rpm": 12, "tpm": 3000, "tokens": tokens, "budget": 20.0, "period": 3, "reserve": reserve}
+            grants = [await c.admit("k", now, **asked) for c in (memory, file)]  # type: ignore[arg-type]
+            assert grants[0] == grants[1]
+            if grants[0].limit is None and rng.random() < 0.8:
+                used, cost = rng.randint(0, 600) - tokens, rng.choice((0.0, 0.1))
+                for c in (memory, file):
+                    c.settle("k", now + 0.05, second=grants[0].second, tokens=used, reserve=reserve, cost=cost, period=3)
+        standings = [await c.standing("k", now, 3) for c in (memory, file)]
+        assert standings[0] == standings[1]
+    finally:
+        file.close()
