@@ -110,14 +110,15 @@ def estimate_tokens(request_bytes: int, output_cap: int | None) -> int:
     return request_bytes // BYTES_PER_TOKEN + (output_cap if output_cap is not None else DEFAULT_OUTPUT_TOKENS)
 
 
-def estimate_cost(price: Price | None, request_bytes: int, output_cap: int | None) -> float:
-    """What to reserve against a budget for a token-billed request (0 when nothing prices it). On every
-    limited request: the token prices only, without building a Quantities for `cost`."""
-    if price is None:
-        return 0.0
+def estimate(price: Price | None, request_bytes: int, output_cap: int | None) -> tuple[int, float]:
+    """The tokens a request billed by tokens will use at most (`estimate_tokens`), and what to reserve
+    against a budget for them (0 when nothing prices it): the token prices only, without building a
+    Quantities for `cost`. Once per limited request."""
+    prompt = request_bytes // BYTES_PER_TOKEN
     out = output_cap if output_cap is not None else DEFAULT_OUTPUT_TOKENS
-    tokens = (request_bytes // BYTES_PER_TOKEN) * (price.input or 0.0) + out * (price.output or 0.0)
-    return tokens / 1e6 + (price.per_request or 0.0)
+    if price is None:
+        return prompt + out, 0.0
+    return prompt + out, (prompt * (price.input or 0.0) + out * (price.output or 0.0)) / 1e6 + (price.per_request or 0.0)
 
 
 _QUOTE_FIELDS = {

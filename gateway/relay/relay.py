@@ -24,7 +24,7 @@ from aiohttp.payload import Payload
 from multidict import CIMultiDict
 
 from config import Channel
-from gateway.billing.pricing import estimate_cost
+from gateway.billing.pricing import estimate
 from gateway.context import RequestContext
 from gateway.errors import AttemptError, GatewayError, ShuttingDown, mask_known, sentence, status_error, upstream_errors
 from gateway.http.timer import Slot
@@ -100,8 +100,8 @@ async def relay(
     attempts = Attempts(request, ctx, stop=drain.expired)
     key, limiter = ctx.key, ctx.services.limiter
     if key is not None and key.limited and limiter is not None:
-        reserve = estimate_cost(ctx.price(), ctx.request_bytes, ctx.output_cap) if ctx.estimate_tokens else 0.0
-        ctx.ticket = await limiter.admit(key, tokens=ctx.tokens_estimate(), reserve=reserve)
+        tokens, reserve = estimate(ctx.price(), ctx.request_bytes, ctx.output_cap) if ctx.estimate_tokens else (0, 0.0)
+        ctx.ticket = await limiter.admit(key, tokens=tokens, reserve=reserve)
     base_headers = request_headers(request.headers, ctx.request_id)
     with drain.track() as slot:
         async for attempt in attempts:
