@@ -11,6 +11,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.app import create_app
+from gateway.http.answer import add_lines
 from gateway.http.lean_answer import LeanAnswer
 from gateway.state import Runtime
 from tests.conftest import KEYS, make_config
@@ -23,12 +24,17 @@ def _headers() -> CIMultiDict[str]:
                         ("X-Request-Id", "r1"), ("X-Ratelimit-Remaining", "99")])
 
 
+LINES = b"x-ratelimit-limit-requests: 100\r\nx-ratelimit-remaining-requests: 99\r\nx-ratelimit-reset-requests: 1m1s\r\n"
+
+
 async def _serve(request: web.Request) -> web.StreamResponse:
     status = int(request.query.get("status", "200"))
     body = BODY if status not in (204, 304) else b""
-    if request.match_info["kind"] == "answer":
-        return LeanAnswer(status, body, _headers())
-    return web.Response(status=status, body=body, headers=_headers())
+    kind = request.match_info["kind"]
+    answer = LeanAnswer(status, body, _headers()) if kind.startswith("answer") else web.Response(status=status, body=body, headers=_headers())
+    if kind.endswith("-lines"):
+        add_lines(answer, LINES)
+    return answer
 
 
 @pytest.fixture
@@ -82,6 +88,21 @@ async def test_answer_writes_what_web_response_writes(port, requests):
     theirs = await _exchange(port, [r.replace(b"%s", b"response") for r in requests])
     assert ours == theirs
     assert all(a.startswith(b"HTTP/1.") for a in ours)
+
+
+@pytest.mark.parametrize("request_line", [b"GET /%s HTTP/1.1", b"HEAD /%s HTTP/1.1", b"GET /%s?status=503 HTTP/1.1"])
+async def test_header_lines_given_to_an_answer_are_written_as_headers(port, request_line):
+    """The limiter's x-ratelimit-* lines: appended to the lean writer's head, set one by one on any other
+    answer (and on the lean writer's own fallback, HEAD): the same headers either way."""
+    def headers(raw: bytes) -> list[bytes]:
+        return sorted(raw.split(b"\r\n\r\n")[0].split(b"\r\n")[1:])
+
+    request = request_line + b"\r\nHost: x\r\n\r\n"
+    (ours,) = await _exchange(port, [request.replace(b"%s", b"answer-lines")])
+    (theirs,) = await _exchange(port, [request.replace(b"%s", b"response-lines")])
+    assert headers(ours) == headers(theirs)
+    assert set(LINES.rstrip(b"\r\n").split(b"\r\n")) <= set(headers(ours))
+    assert ours.split(b"\r\n\r\n", 1)[1] == theirs.split(b"\r\n\r\n", 1)[1]
 
 
 async def test_the_answer_reaches_the_client_whole_with_its_head_in_one_write(port):

@@ -180,6 +180,26 @@ async def test_failed_cancelled_and_vanished_tasks_are_refunded(gateway_factory,
     assert balance.reserved == 0 and balance.spent == 0
 
 
+async def test_a_limited_keys_submission_is_counted_and_answered_with_its_limits(gateway_factory, fake):
+    """A submission is a request to a vendor: it counts against the key's rpm, and its answer carries the
+    key's x-ratelimit-* headers like any other answer to a limited key; past the rpm it is a 429."""
+    raw = task_config(fake)
+    raw["keys"][0]["rpm"] = 2
+    gw = await gateway_factory(raw)
+    headers = {"Authorization": "Bearer key-one"}
+    body = {"model": "wan2.6-t2v", "prompt": "x"}
+    async with aiohttp.ClientSession() as s:
+        for left in ("1", "0"):
+            fake.script_next(PENDING, SUCCEEDED)
+            async with s.post(gw.url + "/v1/video/generations", json=body, headers=headers) as r:
+                assert r.status == 200, await r.text()
+                assert r.headers["x-ratelimit-limit-requests"] == "2" and r.headers["x-ratelimit-remaining-requests"] == left
+                assert r.headers["x-ratelimit-reset-requests"] == "1m1s" and "x-ratelimit-limit-tokens" not in r.headers
+        async with s.post(gw.url + "/v1/video/generations", json=body, headers=headers) as r:
+            assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
+            assert r.headers["x-ratelimit-remaining-requests"] == "0"
+
+
 async def test_a_vendor_throttling_polls_does_not_fail_the_task(gateway_factory, fake):
     gw = await gateway_factory(task_config(fake))
     fake.fail_next(3, status=429, retry_after=0.05, on="poll")
