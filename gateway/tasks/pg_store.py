@@ -17,20 +17,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-import orjson
 import structlog
 
 from gateway.ledger import pg_schema
 from gateway.ledger.pg_usage import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, insert_rows
 from gateway.ledger.sink import UsageRow
 from gateway.tasks.model import BILLED, REFUNDED, Task
-from gateway.tasks.store import KINDS
+from gateway.tasks.store import COLUMNS, KINDS, cas, decode_row, encode_value
 from providers.tasks.base import FINAL
 
 log = structlog.get_logger("gateway.tasks")
 
-COLUMNS = tuple(f.name for f in dataclasses.fields(Task))
-_JSON = frozenset(f.name for f in dataclasses.fields(Task) if str(f.type).startswith("dict"))  # kept as JSON text
 _FINAL_LIST = ", ".join(f"'{s}'" for s in sorted(FINAL))
 # The partial indexes' conditions, word for word (pg_schema), so the planner may use them.
 _OPEN = pg_schema.OPEN
@@ -117,7 +114,7 @@ class PgTaskStore:
                 f"{_SELECT} WHERE {clause} ORDER BY created_at DESC, id DESC LIMIT ${n + 1} OFFSET ${n + 2}",
                 *args, limit, (page - 1) * limit,
             )  # fmt: skip
-        return [_decode(r) for r in rows], total
+        return [decode_row(r) for r in rows], total
 
     async def due(self, now: float, limit: int) -> builtins.list[Task]:
         query = f"{_SELECT} WHERE {_OPEN} AND next_poll_at <= $1 ORDER BY next_poll_at LIMIT $2"
@@ -191,29 +188,14 @@ class PgTaskStore:
         return await self._lead()
 
     async def _select(self, query: str, args: Sequence[Any]) -> builtins.list[Task]:
-        return [_decode(r) for r in await self._db.fetch(query, *args)]
+        return [decode_row(r) for r in await self._db.fetch(query, *args)]
 
 
 def _cas(task: Task, changes: dict[str, Any], also: str = "") -> tuple[Task, str, builtins.list[Any]]:
-    """The new row, and the UPDATE that writes `changes` only over `task.version` (and `also`)."""
-    if "id" in changes or "version" in changes:
-        raise ValueError("a task's id and version are not changed by hand")
-    changes = {**changes, "version": task.version + 1, "updated_at": time.time()}
-    new = dataclasses.replace(task, **changes)  # raises TypeError on a name Task does not have
-    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, 1))
-    n = len(changes)
-    sql = f"UPDATE tasks SET {sets} WHERE id = ${n + 1} AND version = ${n + 2}" + (f" AND {also}" if also else "")
-    return new, sql, [*(_encode(name, getattr(new, name)) for name in changes), task.id, task.version]
+    return cas(task, changes, also, mark=lambda i: f"${i}", encode=_encode)
 
 
 def _encode(name: str, value: Any) -> Any:
-    if name in _JSON and value is not None:
-        return orjson.dumps(value).decode()
     if isinstance(value, str) and "\x00" in value:  # PostgreSQL text cannot hold NUL (a vendor's message might)
         return value.replace("\x00", "\ufffd")
-    return value
-
-
-def _decode(row: Any) -> Task:
-    values = zip(COLUMNS, row, strict=True)
-    return Task(**{n: orjson.loads(v) if n in _JSON and v is not None else v for n, v in values})
+    return encode_value(name, value)

@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import operator
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -193,7 +193,7 @@ class SqliteTaskStore:
 
     async def create(self, task: Task) -> None:
         async with self._lock, self._synced():
-            await self._conn.execute(_INSERT, [_encode(name, getattr(task, name)) for name in COLUMNS])
+            await self._conn.execute(_INSERT, [encode_value(name, getattr(task, name)) for name in COLUMNS])
 
     async def get(self, task_id: str, key_name: str) -> Task | None:
         found = await self._select(f"{_SELECT} WHERE id = ? AND key_name = ? AND deleted_at IS NULL", (task_id, key_name))
@@ -228,14 +228,14 @@ class SqliteTaskStore:
                     rows = await cur.fetchall()
             finally:
                 await db.execute("COMMIT")
-        return [_decode(r) for r in rows], total
+        return [decode_row(r) for r in rows], total
 
     async def due(self, now: float, limit: int) -> builtins.list[Task]:
         query = f"{_SELECT} WHERE {_OPEN} AND next_poll_at <= ? ORDER BY next_poll_at LIMIT ?"
         return await self._select(query, (now, limit))
 
     async def update(self, task: Task, **changes: Any) -> Task | None:
-        new, sql, args = _cas(task, changes)
+        new, sql, args = cas(task, changes)
         async with self._lock:
             cur = await self._conn.execute(sql, args)
         return new if cur.rowcount == 1 else None
@@ -246,7 +246,7 @@ class SqliteTaskStore:
         if row.task_id not in (None, task.id):
             raise ValueError(f"usage row of task {row.task_id!r} given to settle task {task.id!r}")
         row = dataclasses.replace(row, task_id=task.id)
-        new, sql, args = _cas(task, {"finished_at": time.time(), **changes}, also=_HOLDING)
+        new, sql, args = cas(task, {"finished_at": time.time(), **changes}, also=_HOLDING)
         db = self._conn
         async with self._lock, self._synced():
             # IMMEDIATE: the write lock from the start, so the usage row's check and its insert cannot be
@@ -304,7 +304,7 @@ class SqliteTaskStore:
     async def _select(self, query: str, args: Sequence[Any]) -> builtins.list[Task]:
         async with self._lock, self._conn.execute(query, args) as cur:
             rows = await cur.fetchall()
-        return [_decode(r) for r in rows]
+        return [decode_row(r) for r in rows]
 
 
 async def _migrate(db: aiosqlite.Connection, path: str) -> None:
@@ -330,22 +330,34 @@ async def _migrate(db: aiosqlite.Connection, path: str) -> None:
     )
 
 
-def _cas(task: Task, changes: dict[str, Any], also: str = "") -> tuple[Task, str, builtins.list[Any]]:
-    """The new row, and the UPDATE that writes `changes` only over `task.version` (and `also`)."""
+def cas(
+    task: Task,
+    changes: dict[str, Any],
+    also: str = "",
+    *,
+    mark: Callable[[int], str] = lambda i: "?",
+    encode: Callable[[str, Any], Any] | None = None,
+) -> tuple[Task, str, builtins.list[Any]]:
+    """The new row, and the UPDATE that writes `changes` only over `task.version` (and `also`): its
+    parameters written by `mark` (SQLite's ?, PostgreSQL's $n) and encoded by `encode` (this store's)."""
     if "id" in changes or "version" in changes:
         raise ValueError("a task's id and version are not changed by hand")
+    encode = encode or encode_value
     changes = {**changes, "version": task.version + 1, "updated_at": time.time()}
     new = dataclasses.replace(task, **changes)  # raises TypeError on a name Task does not have
-    sets = ", ".join(f"{name} = ?" for name in changes)
-    sql = f"UPDATE tasks SET {sets} WHERE id = ? AND version = ?" + (f" AND {also}" if also else "")
-    return new, sql, [*(_encode(n, getattr(new, n)) for n in changes), task.id, task.version]
+    sets = ", ".join(f"{name} = {mark(i)}" for i, name in enumerate(changes, 1))
+    n = len(changes)
+    sql = f"UPDATE tasks SET {sets} WHERE id = {mark(n + 1)} AND version = {mark(n + 2)}" + (f" AND {also}" if also else "")
+    return new, sql, [*(encode(name, getattr(new, name)) for name in changes), task.id, task.version]
 
 
-def _encode(name: str, value: Any) -> Any:
+def encode_value(name: str, value: Any) -> Any:
+    """A field as a column holds it: the dicts as JSON text."""
     return orjson.dumps(value).decode() if name in _JSON and value is not None else value
 
 
-def _decode(row: Iterable[Any]) -> Task:
+def decode_row(row: Iterable[Any]) -> Task:
+    """A row of COLUMNS as the Task it holds (SQLite and PostgreSQL alike)."""
     values = zip(COLUMNS, row, strict=True)
     return Task(**{n: orjson.loads(v) if n in _JSON and v is not None else v for n, v in values})
 
