@@ -56,6 +56,15 @@ INSERT = (
 )
 
 
+async def close_pool(pool: Any) -> None:
+    """Close an asyncpg pool, its queries given 5 s to end; then cut."""
+    try:
+        async with asyncio.timeout(5.0):
+            await pool.close()
+    except Exception:
+        pool.terminate()
+
+
 async def connect(dsn: str, *, command_timeout: float = COMMAND_TIMEOUT_S) -> Any:
     """One asyncpg connection to `dsn`, with the gateway's timeouts."""
     return await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S, command_timeout=command_timeout)
@@ -263,11 +272,7 @@ class PgUsageReader:
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            try:
-                async with asyncio.timeout(5.0):
-                    await pool.close()
-            except Exception:
-                pool.terminate()
+            await close_pool(pool)
 
     async def _fetch(self, sql: str, params: Iterable[Any]) -> list[Any]:
         """The rows of `sql`; none when the usage table does not exist yet."""

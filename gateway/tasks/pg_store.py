@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 
 from gateway.ledger import pg_schema
-from gateway.ledger.pg_usage import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, insert_rows
+from gateway.ledger.pg_usage import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, close_pool, insert_rows
 from gateway.ledger.sink import UsageRow
 from gateway.tasks.model import BILLED, REFUNDED, Task
 from gateway.tasks.store import COLUMNS, KINDS, cas, decode_row, encode_value
@@ -70,11 +70,7 @@ class PgTaskStore:
             leader.terminate()  # the lock goes with it: another replica takes over polling
         pool, self._pool = self._pool, None
         if pool is not None:
-            try:
-                async with asyncio.timeout(5.0):
-                    await pool.close()
-            except Exception:
-                pool.terminate()
+            await close_pool(pool)
 
     @property
     def _db(self) -> Any:
