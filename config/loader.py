@@ -52,6 +52,7 @@ LOG_FORMATS = ("json", "console")
 RESERVED_PLATFORMS = frozenset({"v1", "v1beta", "healthz", "readyz"})
 _PLATFORM_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 RESPONSES_MODES = ("native", "chat")
+MAX_LEASE = 0.1  # state.lease: a share of a limit
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: what a header name may be
 # Framing headers the gateway writes for every upstream request.
@@ -259,6 +260,13 @@ class _Validator:
             return None
         return float(node)
 
+    def lease_share(self, node: Any, path: str) -> float | None:
+        share = self.number(node, path, 0)
+        if share is not None and share > MAX_LEASE:  # a lease is granted only under 90% of a limit
+            self.fail(path, f"must be at most {MAX_LEASE:g} (a share of each limit)")
+            return None
+        return share
+
     def boolean(self, node: Any, path: str) -> bool | None:
         if not isinstance(node, bool):
             self.fail(path, f"must be true or false, got {_kind(node)}")
@@ -360,7 +368,7 @@ class _Validator:
         )
 
     def state(self, node: Any, path: str) -> StateSettings | None:
-        m = self.mapping(node, path, ("redis", "on_redis_error", "prefix", "reservation_ttl_s"))
+        m = self.mapping(node, path, ("redis", "on_redis_error", "prefix", "reservation_ttl_s", "lease"))
         if m is None:
             return None
         # Empty (`redis: ${REDIS_URL:-}` with the variable unset) shares nothing, like no `redis` at all.
@@ -377,6 +385,7 @@ class _Validator:
             on_redis_error=self.opt(m, "on_redis_error", path, lambda n, p: self.choice(n, p, ON_REDIS_ERROR), "local"),
             prefix=prefix,
             reservation_ttl_s=self.opt(m, "reservation_ttl_s", path, lambda n, p: self.number(n, p, 0, exclusive=True), 600.0),
+            lease=self.opt(m, "lease", path, self.lease_share, 0.02),
         )
 
     def services(self, node: Any, path: str) -> tuple[Service, ...] | None:

@@ -234,12 +234,16 @@ class StateSettings:
     says what a request does while Redis cannot be reached: `local` counts on this machine's counters
     alone, `refuse` answers 503. A reservation of a request in flight lapses after `reservation_ttl_s`
     (longer than any request), so a replica that dies holding some frees them on its own.
+    `lease` is the share of a limit one replica may take ahead of time (gateway.billing.lease).
     """
 
     redis: str | None = field(default=None, repr=False)  # the URL may carry a password
     on_redis_error: str = "local"
     prefix: str = "gw"  # of every key the gateway writes, so gateways can share one Redis
     reservation_ttl_s: float = 600.0
+    # The share of a key's limit a replica may take from Redis ahead of time, to admit from without asking
+    # (gateway.billing.lease); 0: every admission of a limited key asks Redis.
+    lease: float = 0.02
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
+from gateway.billing.lease import HEADROOM, Lease, Leases, Limits
 from gateway.billing.limiter import period_end
 from gateway.billing.redis_pipe import BATCH, TIMEOUT_S, ScriptPipe, _bulk, evalsha, evalsha_head
 from gateway.billing.store import Grant, Standing
@@ -114,6 +115,28 @@ local function buckets(key)
   return out
 end
 
+-- Add `delta` (negative: an estimate was high, or a lease gave back) to what second `sec` (a string)
+-- charged, while that second is still in the window as last moved: a later move dropped it already.
+local function correct(key, sec, delta, now_s)
+  local second = tonumber(sec)
+  if delta == 0 or second > now_s then return end
+  local h = redis.call('HMGET', key, 'n', sec)
+  local newest = tonumber(h[1])
+  if newest and second > newest - W then
+    local v = tonumber(h[2]) or 0
+    if delta < -v then delta = -v end
+    if delta ~= 0 then
+      redis.call('HINCRBYFLOAT', key, sec, delta)
+      if tonumber(redis.call('HINCRBYFLOAT', key, 't', delta)) < 0 then redis.call('HSET', key, 't', 0) end
+    end
+  end
+end
+
+-- The amount a reservation's member ("<id>|<amount>") holds.
+local function amount(member)
+  return tonumber(string.match(member, '|(.*)$'))
+end
+
 -- Seconds until `amount` more fits under `limit`: 0 now, math.huge never (gateway.billing.window.wait).
 local function wait(total, key, now, now_s, amount, limit)
   if amount > limit then return math.huge end
@@ -141,7 +164,7 @@ local function reserved(zkey, skey, now_ms)
   local sum = tonumber(redis.call('GET', skey) or '0')
   local gone = redis.call('ZRANGEBYSCORE', zkey, '-inf', now_ms)
   if #gone > 0 then
-    for _, m in ipairs(gone) do sum = sum - tonumber(string.match(m, '|(.*)$')) end
+    for _, m in ipairs(gone) do sum = sum - amount(m) end
     redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now_ms)
     if sum < 0 or redis.call('ZCARD', zkey) == 0 then sum = 0 end
     redis.call('SET', skey, sum, 'KEEPTTL')
@@ -159,21 +182,24 @@ end
 """
 
 # KEYS rpm, tpm, spent, resv, resv:sum, held. ARGV rpm, tpm, budget ('' where none), a reservation's ttl
-# in ms (the key's: RedisCounters packs them once), then tokens, reserve, reservation member. -> one string, its fields split by spaces (a bulk string is read in
-# two steps, an array of seven in fifteen): status (ok | requests | tokens | budget | refill),
-# retry_after (-1: never), requests left, requests reset, tokens left, tokens reset ('' where no
-# limit), second.
+# in ms (the key's: RedisCounters packs them once), then tokens, reserve, reservation member, and a
+# lease asked beyond the request (gateway.billing.lease): requests (0: none), tokens, and its reservation's
+# member (its amount is the request's reserve and the lease's; '' none). -> one string, its fields split
+# by spaces (a bulk string is read in two steps, an array of nine in nineteen): status (ok | requests |
+# tokens | budget | refill), retry_after (-1: never), requests left, requests reset, tokens left,
+# tokens reset ('' where no limit), second, leased (1: the lease was charged too, and the request's own
+# reservation is in the lease's), seconds left of the second.
 ADMIT = _COMMON + """
 local now_s, now = clock()
 local rpm, tpm, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tokens, reserve = tonumber(ARGV[5]), tonumber(ARGV[6])
 local now_ms = math.floor(now * 1000)
-local limit, retry, rsum = false, 0, 0
+local limit, retry, rsum, used = false, 0, 0, 0
 if budget then
   local b = redis.call('HMGET', KEYS[3], 'ready', 'spent')
-  if not b[1] then return 'refill 0  0  0 ' .. now_s end
+  if not b[1] then return 'refill 0  0  0 ' .. now_s .. ' 0 0' end
   rsum = reserved(KEYS[4], KEYS[5], now_ms)
-  local used = tonumber(b[2] or '0') + rsum + tonumber(redis.call('GET', KEYS[6]) or '0')
+  used = tonumber(b[2] or '0') + rsum + tonumber(redis.call('GET', KEYS[6]) or '0')
   if used >= budget then limit = 'budget' end
 end
 -- The reservations' keys live while requests reserve: their time is set when they may be new (nothing
@@ -194,20 +220,34 @@ if tpm then
 end
 -- An admitted request's own second is the newest in its windows: they empty when that second leaves.
 local full = W - (now - now_s)
-local out = {limit or 'ok', retry == math.huge and '-1' or tostring(retry), '', '0', '', '0', now_s}
+local out = {limit or 'ok', retry == math.huge and '-1' or tostring(retry), '', '0', '', '0', now_s, '0', tostring(1 - (now - now_s))}
 if not limit then
+  -- A lease: granted whole, only while every limit stays under HEADROOM of it with the lease.
+  local n, t, member = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[7]
+  if n > 0 and (not rpm or rt + 1 + n <= rpm * HEADROOM) and (not tpm or tt + tokens + t <= tpm * HEADROOM) then
+    if ARGV[10] == '' then
+      member = ''
+    elseif used + amount(ARGV[10]) <= budget * HEADROOM then
+      member, reserve = ARGV[10], amount(ARGV[10])
+    else
+      n = 0
+    end
+    if n > 0 then out[8] = '1'; tokens = tokens + t end
+  else
+    n = 0
+  end
   if rpm then
-    charge(KEYS[1], now_s, 1, re)
-    rt = rt + 1
+    charge(KEYS[1], now_s, 1 + n, re)
+    rt = rt + 1 + n
   end
   if tpm and tokens ~= 0 then
-    charge(KEYS[2], now_s, ARGV[5], te)
+    charge(KEYS[2], now_s, tokens, te)
     tt = tt + tokens
   end
-  if budget and reserve > 0 then
+  if budget and reserve > 0 and member ~= '' then
     local ttl = tonumber(ARGV[4])
-    redis.call('ZADD', KEYS[4], now_ms + ttl, ARGV[7])
-    redis.call('INCRBYFLOAT', KEYS[5], ARGV[6])
+    redis.call('ZADD', KEYS[4], now_ms + ttl, member)
+    redis.call('INCRBYFLOAT', KEYS[5], reserve)
     if refresh or rsum <= 0 then
       redis.call('PEXPIRE', KEYS[4], ttl + 2000)
       redis.call('PEXPIRE', KEYS[5], ttl + 2000)
@@ -223,31 +263,38 @@ else
   if tpm then out[5] = tostring(math.max(tpm - tt, 0)); out[6] = tostring(reset_in(tt, KEYS[2], now, now_s)) end
 end
 return table.concat(out, ' ')
-"""
+""".replace("HEADROOM", repr(HEADROOM))
 
 # KEYS tpm, spent, resv, resv:sum. ARGV when the period's key expires (0: never; RedisCounters packs it
 # with the KEYS once), second admitted, token correction, reservation member ('' none), cost.
 SETTLE = _COMMON + """
 local now_s = clock()
-local second, delta = tonumber(ARGV[2]), tonumber(ARGV[3])
-if delta ~= 0 and second <= now_s then
-  -- Only while that second is still in the window (as last moved): a later move drops it, corrected.
-  local h = redis.call('HMGET', KEYS[1], 'n', ARGV[2])
-  local newest = tonumber(h[1])
-  if newest and second > newest - W then
-    local v = tonumber(h[2]) or 0
-    if delta < -v then delta = -v end
-    if delta ~= 0 then
-      redis.call('HINCRBYFLOAT', KEYS[1], ARGV[2], delta)
-      if tonumber(redis.call('HINCRBYFLOAT', KEYS[1], 't', delta)) < 0 then redis.call('HSET', KEYS[1], 't', 0) end
-    end
-  end
-end
+correct(KEYS[1], ARGV[2], tonumber(ARGV[3]), now_s)
 if ARGV[4] ~= '' and redis.call('ZREM', KEYS[3], ARGV[4]) == 1 then
-  local sum = tonumber(redis.call('INCRBYFLOAT', KEYS[4], -tonumber(string.match(ARGV[4], '|(.*)$'))))
+  local sum = tonumber(redis.call('INCRBYFLOAT', KEYS[4], -amount(ARGV[4])))
   if sum < 1e-9 and (sum < 0 or redis.call('ZCARD', KEYS[3]) == 0) then redis.call('SET', KEYS[4], 0, 'KEEPTTL') end
 end
 spend(KEYS[2], ARGV[5], ARGV[1])
+return 1
+"""
+
+# KEYS rpm, tpm, resv, resv:sum. ARGV the second a lease was charged in, the requests and tokens it did
+# not use, its reservation's member ('' none), a reservation's ttl in ms, then the members of its
+# requests still in flight ("<id>|<reserve>"): the lease's reservation becomes theirs, each settled on
+# its own. A lease whose reservation lapsed already takes theirs with it.
+RETIRE = _COMMON + """
+local now_s, now = clock()
+correct(KEYS[1], ARGV[1], -tonumber(ARGV[2]), now_s)
+correct(KEYS[2], ARGV[1], -tonumber(ARGV[3]), now_s)
+if ARGV[4] ~= '' and redis.call('ZREM', KEYS[3], ARGV[4]) == 1 then
+  local lapse, delta = math.floor(now * 1000) + tonumber(ARGV[5]), -amount(ARGV[4])
+  for i = 6, #ARGV do
+    redis.call('ZADD', KEYS[3], lapse, ARGV[i])
+    delta = delta + amount(ARGV[i])
+  end
+  local sum = tonumber(redis.call('INCRBYFLOAT', KEYS[4], delta))
+  if sum < 1e-9 and (sum < 0 or redis.call('ZCARD', KEYS[3]) == 0) then redis.call('SET', KEYS[4], 0, 'KEEPTTL') end
+end
 return 1
 """
 
@@ -330,7 +377,7 @@ class RedisCounters:
     """The `CounterStore` calls on Redis. Errors (Redis unreachable, slow) propagate: the policy for
     them is gateway.billing.failover's; `on_write_failed` hears of background writes that failed."""
 
-    def __init__(self, redis: Redis, *, prefix: str = "gw", reservation_ttl_s: float = 600.0) -> None:
+    def __init__(self, redis: Redis, *, prefix: str = "gw", reservation_ttl_s: float = 600.0, lease: float = 0.0) -> None:
         self.redis = redis
         self.prefix = prefix
         self.ttl_ms = max(int(reservation_ttl_s * 1000), 1)
@@ -341,10 +388,13 @@ class RedisCounters:
         self._release = redis.register_script(RELEASE)
         self._replay = redis.register_script(REPLAY)
         self._standing = redis.register_script(STANDING)
+        self._retire = redis.register_script(RETIRE)
+        # Shares of limits taken ahead of time (gateway.billing.lease); None: every admission asks Redis.
+        self.leases = Leases(lease) if lease > 0 else None
         self.pipe = ScriptPipe(redis)  # admissions and background writes
         # What an admission's or a settle's EVALSHA starts with for one client key, period and limits: the
         # script, the KEYS and the ARGV that do not change from one request to the next, packed once.
-        self._heads: dict[tuple[str, int, int | None, int | None, float | None], bytes] = {}
+        self._heads: dict[Limits, bytes] = {}
         self._settle_heads: dict[tuple[str, int], bytes] = {}
         self._bases: dict[str, str] = {}
         self._ids = f"{secrets.token_hex(5)}."  # this process's reservations: <ids><n>
@@ -378,23 +428,82 @@ class RedisCounters:
         period: int = 0,
         reserve: float = 0.0,
     ) -> Grant:
-        head = self._heads.get((name, period, rpm, tpm, budget))
+        limits = (name, period, rpm, tpm, budget)
+        member = f"{self._ids}{next(self._n):x}|{reserve!r}" if budget is not None and reserve > 0 else ""
+        leases = self.leases
+        if leases is not None:  # admitted from this key's lease, without asking Redis, while it lasts
+            loop = asyncio.get_running_loop()
+            grant = leases.take(limits, tokens, reserve, member, loop.time())
+            if grant is not None:
+                return grant
+            asking = leases.asking.get(limits)
+            if asking is not None:  # another admission of the key is asking for its next lease: wait for it
+                await asking.wait()
+                grant = leases.take(limits, tokens, reserve, member, loop.time())
+                if grant is not None:
+                    return grant
+        head = self._heads.get(limits)
         if head is None:
             if len(self._heads) >= 4096:  # names, periods and limits of the past
                 self._heads.clear()
             b = self.base(name)
             keys = (f"{b}:rpm", f"{b}:tpm", f"{b}:spent:{period}", f"{b}:resv", f"{b}:resv:sum", f"{b}:held")
-            head = self._heads[(name, period, rpm, tpm, budget)] = evalsha_head(self._admit, 6, 7) + b"".join(
+            head = self._heads[limits] = evalsha_head(self._admit, 6, 10) + b"".join(
                 map(_bulk, (*keys, _opt(rpm), _opt(tpm), _opt(budget), self.ttl_ms))
             )
-        member = f"{self._ids}{next(self._n):x}|{reserve!r}" if budget is not None and reserve > 0 else ""
-        reply = await self.pipe.call(self._admit, b"".join((head, _bulk(tokens), _bulk(reserve), _bulk(member))))
-        return _grant(reply, member or "-")
+        own = b"".join((head, _bulk(tokens), _bulk(reserve), _bulk(member)))
+        ask = leases.ask(limits, rpm, tpm, budget, tokens, reserve) if leases is not None and limits not in leases.asking else None
+        if ask is None:
+            return _grant((await self.pipe.call(self._admit, own + _NO_LEASE)).split(b" "), member or "-")
+        assert leases is not None
+        lease_member = f"{self._ids}{next(self._n):x}L|{reserve + ask.budget!r}" if member else ""
+        asking = leases.asking[limits] = asyncio.Event()
+        asked_at = loop.time()
+        try:
+            reply = await self.pipe.call(self._admit, b"".join((own, _bulk(ask.requests), _bulk(ask.tokens), _bulk(lease_member))))
+        finally:
+            del leases.asking[limits]
+            asking.set()
+        fields = reply.split(b" ")
+        grant = _grant(fields, member or "-")
+        if fields[7] == b"1":  # the lease was charged with the request
+            lease = Lease(
+                limits, grant.second, asked_at + float(fields[8]), ask.requests, ask.tokens,
+                ask.budget, grant.requests_left, grant.tokens_left, lease_member, ask.requests,
+            )  # fmt: skip
+            # The request counts the lease as free, as the requests admitted from it will.
+            if grant.requests_left is not None:
+                grant.requests_left += ask.requests
+            if grant.tokens_left is not None:
+                grant.tokens_left += ask.tokens
+            if member:
+                lease.inflight[member] = reserve
+                leases.inflight[member] = lease
+            leases.granted(lease)
+            loop.call_at(lease.deadline, self._end_lease, lease)
+        return grant
+
+    def _end_lease(self, lease: Lease) -> None:
+        """`lease`'s second is over: what it did not use goes back to Redis, and its reservation becomes
+        its requests' in flight (written in the background, in order with their settles)."""
+        if lease.retired:
+            return
+        assert self.leases is not None
+        self.leases.ended(lease)
+        name, period, rpm, tpm, _ = lease.key
+        requests = lease.requests if rpm is not None else 0
+        tokens = lease.tokens if tpm is not None else 0.0
+        if not (requests or tokens or lease.member):
+            return
+        b = self.base(name)
+        keys = (f"{b}:rpm", f"{b}:tpm", f"{b}:resv", f"{b}:resv:sum")
+        command = evalsha(self._retire, keys, (lease.second, requests, tokens, lease.member, self.ttl_ms, *lease.inflight))
+        self.write(Write(self._retire, command, name, period))
 
     async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:
         b = self.base(name, "c")
-        command = evalsha(self._admit, (f"{b}:rpm", f"{b}:tpm"), (_opt(rpm), _opt(tpm), "", 0, tokens, 0, ""))
-        return _grant(await self.pipe.call(self._admit, command), "-")
+        command = evalsha(self._admit, (f"{b}:rpm", f"{b}:tpm"), (_opt(rpm), _opt(tpm), "", 0, tokens, 0, "", 0, 0, ""))
+        return _grant((await self.pipe.call(self._admit, command)).split(b" "), "-")
 
     async def standing(self, name: str, now: float, period: int) -> Standing:
         b = self.base(name)
@@ -425,6 +534,8 @@ class RedisCounters:
         claim: str = "",
     ) -> None:
         member = claim if claim != "-" else ""
+        if member and self.leases is not None and self.leases.settled(member):
+            member = ""  # its reservation is inside its lease's, which goes when the lease ends
         if not (tokens or member or cost):
             return
         head = self._settle_heads.get((name, period))
@@ -487,11 +598,17 @@ class RedisCounters:
     async def aclose(self) -> None:
         """Write what is queued (the client is its opener's to close)."""
         self._closing = True
+        if self.leases is not None:  # what they did not use goes back now, not when their seconds end
+            for lease in list(self.leases.live.values()):
+                self._end_lease(lease)
         self._wake.set()
         if self._writer is not None:
             await self._writer
         await self.flush()
         await self.pipe.aclose()
+
+
+_NO_LEASE = _bulk(0) + _bulk(0) + _bulk("")  # ADMIT's lease arguments when it asks for none
 
 
 def _opt(value: float | None) -> float | str:
@@ -504,8 +621,9 @@ def _expiry(period: int) -> int:
     return 0 if end is None else int(end) + 86400
 
 
-def _grant(reply: bytes, claim: str) -> Grant:
-    status, retry, requests_left, requests_reset, tokens_left, tokens_reset, second = reply.split(b" ")
+def _grant(fields: list[bytes], claim: str) -> Grant:
+    """An ADMIT's answer, split at its spaces."""
+    status, retry, requests_left, requests_reset, tokens_left, tokens_reset, second = fields[:7]
     limit = None if status == b"ok" else status.decode()
     retry_after = float(retry)
     return Grant(

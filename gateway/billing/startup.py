@@ -81,7 +81,7 @@ def share(
     assert isinstance(local, LocalCounters)
     state = current().state
     store = Failover(
-        RedisCounters(client, prefix=state.prefix, reservation_ttl_s=state.reservation_ttl_s),
+        RedisCounters(client, prefix=state.prefix, reservation_ttl_s=state.reservation_ttl_s, lease=state.lease),
         local, refuse=state.on_redis_error == "refuse", count=count,
     )  # fmt: skip
     alone = Limiter(local, spend=limiter.spend_reader, held=limiter.held_reader)

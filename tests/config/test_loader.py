@@ -208,14 +208,16 @@ def test_client_headers_may_only_allow_vendor_billing_headers():
 def test_state_names_redis_and_what_to_do_without_it():
     assert load("listen: 127.0.0.1:8080").config.state.redis is None  # nothing shared by default
     state = load('state: {redis: "rediss://:pw@10.0.0.5:6380/2", on_redis_error: refuse, reservation_ttl_s: 5}').config.state
-    assert (state.redis, state.on_redis_error, state.prefix, state.reservation_ttl_s) == (
-        "rediss://:pw@10.0.0.5:6380/2", "refuse", "gw", 5.0
+    assert (state.redis, state.on_redis_error, state.prefix, state.reservation_ttl_s, state.lease) == (
+        "rediss://:pw@10.0.0.5:6380/2", "refuse", "gw", 5.0, 0.02
     )
+    assert load("state: {redis: 'redis://r:6379', lease: 0}").config.state.lease == 0
     assert "pw" not in repr(state)  # a URL's password is never in a repr, so never in a log
     assert load("state: {redis: ''}").config.state.redis is None  # `${REDIS_URL:-}` unset: nothing shared
-    assert problems('state: {redis: "http://10.0.0.5:6379", on_redis_error: maybe, prefix: "a{b}", ttl: 1}') == [
-        "state.ttl: unknown key (expected one of: redis, on_redis_error, prefix, reservation_ttl_s)",
+    assert problems('state: {redis: "http://10.0.0.5:6379", on_redis_error: maybe, prefix: "a{b}", ttl: 1, lease: 0.5}') == [
+        "state.ttl: unknown key (expected one of: redis, on_redis_error, prefix, reservation_ttl_s, lease)",
         "state.redis: must be a Redis URL (redis://..., rediss://..., unix://...)",
         "state.prefix: may hold only letters, digits and _ . : - (braces would change the keys' hash slot)",
         "state.on_redis_error: must be one of local, refuse, got 'maybe'",
+        "state.lease: must be at most 0.1 (a share of each limit)",
     ]
