@@ -25,8 +25,8 @@ for at most a second; the x-ratelimit-remaining-* of its own admissions count as
 were free, which it will be by the end of the second.
 
 `Lease` is the bookkeeping, without I/O (unit-tested alone); `Leases` keeps one per key and limits and
-sizes the next: it doubles when a lease runs out before its second ends, and halves to what was used
-when one ends unspent.
+sizes the next: it doubles when a lease runs out before its second ends, and is what the key admitted a
+second while a lease lasted when one ends unspent.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class Lease:
 
     key: Limits  # the Leases entry it belongs to
     second: int  # Redis's second it was charged in (a settle corrects that second's tokens)
+    start: float  # loop time it was asked for
     deadline: float
     requests: float  # left: requests, tokens and reservation
     tokens: float
@@ -107,12 +108,15 @@ class Leases:
         self.inflight: dict[str, Lease] = {}  # member -> the lease that admitted it, until it settles
         self.live: dict[int, Lease] = {}  # every lease not ended yet (a replaced one lasts to its second's end)
         self.asking: dict[Limits, asyncio.Event] = {}  # keys whose next lease is being asked for
+        self.denied: dict[Limits, float] = {}  # keys Redis refused a lease, until when not to ask again
 
     def ask(
-        self, key: Limits, rpm: int | None, tpm: int | None, budget: float | None, tokens: float, reserve: float
-    ) -> Ask | None:
-        """What to ask for beyond one admission of `key` (None: nothing; its limits are too small)."""
-        if self.share <= 0:
+        self, key: Limits, rpm: int | None, tpm: int | None, budget: float | None, tokens: float, reserve: float,
+        now: float = 0.0,
+    ) -> Ask | None:  # fmt: skip
+        """What to ask for beyond one admission of `key` (None: nothing; its limits are too small, or
+        Redis refused it a lease in this second: it is near a limit)."""
+        if self.share <= 0 or now < self.denied.get(key, 0.0):
             return None
         n = self._size.get(key, 4)
         if rpm is not None:
@@ -141,6 +145,7 @@ class Leases:
         return grant
 
     def granted(self, lease: Lease) -> None:
+        self.denied.pop(lease.key, None)
         self.current[lease.key] = lease
         self.live[id(lease)] = lease
 
@@ -160,7 +165,7 @@ class Leases:
         self.live.pop(id(lease), None)
         if self.current.get(lease.key) is lease:
             del self.current[lease.key]
-        if lease.requests >= 1:
-            self._size[lease.key] = max(math.ceil(lease.used), 1)
+        if lease.requests >= 1:  # as many as it admitted a second while it lasted
+            self._size[lease.key] = min(max(math.ceil(lease.used / max(lease.deadline - lease.start, 0.1)), 1), MAX_REQUESTS)
         for member in lease.inflight:
             self.inflight.pop(member, None)

@@ -54,6 +54,7 @@ from gateway.billing.store import Grant, Standing
 log = structlog.get_logger("gateway.billing")
 
 MAX_CONNECTIONS = 64  # per process; a request waits (up to TIMEOUT_S) for one when all are busy
+LINGER_S = 0.005  # a background write waits this long for others to go with it
 
 # -- the scripts -----------------------------------------------------------------------------------
 
@@ -400,6 +401,9 @@ class RedisCounters:
         self._ids = f"{secrets.token_hex(5)}."  # this process's reservations: <ids><n>
         self._n = itertools.count(1)
         self._writes: deque[Write] = deque()
+        # Settles with no reservation of their own in Redis, added up by key, period and second admitted
+        # ([tokens, cost]) until the next write: one script for all of them.
+        self._merged: dict[tuple[str, int, int], list[float]] = {}
         self._wake = asyncio.Event()
         self._sending = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
@@ -433,15 +437,14 @@ class RedisCounters:
         leases = self.leases
         if leases is not None:  # admitted from this key's lease, without asking Redis, while it lasts
             loop = asyncio.get_running_loop()
-            grant = leases.take(limits, tokens, reserve, member, loop.time())
-            if grant is not None:
-                return grant
-            asking = leases.asking.get(limits)
-            if asking is not None:  # another admission of the key is asking for its next lease: wait for it
-                await asking.wait()
+            while True:
                 grant = leases.take(limits, tokens, reserve, member, loop.time())
                 if grant is not None:
                     return grant
+                asking = leases.asking.get(limits)
+                if asking is None or loop.time() < leases.denied.get(limits, 0.0):
+                    break
+                await asking.wait()  # another admission of the key is asking for its next lease
         head = self._heads.get(limits)
         if head is None:
             if len(self._heads) >= 4096:  # names, periods and limits of the past
@@ -452,7 +455,7 @@ class RedisCounters:
                 map(_bulk, (*keys, _opt(rpm), _opt(tpm), _opt(budget), self.ttl_ms))
             )
         own = b"".join((head, _bulk(tokens), _bulk(reserve), _bulk(member)))
-        ask = leases.ask(limits, rpm, tpm, budget, tokens, reserve) if leases is not None and limits not in leases.asking else None
+        ask = leases.ask(limits, rpm, tpm, budget, tokens, reserve, loop.time()) if leases is not None and limits not in leases.asking else None
         if ask is None:
             return _grant((await self.pipe.call(self._admit, own + _NO_LEASE)).split(b" "), member or "-")
         assert leases is not None
@@ -468,7 +471,7 @@ class RedisCounters:
         grant = _grant(fields, member or "-")
         if fields[7] == b"1":  # the lease was charged with the request
             lease = Lease(
-                limits, grant.second, asked_at + float(fields[8]), ask.requests, ask.tokens,
+                limits, grant.second, asked_at, asked_at + float(fields[8]), ask.requests, ask.tokens,
                 ask.budget, grant.requests_left, grant.tokens_left, lease_member, ask.requests,
             )  # fmt: skip
             # The request counts the lease as free, as the requests admitted from it will.
@@ -481,6 +484,8 @@ class RedisCounters:
                 leases.inflight[member] = lease
             leases.granted(lease)
             loop.call_at(lease.deadline, self._end_lease, lease)
+        elif grant.limit is None:  # admitted, but near a limit: no lease, and none asked for in this second
+            leases.denied[limits] = asked_at + float(fields[8])
         return grant
 
     def _end_lease(self, lease: Lease) -> None:
@@ -536,8 +541,19 @@ class RedisCounters:
         member = claim if claim != "-" else ""
         if member and self.leases is not None and self.leases.settled(member):
             member = ""  # its reservation is inside its lease's, which goes when the lease ends
-        if not (tokens or member or cost):
+        if not member:  # nothing of its own to free: one write for all of them of this second, key and period
+            if tokens or cost:
+                merged = self._merged.get((name, period, second))
+                if merged is None:
+                    self._merged[(name, period, second)] = [tokens, cost]
+                else:
+                    merged[0] += tokens
+                    merged[1] += cost
+                self._wake_writer()
             return
+        self.write(self._settle_write(name, period, second, tokens, member, cost))
+
+    def _settle_write(self, name: str, period: int, second: int, tokens: float, member: str, cost: float) -> Write:
         head = self._settle_heads.get((name, period))
         if head is None:
             if len(self._settle_heads) >= 4096:
@@ -546,7 +562,7 @@ class RedisCounters:
             parts: tuple[str | int, ...] = (f"{b}:tpm", f"{b}:spent:{period}", f"{b}:resv", f"{b}:resv:sum", _expiry(period))
             head = self._settle_heads[(name, period)] = evalsha_head(self._settle, 4, 5) + b"".join(map(_bulk, parts))
         command = b"".join((head, _bulk(second), _bulk(tokens), _bulk(member), _bulk(cost)))
-        self.write(Write(self._settle, command, name, period, cost=cost))
+        return Write(self._settle, command, name, period, cost=cost)
 
     def hold(self, name: str, amount: float) -> None:
         self.write(Write(self._hold, evalsha(self._hold, [f"{self.base(name)}:held"], [amount]), name, 0, held=amount))
@@ -564,6 +580,9 @@ class RedisCounters:
     def write(self, change: Write) -> None:
         """Queue `change`; one task writes the queue in order, in pipelines (no task per call)."""
         self._writes.append(change)
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
         if self._writer is None and not self._closing:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         self._wake.set()
@@ -571,6 +590,8 @@ class RedisCounters:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
+            if not self._closing:  # the settles of the next few milliseconds go with these
+                await asyncio.sleep(LINGER_S)
             self._wake.clear()
             await self.flush()
             if self._closing:
@@ -581,7 +602,10 @@ class RedisCounters:
         take goes to `on_write_failed`. A write whose connection broke after it was sent counts as not
         taken, although Redis may have run it: a settle may then count twice, never not at all."""
         async with self._sending:
-            while self._writes:
+            while self._writes or self._merged:
+                merged, self._merged = self._merged, {}
+                for (name, period, second), (tokens, cost) in merged.items():
+                    self._writes.append(self._settle_write(name, period, second, tokens, "", cost))
                 batch = [self._writes.popleft() for _ in range(min(len(self._writes), BATCH))]
                 results = await self.pipe.gather((w.script, w.command) for w in batch)
                 lost: list[Write] = []

@@ -25,7 +25,7 @@ LIMITS = ("k", 0, 1000, 100_000, 10.0)
 
 def lease(**kw: Any) -> Lease:
     fields: dict[str, Any] = {
-        "key": LIMITS, "second": 100, "deadline": 50.0, "requests": 3, "tokens": 30.0, "budget": 0.3,
+        "key": LIMITS, "second": 100, "start": 49.0, "deadline": 50.0, "requests": 3, "tokens": 30.0, "budget": 0.3,
         "requests_base": 500.0, "tokens_base": 9000.0, "member": "a.1L|0.4", "asked": 3,
     }  # fmt: skip
     return Lease(**{**fields, **kw})
@@ -68,13 +68,13 @@ def test_leases_are_a_small_share_of_each_limit():
 
 def test_the_next_lease_doubles_when_one_runs_out_and_shrinks_to_what_was_used():
     leases = Leases(0.02)
-    first = lease(requests=4, asked=4, deadline=10.0)
+    first = lease(requests=4, asked=4, start=9.0, deadline=10.0)
     leases.granted(first)
     for _ in range(4):
         assert leases.take(LIMITS, 0, 0, "", now=9.0) is not None
     assert leases.take(LIMITS, 0, 0, "", now=9.0) is None  # ran out within its second
     assert leases.ask(LIMITS, 1000, None, None, 0, 0).requests == 8  # type: ignore[union-attr]
-    second = lease(requests=8, asked=8, deadline=11.0)
+    second = lease(requests=8, asked=8, start=10.0, deadline=11.0)
     leases.granted(second)
     for _ in range(3):
         leases.take(LIMITS, 0, 0, "", now=10.5)

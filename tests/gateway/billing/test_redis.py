@@ -370,7 +370,7 @@ async def test_concurrent_admissions_go_in_one_batch_and_admit_exactly_the_limit
         for t in tickets:
             limiter.settle(t, 1, None)
         await counters.flush()
-        assert batches[-1] == 25  # the settles: one batch on the same connection
+        assert batches[-1] in (1, 2)  # the settles: one script for each second they were admitted in
         await shared.client.script_flush()  # NOSCRIPT for a whole batch: loaded once, the batch sent again
         many = (limiter.admit(key, tokens=2, reserve=0) for _ in range(10))
         results = await asyncio.gather(*many, return_exceptions=True)
