@@ -12,12 +12,15 @@ import random
 import time
 from typing import Any
 
+import openai
 import pytest
 
 from config import ClientKey
 from gateway.billing.lease import Lease, Leases
 from gateway.billing.limiter import Limiter, Ticket
 from gateway.errors import GatewayError
+from gateway.state import SERVICES
+from tests.conftest import channel
 from tests.redisstate import Shared, shared_redis
 
 LIMITS = ("k", 0, 1000, 100_000, 10.0)
@@ -237,3 +240,47 @@ async def test_near_a_limit_every_admission_asks_redis(shared: Shared):
         )  # fmt: skip
     finally:
         await close([store])
+
+
+async def test_two_gateway_replicas_with_leases_hold_a_keys_rpm_and_budget(gateway_factory, vendor, shared: Shared):
+    """Through the gateway and the OpenAI client: a burst on two replicas that lease (5% of rpm 200 and
+    of a budget of 3.0, which 260 requests in flight at once do not reach) never admits past the rpm, and
+    every admitted request is billed once, its reservation freed."""
+
+    def config() -> dict[str, Any]:
+        return {
+            "keys": [{"name": "k", "key": "test-key", "rpm": 200, "budget": 3.0}],
+            "channels": [channel("main", vendor)],
+            "models": {"gpt-4o": {"catalog": "t2t", "price": {"input": 100.0, "output": 200.0}}},
+            "state": shared.state(lease=0.05),
+        }
+
+    a = await gateway_factory(config())
+    b = await gateway_factory(config())  # the same usage database, as replicas have
+    vendor.chunks = 1
+    clients = [a.client(), b.client()]
+
+    async def one(i: int) -> Any:
+        return await clients[i % 2].chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=16
+        )
+
+    results = await asyncio.gather(*(one(i) for i in range(260)), return_exceptions=True)
+    ok = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert len(ok) + len(refused) == 260 and len(ok) <= 200
+    assert {r.body["code"] for r in refused} == {"rate_limit_exceeded"}
+    assert len(ok) >= 180  # at most a lease per replica refused early
+    remaining = [int(r.headers["x-ratelimit-remaining-requests"]) for r in ok]
+    assert all(0 <= n < 200 for n in remaining)
+    stores = [gw.server.app[SERVICES].limiter.counters.shared for gw in (a, b)]  # type: ignore[union-attr]
+    assert sum(s.pipe.round_trips for s in stores) < len(ok) / 2  # most were admitted from leases
+    for gw, store in zip((a, b), stores, strict=True):
+        await gw.server.app[SERVICES].usage.flush()
+        await store.aclose()  # ends the leases, writes the settles
+    rows = [r for r in await a.rows() if r["status"] == 200]
+    assert len(rows) == len(ok)
+    spent = float(await shared.client.hget(f"{shared.prefix}:{{k:k}}:spent:0", "spent"))
+    assert spent == pytest.approx(sum(r["cost"] for r in rows))
+    assert float(await shared.client.get(f"{shared.prefix}:{{k:k}}:resv:sum") or 0) == pytest.approx(0)
+    assert await window_total(shared, "rpm") == len(ok)
