@@ -144,10 +144,27 @@ class Leases:
             self.inflight[member] = lease
         return grant
 
-    def granted(self, lease: Lease) -> None:
-        self.denied.pop(lease.key, None)
-        self.current[lease.key] = lease
+    def granted(
+        self, key: Limits, grant: Grant, ask: Ask, start: float, deadline: float, lease_member: str, member: str, reserve: float
+    ) -> Lease:
+        """Redis charged `ask` with the admission that `grant` answers (reserved as `member`, held in
+        `lease_member` with the lease's): the key's lease until `deadline`. The admission's
+        x-ratelimit-remaining-* count the lease as free, as those of the requests it admits will."""
+        lease = Lease(
+            key, grant.second, start, deadline, ask.requests, ask.tokens, ask.budget, grant.requests_left,
+            grant.tokens_left, lease_member, ask.requests,
+        )  # fmt: skip
+        if grant.requests_left is not None:
+            grant.requests_left += ask.requests
+        if grant.tokens_left is not None:
+            grant.tokens_left += ask.tokens
+        if member:
+            lease.inflight[member] = reserve
+            self.inflight[member] = lease
+        self.denied.pop(key, None)
+        self.current[key] = lease
         self.live[id(lease)] = lease
+        return lease
 
     def settled(self, member: str) -> bool:
         """A request admitted with reservation `member` ended: True when its lease still holds that

@@ -470,19 +470,7 @@ class RedisCounters:
         fields = reply.split(b" ")
         grant = _grant(fields, member or "-")
         if fields[7] == b"1":  # the lease was charged with the request
-            lease = Lease(
-                limits, grant.second, asked_at, asked_at + float(fields[8]), ask.requests, ask.tokens,
-                ask.budget, grant.requests_left, grant.tokens_left, lease_member, ask.requests,
-            )  # fmt: skip
-            # The request counts the lease as free, as the requests admitted from it will.
-            if grant.requests_left is not None:
-                grant.requests_left += ask.requests
-            if grant.tokens_left is not None:
-                grant.tokens_left += ask.tokens
-            if member:
-                lease.inflight[member] = reserve
-                leases.inflight[member] = lease
-            leases.granted(lease)
+            lease = leases.granted(limits, grant, ask, asked_at, asked_at + float(fields[8]), lease_member, member, reserve)
             loop.call_at(lease.deadline, self._end_lease, lease)
         elif grant.limit is None:  # admitted, but near a limit: no lease, and none asked for in this second
             leases.denied[limits] = asked_at + float(fields[8])

@@ -16,8 +16,9 @@ import openai
 import pytest
 
 from config import ClientKey
-from gateway.billing.lease import Lease, Leases
+from gateway.billing.lease import Ask, Lease, Leases
 from gateway.billing.limiter import Limiter, Ticket
+from gateway.billing.store import Grant
 from gateway.errors import GatewayError
 from gateway.state import SERVICES
 from tests.conftest import channel
@@ -69,34 +70,51 @@ def test_leases_are_a_small_share_of_each_limit():
     assert Leases(0).ask(LIMITS, 10**9, None, None, 0, 0) is None  # state.lease: 0
 
 
+def granted(leases: Leases, n: int, start: float, member: str = "", reserve: float = 0.0) -> Lease:
+    """A lease of `n` requests (10 tokens and 0.1 reserved each) Redis charged with an admission."""
+    grant = Grant(None, requests_left=500.0, tokens_left=9000.0, second=int(start))
+    lease = leases.granted(LIMITS, grant, Ask(n, 10.0 * n, 0.1 * n), start, start + 1.0, "a.0L|1.0" if member else "", member, reserve)
+    # The admission's own x-ratelimit-remaining-* count the lease as free.
+    assert (grant.requests_left, grant.tokens_left) == (500.0 + n, 9000.0 + 10 * n)
+    return lease
+
+
 def test_the_next_lease_doubles_when_one_runs_out_and_shrinks_to_what_was_used():
     leases = Leases(0.02)
-    first = lease(requests=4, asked=4, start=9.0, deadline=10.0)
-    leases.granted(first)
+    first = granted(leases, 4, start=9.0)
     for _ in range(4):
-        assert leases.take(LIMITS, 0, 0, "", now=9.0) is not None
-    assert leases.take(LIMITS, 0, 0, "", now=9.0) is None  # ran out within its second
+        assert leases.take(LIMITS, 0, 0, "", now=9.5) is not None
+    assert leases.take(LIMITS, 0, 0, "", now=9.5) is None  # ran out within its second
     assert leases.ask(LIMITS, 1000, None, None, 0, 0).requests == 8  # type: ignore[union-attr]
-    second = lease(requests=8, asked=8, start=10.0, deadline=11.0)
-    leases.granted(second)
+    second = granted(leases, 8, start=9.75)
     for _ in range(3):
         leases.take(LIMITS, 0, 0, "", now=10.5)
     leases.ended(first)
     assert leases.current[LIMITS] is second  # a replaced lease ending leaves the current one
     leases.ended(second)
     assert LIMITS not in leases.current and not leases.live
-    assert leases.ask(LIMITS, 1000, None, None, 0, 0).requests == 3  # type: ignore[union-attr]
+    assert leases.ask(LIMITS, 1000, None, None, 0, 0).requests == 3  # type: ignore[union-attr]  # 3 in its 1 s
 
 
 def test_a_settled_request_frees_its_reservation_in_its_lease_until_the_lease_ends():
     leases = Leases(0.02)
-    one = lease()
-    leases.granted(one)
+    one = granted(leases, 4, start=48.5, member="a.1|0.1", reserve=0.1)
     assert leases.take(LIMITS, 0, 0.1, "a.2|0.1", now=49.0) is not None
     assert leases.take(LIMITS, 0, 0.1, "a.3|0.1", now=49.0) is not None
-    assert leases.settled("a.2|0.1") and one.inflight == {"a.3|0.1": 0.1}
+    assert one.inflight == {"a.1|0.1": 0.1, "a.2|0.1": 0.1, "a.3|0.1": 0.1}  # the admission that asked for it too
+    assert leases.settled("a.2|0.1") and not leases.settled("a.2|0.1")
+    assert one.inflight == {"a.1|0.1": 0.1, "a.3|0.1": 0.1}
     leases.ended(one)
     assert not leases.settled("a.3|0.1")  # its lease ended: Redis holds its reservation as its own now
+
+
+def test_redis_refusing_a_lease_stops_asking_for_the_rest_of_its_second():
+    leases = Leases(0.02)
+    leases.denied[LIMITS] = 20.0
+    assert leases.ask(LIMITS, 1000, None, None, 0, 0, now=19.9) is None
+    assert leases.ask(LIMITS, 1000, None, None, 0, 0, now=20.0) is not None
+    granted(leases, 4, start=20.0)
+    assert LIMITS not in leases.denied
 
 
 # -- against Redis -----------------------------------------------------------------------------------
