@@ -103,8 +103,7 @@ class LeanAnswer(TakesLines, web.Response):
         writer = request._payload_writer
         writer.length = len(body)
         head = _serialize_headers(f"HTTP/{version[0]}.{version[1]} {status} {self._reason}", headers)
-        if self.lines:  # before the blank line that ends the head
-            head = b"".join((head[:-2], self.lines, b"\r\n"))
-        await writer.write_eof(head + body)
+        lines = self.lines  # go before the blank line that ends the head
+        await writer.write_eof(b"".join((head[:-2], lines, b"\r\n", body)) if lines else head + body)
         self._eof_sent = True
         self._body_length = writer.output_size

@@ -185,7 +185,8 @@ async def test_replicas_with_leases_never_admit_past_a_limit_and_give_back_what_
             return admitted
 
         burst = await asyncio.gather(*(client(limiters[i % 3], 40) for i in range(24)))  # 960 asked
-        assert 540 <= sum(burst) <= 600  # never past the limit; at most a lease or two refused early
+        # Never past the limit; short of it by at most one lease (30) a replica, held unused when the burst ended.
+        assert 510 <= sum(burst) <= 600
         assert sum(s.pipe.round_trips for s in stores) < 300  # most admitted from leases
         await asyncio.sleep(1.1)  # the leases' second ends: what they did not use goes back
         for s in stores:
