@@ -145,6 +145,18 @@ class Failover:
                 return grant
         return await self._fallback().admit(name, now, rpm=rpm, tpm=tpm, tokens=tokens, budget=budget, period=period, reserve=reserve)
 
+    def admit_now(
+        self, name: str, now: float, rpm: int | None, tpm: int | None, tokens: float, budget: float | None,
+        period: int, reserve: float,
+    ) -> Grant | None:  # fmt: skip
+        """Redis's lease while Redis answers; while it does not, the local counters (or the 503), except
+        when it is time to try Redis again: then None, and `admit` tries it."""
+        if self.outage.since is None:
+            return self.shared.admit_now(name, now, rpm, tpm, tokens, budget, period, reserve)
+        if self._try():
+            return None
+        return self._fallback().admit_now(name, now, rpm, tpm, tokens, budget, period, reserve)
+
     async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:
         if self._try():
             grant = await self._ask(lambda: self.shared.channel_admit(name, now, rpm=rpm, tpm=tpm, tokens=tokens))

@@ -128,7 +128,7 @@ class Balance:
 class Limiter:
     def __init__(self, counters: CounterStore, *, spend: SpendReader | None = None, held: HeldReader | None = None) -> None:
         self.counters = counters
-        # The same counters when they are this machine's, which answer at once (`admit_now`).
+        # The same counters when they are this machine's: `settle` passes them its arguments in order.
         self._local = counters if isinstance(counters, LocalCounters) else None
         self.clock = time.time  # tests move it
         self.spend_reader, self.held_reader = spend, held
@@ -137,9 +137,10 @@ class Limiter:
 
     async def admit(self, key: ClientKey, *, tokens: int, reserve: float, now: float | None = None) -> Ticket:
         """Admit one request of `key` (which has a limit), or raise its 429."""
-        ticket = self.admit_now(key, tokens, reserve, now)
-        if ticket is not None:
-            return ticket
+        return self.admit_now(key, tokens, reserve, now) or await self.admit_waiting(key, tokens, reserve, now)
+
+    async def admit_waiting(self, key: ClientKey, tokens: int, reserve: float, now: float | None = None) -> Ticket:
+        """`admit` when `admit_now` answered None: the store's own coroutine (a Redis round trip)."""
         now = self.clock() if now is None else now
         budget = key.budget
         if budget is None:
@@ -154,23 +155,22 @@ class Limiter:
         return Ticket(key.name, grant.second, tokens, reserve, period, rate_lines(key, grant), grant.claim)
 
     def admit_now(self, key: ClientKey, tokens: int, reserve: float, now: float | None = None) -> Ticket | None:
-        """`admit` as a plain call, when the counters are this machine's: they never wait, and every
-        limited request of a gateway without Redis comes here, spared the two coroutines of `admit`
-        and their keyword arguments (~3k instructions a request under callgrind, of ~40k that the
-        limits cost). None when the counters are shared: then await `admit`."""
-        local = self._local
-        if local is None:
-            return None
+        """`admit` as a plain call, when the store answers without waiting (CounterStore.admit_now): this
+        machine's counters always, Redis's from a lease. Every limited request tries it first, spared the
+        coroutines of `admit` and their keyword arguments (~3k instructions a request under callgrind,
+        of ~40k that the limits cost). None: await `admit`."""
         now = self.clock() if now is None else now
         budget = key.budget
         if budget is None:
             period, reserve = 0, 0.0
         else:
             period = period_id(key.budget_period, now)
-        grant = local.admit_now(key.name, now, key.rpm, key.tpm, tokens, budget, period, reserve)
-        if grant.limit is not None:  # (never REFILL: only a shared store loses its spend)
+        grant = self.counters.admit_now(key.name, now, key.rpm, key.tpm, tokens, budget, period, reserve)
+        if grant is None:
+            return None
+        if grant.limit is not None:  # (never REFILL: only a shared store loses its spend, and says so in `admit`)
             raise self._refusal(key, grant, tokens, now)
-        return Ticket(key.name, grant.second, tokens, reserve, period, rate_lines(key, grant))
+        return Ticket(key.name, grant.second, tokens, reserve, period, rate_lines(key, grant), grant.claim)
 
     async def _refused(self, key: ClientKey, grant: Grant, tokens: int, reserve: float, period: int, now: float) -> Grant:
         """The grant of a request its store did not admit at once: admitted after refilling a shared

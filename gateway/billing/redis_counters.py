@@ -493,6 +493,17 @@ class RedisCounters:
         command = evalsha(self._retire, keys, (lease.second, requests, tokens, lease.member, self.ttl_ms, *lease.inflight))
         self.write(Write(self._retire, command, name, period))
 
+    def admit_now(
+        self, name: str, now: float, rpm: int | None, tpm: int | None, tokens: float, budget: float | None,
+        period: int, reserve: float,
+    ) -> Grant | None:  # fmt: skip
+        """An admission from the key's lease, or None (no lease, or too little left in it: await `admit`)."""
+        leases = self.leases
+        if leases is None:
+            return None
+        member = f"{self._ids}{next(self._n):x}|{reserve!r}" if budget is not None and reserve > 0 else ""
+        return leases.take((name, period, rpm, tpm, budget), tokens, reserve, member, asyncio.get_running_loop().time())
+
     async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:
         b = self.base(name, "c")
         command = evalsha(self._admit, (f"{b}:rpm", f"{b}:tpm"), (_opt(rpm), _opt(tpm), "", 0, tokens, 0, "", 0, 0, ""))

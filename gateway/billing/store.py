@@ -6,7 +6,8 @@ a name's standing. `LocalCounters` (gateway.billing.counters) answers from the c
 machine; `RedisCounters` (gateway.billing.redis_counters) from Redis, for several replicas, behind
 `Failover` (gateway.billing.failover), which falls back to the machine's `LocalCounters`.
 
-The calls that decide something are coroutines. The calls that only record what happened (`settle`,
+The calls that decide something are coroutines, and `admit` has a plain twin (`admit_now`) for the
+admissions a store answers without waiting. The calls that only record what happened (`settle`,
 `hold`, `release`) are plain calls that never fail a request: a remote store queues them and writes
 them in the background, so the end of a request waits for nothing.
 """
@@ -61,6 +62,14 @@ class CounterStore(Protocol):
     ) -> Grant:
         """Check every limit of one request of client key `name` and, when all allow it, charge them all
         at once. A shared store that lost `period`'s spend answers `Grant("refill")` and charges nothing."""
+        ...
+
+    def admit_now(
+        self, name: str, now: float, rpm: int | None, tpm: int | None, tokens: float, budget: float | None,
+        period: int, reserve: float,
+    ) -> Grant | None:  # fmt: skip
+        """`admit` when the store can answer without waiting (this machine's counters always, Redis's from
+        a lease), else None: then await `admit`. Positional: it runs for every limited request."""
         ...
 
     async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:

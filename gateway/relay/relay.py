@@ -101,8 +101,8 @@ async def relay(
     key, limiter = ctx.key, ctx.services.limiter
     if key is not None and key.limited and limiter is not None:
         tokens, reserve = estimate(ctx.price(), ctx.request_bytes, ctx.output_cap) if ctx.estimate_tokens else (0, 0.0)
-        # This machine's counters answer at once, without a coroutine; shared ones are awaited.
-        ctx.ticket = limiter.admit_now(key, tokens, reserve) or await limiter.admit(key, tokens=tokens, reserve=reserve)
+        # This machine's counters, or a Redis lease, answer at once, without a coroutine; else Redis is awaited.
+        ctx.ticket = limiter.admit_now(key, tokens, reserve) or await limiter.admit_waiting(key, tokens, reserve)
     base_headers = request_headers(request.headers, ctx.request_id)
     with drain.track() as slot:
         async for attempt in attempts:
