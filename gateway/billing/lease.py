@@ -46,7 +46,8 @@ HEADROOM = 0.9  # Redis grants a lease only while each limit stays under this sh
 @dataclass(slots=True)
 class Ask:
     """What an admission asks Redis for beyond its own request: a lease of `requests` requests,
-    `tokens` tokens and `budget` reservation (the admission's own reservation is added to it)."""
+    `tokens` tokens (inf: the key has no tpm) and `budget` reservation (the admission's own reservation
+    is added to it)."""
 
     requests: int
     tokens: float
@@ -127,7 +128,8 @@ class Leases:
             n = min(n, int(budget * self.share / reserve))
         if n < 1:
             return None
-        return Ask(n, n * tokens, n * reserve)
+        # Without a tpm Redis charges no tokens, and the lease admits requests of any size.
+        return Ask(n, n * tokens if tpm is not None else math.inf, n * reserve)
 
     def take(self, key: Limits, tokens: float, reserve: float, member: str, now: float) -> Grant | None:
         """One request of `key` admitted from its lease, or None (no lease, or too little left in it).

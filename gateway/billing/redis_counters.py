@@ -463,7 +463,8 @@ class RedisCounters:
         asking = leases.asking[limits] = asyncio.Event()
         asked_at = loop.time()
         try:
-            reply = await self.pipe.call(self._admit, b"".join((own, _bulk(ask.requests), _bulk(ask.tokens), _bulk(lease_member))))
+            lease_tokens = ask.tokens if tpm is not None else 0
+            reply = await self.pipe.call(self._admit, b"".join((own, _bulk(ask.requests), _bulk(lease_tokens), _bulk(lease_member))))
         finally:
             del leases.asking[limits]
             asking.set()

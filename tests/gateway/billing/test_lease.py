@@ -8,6 +8,7 @@ several replicas, each with its own connection and its own leases.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from typing import Any
@@ -59,13 +60,15 @@ def test_a_lease_ends_with_its_second():
 
 def test_leases_are_a_small_share_of_each_limit():
     leases = Leases(0.02)
-    assert leases.ask(LIMITS, 1000, None, None, 0, 0).requests == 4  # type: ignore[union-attr]  # the first is small
+    ask = leases.ask(LIMITS, 1000, None, None, 70, 0)
+    assert ask is not None and ask.requests == 4  # the first is small
+    assert ask.tokens == math.inf  # no tpm: the lease admits requests of any size
     assert leases.ask(LIMITS, 100, None, None, 0, 0).requests == 2  # type: ignore[union-attr]  # 2% of 100
     assert leases.ask(LIMITS, 49, None, None, 0, 0) is None  # under one request: every admission asks Redis
     assert leases.ask(LIMITS, None, 10_000, None, 100, 0).requests == 2  # type: ignore[union-attr]  # 200 tokens
     assert leases.ask(LIMITS, None, 10_000, None, 300, 0) is None
     ask = leases.ask(LIMITS, None, None, 10.0, 50, 0.05)
-    assert ask is not None and (ask.requests, ask.tokens, ask.budget) == (4, 200, 0.2)
+    assert ask is not None and (ask.requests, ask.tokens, ask.budget) == (4, math.inf, 0.2)
     assert leases.ask(LIMITS, None, None, 1.0, 0, 0.05) is None
     assert Leases(0).ask(LIMITS, 10**9, None, None, 0, 0) is None  # state.lease: 0
 
@@ -163,6 +166,20 @@ async def test_a_lease_admits_most_requests_without_asking_redis(shared: Shared)
         await store.aclose()  # ends the leases: what they did not use goes back
         assert await window_total(shared, "rpm") == 300
         assert await window_total(shared, "tpm") == 300 * 20
+    finally:
+        await close([store])
+
+
+async def test_a_key_without_tpm_leases_requests_of_any_size(shared: Shared):
+    [store] = await replicas(shared, 1, lease=0.02)
+    limiter = Limiter(store)
+    key = ClientKey("k", "0" * 64, rpm=10_000)
+    try:
+        await second_start()
+        for tokens in (10, 5000, 40, 100_000):
+            await limiter.admit(key, tokens=tokens, reserve=0)
+        assert store.pipe.round_trips == 1  # the first took a lease of four; the others came from it
+        assert not await shared.client.exists(f"{shared.prefix}:{{k:k}}:tpm")  # no tokens counted anywhere
     finally:
         await close([store])
 
