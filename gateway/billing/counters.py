@@ -205,7 +205,7 @@ class LocalCounters:
         self,
         name: str,
         now: float,
-        second: int,  # (not keyword-only, unlike CounterStore's: the limiter passes them in order, a little cheaper)
+        second: int,
         tokens: float = 0.0,
         reserve: float = 0.0,
         cost: float = 0.0,

@@ -183,7 +183,6 @@ class Failover:
         self,
         name: str,
         now: float,
-        *,
         second: int,
         tokens: float = 0.0,
         reserve: float = 0.0,

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import structlog
 
 from config import Channel, ClientKey, Config
-from gateway.billing.counters import LocalCounters
 from gateway.billing.store import CounterStore, Grant
 from gateway.errors import GatewayError
 from gateway.http.answer import lines_dict
@@ -128,8 +127,6 @@ class Balance:
 class Limiter:
     def __init__(self, counters: CounterStore, *, spend: SpendReader | None = None, held: HeldReader | None = None) -> None:
         self.counters = counters
-        # The same counters when they are this machine's: `settle` passes them its arguments in order.
-        self._local = counters if isinstance(counters, LocalCounters) else None
         self.clock = time.time  # tests move it
         self.spend_reader, self.held_reader = spend, held
         self._filling: dict[tuple[str, int], asyncio.Task[None]] = {}  # refills under way, one per key and period
@@ -142,13 +139,9 @@ class Limiter:
     async def admit_waiting(self, key: ClientKey, tokens: int, reserve: float, now: float | None = None) -> Ticket:
         """`admit` when `admit_now` answered None: the store's own coroutine (a Redis round trip)."""
         now = self.clock() if now is None else now
-        budget = key.budget
-        if budget is None:
-            period, reserve = 0, 0.0
-        else:
-            period = period_id(key.budget_period, now)
+        period, reserve = _terms(key, now, reserve)
         grant = await self.counters.admit(
-            key.name, now, rpm=key.rpm, tpm=key.tpm, tokens=tokens, budget=budget, period=period, reserve=reserve
+            key.name, now, rpm=key.rpm, tpm=key.tpm, tokens=tokens, budget=key.budget, period=period, reserve=reserve
         )
         if grant.limit is not None:
             grant = await self._refused(key, grant, tokens, reserve, period, now)
@@ -160,12 +153,8 @@ class Limiter:
         coroutines of `admit` and their keyword arguments (~3k instructions a request under callgrind,
         of ~40k that the limits cost). None: await `admit`."""
         now = self.clock() if now is None else now
-        budget = key.budget
-        if budget is None:
-            period, reserve = 0, 0.0
-        else:
-            period = period_id(key.budget_period, now)
-        grant = self.counters.admit_now(key.name, now, key.rpm, key.tpm, tokens, budget, period, reserve)
+        period, reserve = _terms(key, now, reserve)
+        grant = self.counters.admit_now(key.name, now, key.rpm, key.tpm, tokens, key.budget, period, reserve)
         if grant is None:
             return None
         if grant.limit is not None:  # (never REFILL: only a shared store loses its spend, and says so in `admit`)
@@ -190,14 +179,9 @@ class Limiter:
 
     def settle(self, ticket: Ticket, tokens: int, cost: float | None, now: float | None = None) -> None:
         """Runs inline: a shared store queues it and writes it in the background."""
-        now = self.clock() if now is None else now
-        local = self._local
-        if local is not None:  # the arguments in order: cheaper, once per limited request
-            local.settle(ticket.name, now, ticket.second, tokens - ticket.tokens, ticket.reserve, cost or 0.0, ticket.period)
-            return
         self.counters.settle(
-            ticket.name, now, second=ticket.second, tokens=tokens - ticket.tokens, reserve=ticket.reserve,
-            cost=cost or 0.0, period=ticket.period, claim=ticket.claim,
+            ticket.name, self.clock() if now is None else now, ticket.second, tokens - ticket.tokens, ticket.reserve,
+            cost or 0.0, ticket.period, ticket.claim,
         )  # fmt: skip
 
     async def channel_wait(self, channel: Channel, tokens: int, now: float | None = None) -> float:
@@ -339,6 +323,13 @@ class Limiter:
             type=grant.limit, code="rate_limit_exceeded",
             headers={**headers, "Retry-After": str(max(math.ceil(wait), 1)), "retry-after-ms": str(math.ceil(wait * 1000))},
         )  # fmt: skip
+
+
+def _terms(key: ClientKey, now: float, reserve: float) -> tuple[int, float]:
+    """The budget period an admission at `now` charges, and its reservation (none without a budget)."""
+    if key.budget is None:
+        return 0, 0.0
+    return period_id(key.budget_period, now), reserve
 
 
 def channels_busy(model: str, wait: float) -> GatewayError:

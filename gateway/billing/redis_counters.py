@@ -433,7 +433,7 @@ class RedisCounters:
         reserve: float = 0.0,
     ) -> Grant:
         limits = (name, period, rpm, tpm, budget)
-        member = f"{self._ids}{next(self._n):x}|{reserve!r}" if budget is not None and reserve > 0 else ""
+        member = self._member(budget, reserve)
         leases = self.leases
         if leases is not None:  # admitted from this key's lease, without asking Redis, while it lasts
             loop = asyncio.get_running_loop()
@@ -462,8 +462,8 @@ class RedisCounters:
         lease_member = f"{self._ids}{next(self._n):x}L|{reserve + ask.budget!r}" if member else ""
         asking = leases.asking[limits] = asyncio.Event()
         asked_at = loop.time()
+        lease_tokens = ask.tokens if tpm is not None else 0
         try:
-            lease_tokens = ask.tokens if tpm is not None else 0
             reply = await self.pipe.call(self._admit, b"".join((own, _bulk(ask.requests), _bulk(lease_tokens), _bulk(lease_member))))
         finally:
             del leases.asking[limits]
@@ -476,6 +476,10 @@ class RedisCounters:
         elif grant.limit is None:  # admitted, but near a limit: no lease, and none asked for in this second
             leases.denied[limits] = asked_at + float(fields[8])
         return grant
+
+    def _member(self, budget: float | None, reserve: float) -> str:
+        """An admission's reservation in Redis, "<this process's id><n>|<amount>" ("" when it reserves none)."""
+        return f"{self._ids}{next(self._n):x}|{reserve!r}" if budget is not None and reserve > 0 else ""
 
     def _end_lease(self, lease: Lease) -> None:
         """`lease`'s second is over: what it did not use goes back to Redis, and its reservation becomes
@@ -502,7 +506,7 @@ class RedisCounters:
         leases = self.leases
         if leases is None:
             return None
-        member = f"{self._ids}{next(self._n):x}|{reserve!r}" if budget is not None and reserve > 0 else ""
+        member = self._member(budget, reserve)
         return leases.take((name, period, rpm, tpm, budget), tokens, reserve, member, asyncio.get_running_loop().time())
 
     async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:
@@ -530,7 +534,6 @@ class RedisCounters:
         self,
         name: str,
         now: float,
-        *,
         second: int,
         tokens: float = 0.0,
         reserve: float = 0.0,

@@ -80,7 +80,6 @@ class CounterStore(Protocol):
         self,
         name: str,
         now: float,
-        *,
         second: int,
         tokens: float = 0.0,
         reserve: float = 0.0,
@@ -89,7 +88,8 @@ class CounterStore(Protocol):
         claim: str = "",
     ) -> None:
         """A request admitted at `second` (with `claim`, from its Grant) finished: its token estimate
-        corrected by `tokens`, its reservation released and its cost spent."""
+        corrected by `tokens`, its reservation released and its cost spent. Its arguments may come in
+        order (the limiter passes them so, once per limited request: cheaper than keywords)."""
         ...
 
     def hold(self, name: str, amount: float) -> None:
