@@ -293,7 +293,7 @@ async def test_near_a_limit_every_admission_asks_redis(shared: Shared):
         await close([store])
 
 
-async def test_two_gateway_replicas_with_leases_hold_a_keys_rpm_and_budget(gateway_factory, vendor, shared: Shared):
+async def test_two_gateway_replicas_with_leases_hold_a_keys_rpm_and_budget(gateway_factory, vendor, shared: Shared, monkeypatch):
     """Through the gateway and the OpenAI client: a burst on two replicas that lease (5% of rpm 200 and
     of a budget of 3.0, which 260 requests in flight at once do not reach) never admits past the rpm, and
     every admitted request is billed once, its reservation freed."""
@@ -316,6 +316,7 @@ async def test_two_gateway_replicas_with_leases_hold_a_keys_rpm_and_budget(gatew
             model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=16
         )
 
+    leased = count_leased(monkeypatch)
     results = await asyncio.gather(*(one(i) for i in range(260)), return_exceptions=True)
     ok = [r for r in results if not isinstance(r, Exception)]
     refused = [r for r in results if isinstance(r, openai.RateLimitError)]
@@ -325,7 +326,9 @@ async def test_two_gateway_replicas_with_leases_hold_a_keys_rpm_and_budget(gatew
     remaining = [int(r.headers["x-ratelimit-remaining-requests"]) for r in ok]
     assert all(0 <= n < 200 for n in remaining)
     stores = [gw.server.app[SERVICES].limiter.counters.shared for gw in (a, b)]  # type: ignore[union-attr]
-    assert sum(s.pipe.round_trips for s in stores) < len(ok) / 2  # most were admitted from leases
+    # Most were admitted from leases. (Not counted in round trips: the 60 refusals, and the admissions near
+    # the limit, each ask Redis for themselves, and a slow machine spreads the burst over more seconds.)
+    assert leased[0] > len(ok) / 2
     for gw, store in zip((a, b), stores, strict=True):
         await gw.server.app[SERVICES].usage.flush()
         await store.aclose()  # ends the leases, writes the settles
