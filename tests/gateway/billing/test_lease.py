@@ -8,6 +8,7 @@ several replicas, each with its own connection and its own leases.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 import time
@@ -156,11 +157,17 @@ async def test_a_lease_admits_most_requests_without_asking_redis(shared: Shared)
     key = ClientKey("k", "0" * 64, rpm=100_000, tpm=10_000_000)
     try:
         tickets = []
+        began = time.monotonic()
         for _ in range(300):
             tickets.append(await limiter.admit(key, tokens=50, reserve=0))
+        seconds = time.monotonic() - began
         assert store.pipe.round_trips < 30  # 300 admissions; leases of 4, 8, 16, ... requests
         remaining = [int(t.headers["x-ratelimit-remaining-requests"]) for t in tickets]
-        assert remaining == sorted(remaining, reverse=True) and len(set(remaining)) == 300
+        # Each admission leaves one less, lease or not. Only where a second ended: an admission asked of Redis
+        # before the ended lease's unused part went back (written in the background) counts that part as used,
+        # so one step falls by more and a later one rises (docs/scaling.md). At most two steps a second.
+        steps = [a - b for a, b in itertools.pairwise(remaining)]
+        assert remaining[0] == 99_999 and sum(step != 1 for step in steps) <= 2 * (math.ceil(seconds) + 1)
         for t in tickets:
             limiter.settle(t, 20, None)  # each used 20 of the 50 tokens estimated
         await store.aclose()  # ends the leases: what they did not use goes back
@@ -336,5 +343,6 @@ async def test_two_gateway_replicas_with_leases_hold_a_keys_rpm_and_budget(gatew
     assert len(rows) == len(ok)
     spent = float(await shared.client.hget(f"{shared.prefix}:{{k:k}}:spent:0", "spent"))
     assert spent == pytest.approx(sum(r["cost"] for r in rows))
-    assert float(await shared.client.get(f"{shared.prefix}:{{k:k}}:resv:sum") or 0) == pytest.approx(0)
+    left = float(await shared.client.get(f"{shared.prefix}:{{k:k}}:resv:sum") or 0)
+    assert left == pytest.approx(0), await shared.client.zrange(f"{shared.prefix}:{{k:k}}:resv", 0, -1)  # which are left
     assert await window_total(shared, "rpm") == len(ok)
