@@ -29,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
+from gateway import background
 from gateway.billing.counters import LocalCounters
 from gateway.billing.redis_counters import RedisCounters, Write
 from gateway.billing.store import Grant, Standing
@@ -304,8 +305,5 @@ class Failover:
 
     async def aclose(self) -> None:
         await self.shared.aclose()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await background.stop(*self._tasks)
         self.local.close()

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from config import sha256_hex
+from gateway import background
 from gateway.api.auth import presented_key
 from gateway.errors import GatewayError
 from gateway.ops.status import publish, refresh, status, worker_statuses
@@ -104,7 +104,5 @@ async def refresher_ctx(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(run(), name="metrics-refresh")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await background.stop(task)
     refresh(services, metrics)  # the last second's counts, into the files that outlive this worker

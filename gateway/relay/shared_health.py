@@ -14,12 +14,12 @@ per outage); it catches up at the first read after.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 from redis.asyncio import Redis
 
 from config import Channel
+from gateway import background
 from gateway.billing.failover import ERRORS
 from gateway.relay.health import key_id
 from gateway.state import Runtime
@@ -71,10 +71,7 @@ class HealthSync:
     async def stop(self) -> None:
         if self._runtime.health.on_cooldown == self.publish:
             self._runtime.health.on_cooldown = None
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        await background.stop(self._loop)  # its refresh's timeout may take the cancel for its own
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 

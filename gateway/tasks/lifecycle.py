@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 
+from gateway import background
 from gateway.ledger.backends import is_postgres
 from gateway.logs import worker_index
 from gateway.state import Services
@@ -32,10 +33,7 @@ async def running(services: Services) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        if retry is not None:
-            retry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await retry
+        await background.stop(retry)
         if services.poller is not None:
             await services.poller.stop()
             services.poller = None

@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 import structlog
 
+from gateway import background
 from gateway.tasks import webhooks
 from gateway.tasks.content import store_file
 from gateway.tasks.dialects import ContentLinks, render
@@ -67,10 +68,8 @@ class Poller:
                        asyncio.create_task(self._callback_loop(), name="task-callbacks")]  # fmt: skip
 
     async def stop(self) -> None:
-        for loop in self._loops:
-            loop.cancel()
-        jobs = [*self._loops, *self._jobs]
-        await asyncio.gather(*jobs, return_exceptions=True)
+        await background.stop(*self._loops)  # a round's timeout may take the cancel for its own
+        await asyncio.gather(*self._jobs, return_exceptions=True)  # the polls under way finish
         if self._hooks is not None:
             await self._hooks.close()
 
