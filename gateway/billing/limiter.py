@@ -151,7 +151,7 @@ class Limiter:
         """`admit` as a plain call, when the store answers without waiting (CounterStore.admit_now): this
         machine's counters always, Redis's from a lease. Every limited request tries it first, spared the
         coroutines of `admit` and their keyword arguments (~3k instructions a request under callgrind,
-        of ~40k that the limits cost). None: await `admit`."""
+        of the ~30k that the limits cost, docs/performance.md). None: await `admit`."""
         now = self.clock() if now is None else now
         if key.budget is None:  # `_terms`, written out: every limited request passes here
             period, reserve = 0, 0.0
