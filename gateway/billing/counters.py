@@ -22,10 +22,11 @@ import fcntl
 import hashlib
 import mmap
 import os
+from functools import partial
 from pathlib import Path
 
 from gateway.billing import window
-from gateway.billing.store import Grant, Standing
+from gateway.billing.store import Grant, Lane, Standing
 
 MAGIC = 0x67776331  # "gwc1"
 MAX_WORKERS = 64
@@ -146,57 +147,28 @@ class LocalCounters:
         period: int, reserve: float,
     ) -> Grant:  # fmt: skip
         """`admit` as the plain call it is (these counters never wait), with its arguments in order: the
-        limiter's way (Limiter.admit_now), which spares every limited request two coroutines.
-
-        Every limited request passes here, so the common case is written out: windows that have room
-        (gateway.billing.window moves them to this second when they are behind)."""
-        now_s, fd = int(now), self._lock_fd
-        if fd >= 0:
-            fcntl.lockf(fd, fcntl.LOCK_EX)
-        try:
+        limiter's way (Limiter.admit_now) when it has no lane for the name (`lane`)."""
+        with self._locked:
             s = self._slots.get(name) or self._slot(name)
-            limit = None
-            if budget is not None:
-                if s[_PERIOD] != period:  # a new period starts at zero
-                    s[_PERIOD], s[_SPENT] = period, 0.0
-                if s[_SPENT] + s[_HELD] + s[_RESERVED_SUM] >= budget:
-                    limit = "budget"
-            if rpm is not None:
-                if s[_RPM] < now_s:
-                    window.advance(s, _RPM, now_s)
-                if s[_RPM_TOTAL] >= rpm:
-                    limit = limit or "requests"
-            if tpm is not None:
-                if s[_TPM] < now_s:
-                    window.advance(s, _TPM, now_s)
-                if s[_TPM_TOTAL] + tokens > tpm:
-                    limit = limit or "tokens"
-            if limit is not None:
-                return _refused(s, limit, now, tokens, rpm, tpm)
+            got = _admit(s, self._column, now, rpm, tpm, tokens, budget, period, reserve)
+            if isinstance(got, str):
+                return _refused(s, got, now, tokens, rpm, tpm)
             # An admitted request's own second is the newest in its windows: they empty when it leaves.
-            reset = _SECONDS - (now - now_s)
-            bucket = now_s % _SECONDS
-            requests_left = tokens_left = None
-            tokens_reset = reset
-            if rpm is not None:
-                s[_RPM_FIRST + bucket] += 1
-                s[_RPM_TOTAL] = total = s[_RPM_TOTAL] + 1
-                requests_left = rpm - total
-            if tpm is not None:
-                if tokens:
-                    s[_TPM_FIRST + bucket] += tokens
-                    s[_TPM_TOTAL] = total = s[_TPM_TOTAL] + tokens
-                else:
-                    total, tokens_reset = s[_TPM_TOTAL], window.reset_in(s, _TPM, now)
-                tokens_left = tpm - total if total < tpm else 0.0
-            if reserve and budget is not None:
-                s[_RESERVED_SUM] += reserve
-                if self._column:
-                    s[self._column] += reserve
-            return Grant(None, 0.0, requests_left, reset, tokens_left, tokens_reset, now_s)
-        finally:
-            if fd >= 0:
-                fcntl.lockf(fd, fcntl.LOCK_UN)
+            reset = _SECONDS - (now - int(now))
+            tokens_reset = window.reset_in(s, _TPM, now) if tpm is not None and not tokens else reset
+            requests_left = got[0] if rpm is not None else None
+            tokens_left = got[-1] if tpm is not None else None
+            return Grant(None, 0.0, requests_left, reset, tokens_left, tokens_reset, int(now))
+
+    def lane(self, name: str) -> Lane:
+        """`name`'s own admission: `_admit` bound to its slot (and to the file's lock), for the limiter
+        to call with a request's terms. Every limited request passes there, so it costs no more than the
+        check and the charge: no name to look up, no Grant, only the counts its answer's headers need."""
+        with self._locked:
+            s = self._slot(name)
+        if self._lock_fd < 0:
+            return partial(_admit, s, self._column)
+        return partial(_admit_locked, self._lock_fd, s, self._column)
 
     async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:
         return self.admit_now(f"channel:{name}", now, rpm, tpm, tokens, None, 0, 0.0)
@@ -314,6 +286,65 @@ class LocalCounters:
             raise RuntimeError(f"{self.path}: more than {capacity} limited keys and channels")
         s = self._slots[name] = w[at : at + SLOT]
         return s
+
+
+def _admit(
+    s: window.Doubles, column: int, now: float, rpm: int | None, tpm: int | None, tokens: float, budget: float | None,
+    period: int, reserve: float,
+) -> str | tuple[float, ...]:  # fmt: skip
+    """Check every limit of one request on its slot `s` and, when all allow it, charge them all at once:
+    the counts left (`Lane`), else the limit that refuses it (requests | tokens | budget; nothing charged).
+    Inside the lock. Every limited request passes here, so it is written out: windows that are behind
+    move to this second (gateway.billing.window), and the indexes are the layout's constants."""
+    now_s = int(now)
+    limit = ""
+    if budget is not None:
+        if s[_PERIOD] != period:  # a new period starts at zero
+            s[_PERIOD], s[_SPENT] = period, 0.0
+        if s[_SPENT] + s[_HELD] + s[_RESERVED_SUM] >= budget:
+            limit = "budget"
+    if rpm is not None:
+        if s[_RPM] < now_s:
+            window.advance(s, _RPM, now_s)
+        if s[_RPM_TOTAL] >= rpm:
+            limit = limit or "requests"
+    if tpm is not None:
+        if s[_TPM] < now_s:
+            window.advance(s, _TPM, now_s)
+        if s[_TPM_TOTAL] + tokens > tpm:
+            limit = limit or "tokens"
+    if limit:
+        return limit
+    if reserve and budget is not None:
+        s[_RESERVED_SUM] += reserve
+        if column:  # this worker's own (in the file), so a restarted worker can drop what it held
+            s[column] += reserve
+    bucket = now_s % _SECONDS
+    if tpm is not None:
+        if tokens:
+            s[_TPM_FIRST + bucket] += tokens
+            s[_TPM_TOTAL] = tokens_used = s[_TPM_TOTAL] + tokens
+        else:
+            tokens_used = s[_TPM_TOTAL]
+        if rpm is None:
+            return (tpm - tokens_used,)
+    if rpm is not None:
+        s[_RPM_FIRST + bucket] += 1
+        s[_RPM_TOTAL] = requests_used = s[_RPM_TOTAL] + 1
+        return (rpm - requests_used, tpm - tokens_used) if tpm is not None else (rpm - requests_used,)
+    return ()
+
+
+def _admit_locked(
+    fd: int, s: window.Doubles, column: int, now: float, rpm: int | None, tpm: int | None, tokens: float,
+    budget: float | None, period: int, reserve: float,
+) -> str | tuple[float, ...]:  # fmt: skip
+    """`_admit` under the counters file's lock (`workers: N`)."""
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    try:
+        return _admit(s, column, now, rpm, tpm, tokens, budget, period, reserve)
+    finally:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
 
 
 def _refused(s: window.Doubles, limit: str, now: float, tokens: float, rpm: int | None, tpm: int | None) -> Grant:

@@ -158,6 +158,10 @@ class Failover:
             return None
         return self._fallback().admit_now(name, now, rpm, tpm, tokens, budget, period, reserve)
 
+    def lane(self, name: str) -> None:
+        """None: which store answers changes with Redis's health (`admit_now` asks the one that does)."""
+        return None
+
     async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:
         if self._try():
             grant = await self._ask(lambda: self.shared.channel_admit(name, now, rpm=rpm, tpm=tpm, tokens=tokens))

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import structlog
 
 from config import Channel, ClientKey, Config
-from gateway.billing.store import CounterStore, Grant
+from gateway.billing.store import CounterStore, Grant, Lane
 from gateway.errors import GatewayError
 from gateway.http.answer import lines_dict
 
@@ -124,11 +124,33 @@ class Balance:
     tokens_reset_s: float
 
 
+class _Fast:
+    """What `Limiter.admit_now` keeps of a key (replaced when a reload changes the key): the store's lane
+    for it, if the store has lanes; the lines of an admitted request's x-ratelimit-* headers with its
+    counts left to fill in; and the budget period of the day it last saw."""
+
+    __slots__ = ("key", "lane", "lines", "period", "since", "until")
+
+    def __init__(self, key: ClientKey, lane: Lane | None) -> None:
+        self.key, self.lane, self.lines = key, lane, _admitted_lines(key.rpm, key.tpm)
+        self.period, self.since, self.until = 0, math.inf, -math.inf
+
+    def renew(self, now: float) -> None:
+        """The period holding `now`, and the day it holds for (a month changes only with a day)."""
+        key = self.key
+        if key.budget is None or key.budget_period == "total":
+            self.period, self.since, self.until = 0, -math.inf, math.inf
+        else:
+            self.period, self.since = period_id(key.budget_period, now), now // 86400 * 86400
+            self.until = self.since + 86400
+
+
 class Limiter:
     def __init__(self, counters: CounterStore, *, spend: SpendReader | None = None, held: HeldReader | None = None) -> None:
         self.counters = counters
         self.clock = time.time  # tests move it
         self.spend_reader, self.held_reader = spend, held
+        self._fast: dict[str, _Fast] = {}  # by key name: what `admit_now` keeps of each key
         self._filling: dict[tuple[str, int], asyncio.Task[None]] = {}  # refills under way, one per key and period
         self.refused: Callable[[str], None] | None = None  # told each refusal's limit: requests | tokens | budget | channel
 
@@ -149,14 +171,27 @@ class Limiter:
 
     def admit_now(self, key: ClientKey, tokens: int, reserve: float, now: float | None = None) -> Ticket | None:
         """`admit` as a plain call, when the store answers without waiting (CounterStore.admit_now): this
-        machine's counters always, Redis's from a lease. Every limited request tries it first, spared the
-        coroutines of `admit` and their keyword arguments (~3k instructions a request under callgrind,
-        of the ~30k that the limits cost, docs/performance.md). None: await `admit`."""
+        machine's counters always, Redis's from a lease. None: await `admit_waiting`.
+
+        Every limited request tries it first, so the common case is cheap (the limits cost ~20k
+        instructions a request under callgrind, docs/performance.md): on this machine's counters an
+        admission is one call of the key's lane (LocalCounters.lane) and its headers one formatting of
+        two counts into lines made once per key (`_Fast`)."""
         now = self.clock() if now is None else now
-        if key.budget is None:  # `_terms`, written out: every limited request passes here
-            period, reserve = 0, 0.0
-        else:
-            period = period_id(key.budget_period, now)
+        fast = self._fast.get(key.name)
+        if fast is None or fast.key is not key:  # a key's first request, or a reload changed it
+            fast = self._fast[key.name] = _Fast(key, self.counters.lane(key.name))
+        if not fast.since <= now < fast.until:
+            fast.renew(now)
+        period = fast.period
+        if key.budget is None:
+            reserve = 0.0
+        lane = fast.lane
+        if lane is not None and (tokens or key.tpm is None):  # (no tokens: the tokens' reset is another)
+            got = lane(now, key.rpm, key.tpm, tokens, key.budget, period, reserve)
+            if not isinstance(got, str):
+                return Ticket(key.name, int(now), tokens, reserve, period, fast.lines % got)
+            # refused: the store's own call says by how much, for the 429's headers and Retry-After
         grant = self.counters.admit_now(key.name, now, key.rpm, key.tpm, tokens, key.budget, period, reserve)
         if grant is None:
             return None
@@ -356,10 +391,7 @@ def rate_lines(key: ClientKey, grant: Grant) -> bytes:
             if grant.tokens_reset == grant.requests_reset and 60 < grant.requests_reset <= 61:
                 # An admitted request's (see `_reset`): only its two counts change from one request to
                 # the next, the rest is formatted once per pair of limits.
-                lines = _admitted.get((rpm, tpm))
-                if lines is None:
-                    lines = _admitted_lines(rpm, tpm)
-                return lines % (requests_left, tokens_left)
+                return _admitted_lines(rpm, tpm) % (requests_left, tokens_left)
             reset = _reset(grant.requests_reset)
             # Windows that empty in the same second (a refused request's often do): one text for both.
             tokens_reset = reset if grant.tokens_reset == grant.requests_reset else _reset(grant.tokens_reset)
@@ -375,18 +407,23 @@ _TOKENS = b"x-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: %d\r\n
 _BOTH = _REQUESTS + _TOKENS
 
 
-def _admitted_lines(rpm: int, tpm: int) -> bytes:
-    """`_BOTH` for a request admitted under `rpm` and `tpm`: resets of 1m1s, its two counts left to fill in."""
-    lines = (
-        b"x-ratelimit-limit-requests: %d\r\nx-ratelimit-remaining-requests: %%d\r\nx-ratelimit-reset-requests: 1m1s\r\n"
-        b"x-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: %%d\r\nx-ratelimit-reset-tokens: 1m1s\r\n"
-    ) % (rpm, tpm)
+def _admitted_lines(rpm: int | None, tpm: int | None) -> bytes:
+    """The x-ratelimit-* lines of a request admitted under `rpm` and `tpm` (either may be None): resets of
+    1m1s, the counts left to fill in (`%d`: requests, then tokens, of the limits there are)."""
+    lines = _admitted.get((rpm, tpm))
+    if lines is not None:
+        return lines
+    lines = b""
+    if rpm is not None:
+        lines += b"x-ratelimit-limit-requests: %d\r\nx-ratelimit-remaining-requests: %%d\r\nx-ratelimit-reset-requests: 1m1s\r\n" % rpm
+    if tpm is not None:
+        lines += b"x-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: %%d\r\nx-ratelimit-reset-tokens: 1m1s\r\n" % tpm
     if len(_admitted) < 1000:  # pairs of limits come from the config: a few
         _admitted[(rpm, tpm)] = lines
     return lines
 
 
-_admitted: dict[tuple[int, int], bytes] = {}
+_admitted: dict[tuple[int | None, int | None], bytes] = {}
 
 
 def _reset(seconds: float) -> bytes:

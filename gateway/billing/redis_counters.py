@@ -509,6 +509,10 @@ class RedisCounters:
         member = self._member(budget, reserve)
         return leases.take((name, period, rpm, tpm, budget), tokens, reserve, member, asyncio.get_running_loop().time())
 
+    def lane(self, name: str) -> None:
+        """None: an admission may wait for Redis (`admit_now` answers from a lease)."""
+        return None
+
     async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:
         b = self.base(name, "c")
         command = evalsha(self._admit, (f"{b}:rpm", f"{b}:tpm"), (_opt(rpm), _opt(tpm), "", 0, tokens, 0, "", 0, 0, ""))

@@ -7,15 +7,18 @@ machine; `RedisCounters` (gateway.billing.redis_counters) from Redis, for severa
 `Failover` (gateway.billing.failover), which falls back to the machine's `LocalCounters`.
 
 The calls that decide something are coroutines, and `admit` has a plain twin (`admit_now`) for the
-admissions a store answers without waiting. The calls that only record what happened (`settle`,
+admissions a store answers without waiting. A store whose admissions never wait (this machine's
+counters) also gives each key a `lane`: its admission bound to the key's counters, the limiter's way
+for every request of that key. The calls that only record what happened (`settle`,
 `hold`, `release`) are plain calls that never fail a request: a remote store queues them and writes
 them in the background, so the end of a request waits for nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 
 @dataclass(slots=True)
@@ -47,6 +50,13 @@ class Standing:
     ready: bool = True  # False: a shared store lost the period's spend (a Redis flush); refill it first
 
 
+# One name's admission on a store that answers at once (`CounterStore.lane`), called with a request's
+# (now, rpm, tpm, tokens, budget, period, reserve): the limit that refuses it (requests | tokens | budget;
+# nothing charged), or, once all is charged, the counts left of the limits there are, in order
+# (requests left, tokens left; both, one or none).
+Lane: TypeAlias = Callable[[float, int | None, int | None, float, float | None, int, float], "str | tuple[float, ...]"]
+
+
 class CounterStore(Protocol):
     async def admit(
         self,
@@ -70,6 +80,11 @@ class CounterStore(Protocol):
     ) -> Grant | None:  # fmt: skip
         """`admit` when the store can answer without waiting (this machine's counters always, Redis's from
         a lease), else None: then await `admit`. Positional: it runs for every limited request."""
+        ...
+
+    def lane(self, name: str) -> Lane | None:
+        """`name`'s lane, for a store whose admissions never wait (this machine's counters); None for one
+        that may (Redis: `admit_now`, then `admit`). Asked once per key, and again after a reload."""
         ...
 
     async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:

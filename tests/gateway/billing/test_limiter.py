@@ -27,35 +27,66 @@ class Awaited:
     def admit_now(self, *args: Any) -> None:  # a store that never answers without waiting
         return None
 
+    def lane(self, name: str) -> None:
+        return None
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
 
-async def test_the_fast_path_answers_as_the_awaited_one():
-    """`admit_now` (this machine's counters, no coroutine) and `admit` over the store's coroutines:
-    one script of admissions, refusals and settles gets the same tickets, headers and 429s from both."""
-    key = ClientKey(name="k", key_sha256="x", rpm=12, tpm=3000, budget=1.0, budget_period="monthly")
-    fast, awaited = Limiter(LocalCounters.memory()), Limiter(Awaited(LocalCounters.memory()))  # type: ignore[arg-type]
-    assert awaited.admit_now(key, 1, 0.0, now=999.0) is None  # (and charged nothing)
+SHAPES = [
+    {"rpm": 12, "tpm": 3000, "budget": 1.0, "budget_period": "monthly"},
+    {"rpm": 12},
+    {"tpm": 3000, "budget": 1.0, "budget_period": "daily"},
+    {"budget": 1.0},
+    {"rpm": 12, "budget": 1.0},
+]
+
+
+@pytest.mark.parametrize("on_file", [False, True], ids=["memory", "file"])
+async def test_the_fast_path_answers_as_the_awaited_one(tmp_path, on_file):
+    """`admit_now` (this machine's counters: the key's lane, no coroutine) and `admit` over the store's
+    coroutines: one script of admissions, refusals, settles and reloads (a key's limits change under
+    the same name) gets the same tickets, headers, 429s and balances from both, for every shape of
+    limits a key may have, in one process's memory and in the file `workers: N` share."""
+    if on_file:
+        stores = LocalCounters.create(tmp_path / "fast.counters"), LocalCounters.create(tmp_path / "awaited.counters")
+    else:
+        stores = LocalCounters.memory(), LocalCounters.memory()
+    fast, awaited = Limiter(stores[0]), Limiter(Awaited(stores[1]))  # type: ignore[arg-type]
+    key = ClientKey(name="k", key_sha256="x", **SHAPES[0])
+    now = calendar.timegm((2026, 1, 30, 12, 0, 0)) + 0.5
+    assert awaited.admit_now(key, 1, 0.0, now=now - 1) is None  # (and charged nothing)
     rng = random.Random(11)
-    now = 1000.0
-    for _ in range(400):
-        now += rng.choice((0.01, 0.2, 0.9, 3.0, 30.0))
-        tokens, reserve = rng.randint(0, 400), rng.choice((0.0, 0.02))
+    seen: set[str] = set()
+    for step in range(1500):
+        if step % 300 == 0:  # a reload: the same name, other limits
+            key = ClientKey(name="k", key_sha256="x", **SHAPES[step // 300])
+        # Now and then a day or a month goes by (new budget periods), or time steps back (the period
+        # before again: a test clock, or a clock set back).
+        now += rng.choice((0.01, 0.2, 0.9, 3.0, 30.0) * 20 + (86400.0, 86400.0 * 31, -86400.0 * 2))
+        tokens = rng.choice((0, rng.randint(1, 400)))  # no tokens: an endpoint billed otherwise
+        reserve = rng.choice((0.0, 0.02))
         answers: list[Ticket | tuple[int, str, dict[str, str]]] = []
         for limiter in (fast, awaited):
             try:
                 answers.append(await limiter.admit(key, tokens=tokens, reserve=reserve, now=now))
             except GatewayError as err:
                 answers.append((err.status, err.message, err.headers))
-        assert answers[0] == answers[1]
+        assert answers[0] == answers[1], (step, key)
         ticket = answers[0]
+        seen.add("admitted" if isinstance(ticket, Ticket) else str(ticket[2].get("x-should-retry", ticket[1][:30])))
         if isinstance(ticket, Ticket) and rng.random() < 0.8:
             used, cost = rng.randint(0, 600), rng.choice((None, 0.01))
             for limiter, t in zip((fast, awaited), answers, strict=True):
                 assert isinstance(t, Ticket)
                 limiter.settle(t, used, cost, now=now + 0.05)
-    assert await fast.balance(key, now) == await awaited.balance(key, now)
+        if step % 300 == 299:
+            assert await fast.balance(key, now) == await awaited.balance(key, now)
+    assert "admitted" in seen and len(seen) >= 3, seen  # admissions and refusals of several kinds
+    assert fast._fast["k"].lane is not None and awaited._fast["k"].lane is None  # each took its own path
+    for store in stores:
+        store.close()
 
 
 @pytest.mark.parametrize(
