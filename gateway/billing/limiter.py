@@ -173,10 +173,10 @@ class Limiter:
         """`admit` as a plain call, when the store answers without waiting (CounterStore.admit_now): this
         machine's counters always, Redis's from a lease. None: await `admit_waiting`.
 
-        Every limited request tries it first, so the common case is cheap (the limits cost ~20k
-        instructions a request under callgrind, docs/performance.md): on this machine's counters an
-        admission is one call of the key's lane (LocalCounters.lane) and its headers one formatting of
-        two counts into lines made once per key (`_Fast`)."""
+        Every limited request tries it first, so the common case is cheap (the limits, estimate and
+        settle included, cost ~23k instructions a request under callgrind, docs/performance.md): on this
+        machine's counters an admission is one call of the key's lane (LocalCounters.lane), and its
+        headers one formatting of two counts into lines made once per key (`_Fast`)."""
         now = self.clock() if now is None else now
         fast = self._fast.get(key.name)
         if fast is None or fast.key is not key:  # a key's first request, or a reload changed it
