@@ -13,7 +13,8 @@ hold, and what each worker's requests in flight have reserved.
 
 `LocalCounters` is a `CounterStore` (gateway.billing.store), the interface that the Redis store for
 several machines (gateway.billing.redis_counters) implements too. Its calls never wait: the coroutines
-answer without suspending.
+answer without suspending. A client key's requests are admitted through its `lane`: the one check and
+charge (`_admit`) bound to the key's slot, which `admit_now` runs too.
 """
 
 from __future__ import annotations
