@@ -177,7 +177,6 @@ class LocalCounters:
     def settle(
         self,
         name: str,
-        now: float,
         second: int,
         tokens: float = 0.0,
         reserve: float = 0.0,
@@ -202,7 +201,7 @@ class LocalCounters:
                     left = s[_TPM_TOTAL] + tokens
                     s[_TPM_TOTAL] = left if left > 0 else 0
                 else:
-                    window.correct(s, _TPM, second, int(now), tokens)
+                    window.correct(s, _TPM, second, tokens)
             if reserve:
                 column = self._column
                 if column:  # this worker's own (in the file), so a restarted worker can drop what it held

@@ -187,7 +187,6 @@ class Failover:
     def settle(
         self,
         name: str,
-        now: float,
         second: int,
         tokens: float = 0.0,
         reserve: float = 0.0,
@@ -198,13 +197,13 @@ class Failover:
         if not claim:  # admitted by the local counters, during an outage: its reservation and tokens are theirs
             down = self.outage.since is not None
             # Its cost goes where spend is counted now: here while Redis is out (and owed to it), else Redis.
-            self.local.settle(name, now, second=second, tokens=tokens, reserve=reserve, cost=cost if down else 0.0, period=period)
+            self.local.settle(name, second=second, tokens=tokens, reserve=reserve, cost=cost if down else 0.0, period=period)
             if down:
                 self._owe(name, period, cost)
             elif cost:
-                self.shared.settle(name, now, second=second, cost=cost, period=period, claim="-")
+                self.shared.settle(name, second=second, cost=cost, period=period, claim="-")
         elif self._try():
-            self.shared.settle(name, now, second=second, tokens=tokens, reserve=reserve, cost=cost, period=period, claim=claim)
+            self.shared.settle(name, second=second, tokens=tokens, reserve=reserve, cost=cost, period=period, claim=claim)
         else:
             self._record_locally(name, period, cost=cost)
 
@@ -238,7 +237,7 @@ class Failover:
             if held < 0:
                 self.local.release(name, -held, cost, period)
             else:
-                self.local.settle(name, time.time(), second=0, cost=cost, period=period)
+                self.local.settle(name, second=0, cost=cost, period=period)
         self._owe(name, period, cost)
 
     def _owe(self, name: str, period: int, cost: float) -> None:

@@ -215,12 +215,9 @@ class Limiter:
             return grant
         raise self._refusal(key, grant, tokens, now)
 
-    def settle(self, ticket: Ticket, tokens: int, cost: float | None, now: float | None = None) -> None:
+    def settle(self, ticket: Ticket, tokens: int, cost: float | None) -> None:
         """Runs inline: a shared store queues it and writes it in the background."""
-        self.counters.settle(
-            ticket.name, self.clock() if now is None else now, ticket.second, tokens - ticket.tokens, ticket.reserve,
-            cost or 0.0, ticket.period, ticket.claim,
-        )  # fmt: skip
+        self.counters.settle(ticket.name, ticket.second, tokens - ticket.tokens, ticket.reserve, cost or 0.0, ticket.period, ticket.claim)
 
     async def channel_wait(self, channel: Channel, tokens: int, now: float | None = None) -> float:
         """0 when the channel's own rpm/tpm let one more request through (it is then charged), else

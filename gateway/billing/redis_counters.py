@@ -537,7 +537,6 @@ class RedisCounters:
     def settle(
         self,
         name: str,
-        now: float,
         second: int,
         tokens: float = 0.0,
         reserve: float = 0.0,

@@ -94,7 +94,6 @@ class CounterStore(Protocol):
     def settle(
         self,
         name: str,
-        now: float,
         second: int,
         tokens: float = 0.0,
         reserve: float = 0.0,

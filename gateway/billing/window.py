@@ -74,12 +74,10 @@ def add(w: Doubles, at: int, now_s: int, amount: float) -> None:
     w[at + TOTAL] += amount
 
 
-def correct(w: Doubles, at: int, second: int, now_s: int, delta: float) -> None:
+def correct(w: Doubles, at: int, second: int, delta: float) -> None:
     """Settle an estimate: add `delta` (negative when the estimate was high) to what `second` admitted,
-    if that second is still in the window; a later second already forgot it."""
-    if w[at + NEWEST] < now_s:
-        advance(w, at, now_s)
-    if now_s - second >= SECONDS or second > now_s:
+    if the window still holds that second (`advance` empties its bucket later, corrected as it is then)."""
+    if w[at + NEWEST] - second >= SECONDS or second > w[at + NEWEST]:
         return
     i = at + FIRST + second % SECONDS
     delta = max(delta, -w[i])

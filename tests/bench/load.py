@@ -9,6 +9,8 @@ It takes one JSON command per line on stdin and answers one JSON line on stdout:
     {"op": "latency", "target": T, "n": 1000}          sequential requests on one connection
     {"op": "stream", "target": T, "n": 200}            sequential 40-chunk streams: first / last byte
     {"op": "rps", "target": T, "conns": 32, "seconds": 3}
+    {"op": "pairs", "targets": [T, U], "pids": [[...], [...]], "conns": 32, "n": 24, "seconds": 0.5}
+                                                       requests/s of T and U in turns on connections kept open
     {"op": "open", "target": T, "conns": 1000}         open held streams, answer once all have a first chunk,
     {"op": "finish"}                                   ... then wait for them to end
     {"op": "quit"}
@@ -28,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from tests.bench.procs import raise_nofile, use_uvloop
+from tests.bench.procs import cpu_seconds, raise_nofile, use_uvloop
 
 PROMPT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
           "max_tokens": 32}
@@ -246,6 +248,59 @@ async def rps(target: dict[str, Any], conns: int, seconds: float, warmup: float 
     return {"rps": ok / seconds, "ok": ok, "errors": errors, "answered": answered}
 
 
+async def pairs(
+    targets: list[dict[str, Any]], pids: list[list[int]], conns: int, n: int, seconds: float, warmup: float
+) -> dict[str, Any]:
+    """Requests/s of two targets in `n` pairs of turns, the order alternating (AB BA AB ...): each turn
+    sends on `conns` connections of its target's, opened once for all turns and idle in the other's, so
+    a turn begins without connecting. A turn counts what is answered in `seconds` after `warmup` (while
+    the connections' first requests arrive at once), and its target's CPU time (its `pids`) over the
+    same span."""
+    loop = asyncio.get_running_loop()
+    reqs = [build_request(t) for t in targets]
+    groups = [await asyncio.gather(*(connect(t["port"]) for _ in range(conns))) for t in targets]
+    out: dict[str, Any] = {"rps": [[], []], "ok": [[], []], "cpu_s": [[], []], "answered": [0, 0], "errors": [0, 0]}
+
+    def cpu(side: int) -> float:
+        return sum(cpu_seconds(p) for p in pids[side])
+
+    async def turn(side: int) -> None:
+        start = loop.time() + warmup
+        stop = start + seconds
+        ok = 0
+        cpu_at: list[float] = []
+        loop.call_at(start, lambda: cpu_at.append(cpu(side)))
+        loop.call_at(stop, lambda: cpu_at.append(cpu(side)))
+
+        async def run(conn: Conn) -> None:
+            nonlocal ok
+            while True:
+                status = await conn.request(reqs[side])
+                out["answered"][side] += 1
+                now = loop.time()
+                if now >= stop:
+                    return
+                if now >= start:
+                    if status == 200:
+                        ok += 1
+                    else:
+                        out["errors"][side] += 1
+
+        await asyncio.gather(*(run(c) for c in groups[side]))
+        out["rps"][side].append(ok / seconds)
+        out["ok"][side].append(ok)
+        out["cpu_s"][side].append(cpu_at[1] - cpu_at[0])
+
+    try:
+        for i in range(n):
+            for side in (0, 1) if i % 2 == 0 else (1, 0):
+                await turn(side)
+    finally:
+        for c in (c for g in groups for c in g):
+            c.close()
+    return out
+
+
 class Opened:
     def __init__(self) -> None:
         self.conns: list[Conn] = []
@@ -298,6 +353,8 @@ async def main() -> None:
                 result = await stream(cmd["target"], cmd["n"], cmd.get("warmup", 10))
             elif op == "rps":
                 result = await rps(cmd["target"], cmd["conns"], cmd["seconds"], cmd.get("warmup", 0.5))
+            elif op == "pairs":
+                result = await pairs(cmd["targets"], cmd["pids"], cmd["conns"], cmd["n"], cmd["seconds"], cmd.get("warmup", 0.1))
             elif op == "open":
                 result = await open_streams(cmd["target"], cmd["conns"], opened)
             elif op == "finish":

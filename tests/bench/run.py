@@ -8,7 +8,8 @@ Targets, all in front of one mock vendor process (`tests.bench.mock`):
     quiet      the same gateway with log level warning, to price the access line
     2 workers  the same gateway with `workers: 2`
     no metrics the same gateway with GATEWAY_METRICS=off, to price the metrics
-    limited    the same gateway with rpm, tpm and a budget on the bench key (never reached): prices the limits
+    limited    the gateway itself, called with a second key that has rpm, tpm and a budget (never reached):
+               prices the limits, in the same process as the key without them
     10k tasks  the same gateway polling 10,000 pending async tasks (on the mock, which answers RUNNING)
     redis+pg   the limited gateway with `state.redis` and `database: postgresql://...` (tests.bench.scale):
                every admission is a Redis round trip, the usage rows go to PostgreSQL
@@ -23,9 +24,11 @@ Requests/s, the measure that moves most with the machine, runs in more and short
 another order of targets, and its ratios are the median of each round's ratio: two targets measured
 seconds apart share the machine's state of the moment, and no target always follows the same one.
 The targets that price one small thing against the gateway (no metrics, limited, 10k tasks: targets of
-0.9-0.95x) are left out of those rounds and measured in pairs with the gateway instead, back to back,
-ten pairs at each concurrency: a round of all targets spreads two of them over ~20 s, and their ratio
-over six rounds moved by more than what they price.
+0.9-0.95x) are left out of those rounds and measured in pairs of short turns with the gateway instead
+(the load generator's "pairs": connections kept open, 100 pairs of 0.1 s at each concurrency, in
+alternating order): a round of all targets spreads two of them over ~20 s, and their ratio over six
+rounds moved by more than what they price. The limits are priced within one process, so that what
+differs between two processes of the same config (up to ~2% here) does not count as their cost.
 The load generator (`tests.bench.load`) is its own process.
 """
 
@@ -69,16 +72,16 @@ class Scale:
     writer_rows: int
     rounds: int
     settle_s: float  # pause before the idle RSS sample and after the streams close
-    pair_rounds: int  # requests/s of each target priced against the gateway (PAIRED): pairs of runs
-    pair_seconds: float
+    pair_rounds: int  # requests/s of each target priced against the gateway (PAIRED): pairs of turns
+    pair_seconds: float  # a turn's measured time (after a quarter of it to warm up)
 
 
 FULL = Scale(latency_n=1000, stream_n=200, rps_seconds=2.0, rps_rounds=6, concurrency=(32, 256), open_streams=1000,
              writer_rows=200_000, rounds=3, settle_s=2.0,
-             pair_rounds=10, pair_seconds=1.0)
+             pair_rounds=100, pair_seconds=0.1)
 QUICK = Scale(latency_n=30, stream_n=10, rps_seconds=0.3, rps_rounds=2, concurrency=(4, 16), open_streams=20,
               writer_rows=2_000, rounds=1, settle_s=0.1,
-              pair_rounds=2, pair_seconds=0.2)
+              pair_rounds=2, pair_seconds=0.1)
 
 
 @dataclass
@@ -90,6 +93,7 @@ class Target:
     db: Path | None = None
     shared: Shared | None = None  # Redis and PostgreSQL: the usage rows are counted there
     replicas: list[tuple[int, asyncio.subprocess.Process]] = field(default_factory=list)  # beyond the first
+    host: Target | None = None  # the target whose process serves this one (called with another key)
     sent: int = 0  # responses the load generator got, to check one usage row each
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -170,6 +174,8 @@ TASKS = 10_000
 # are measured in pairs of runs with the gateway, back to back, not in the rounds of all targets.
 PAIRED = ("no metrics", "limited", "10k tasks")
 LIMITS = {"rpm": 100_000_000, "tpm": 10_000_000_000, "budget": 1_000_000_000.0, "budget_period": "monthly"}
+# Every gateway of the bench also has this key, with LIMITS: the "limited" target calls with it.
+LIMITED_KEY = "sk-bench-limited-key"
 
 
 def gateway_config(
@@ -182,7 +188,7 @@ def gateway_config(
         "log": {"level": level, "format": "json"},
         "workers": workers,
         "shutdown_grace_s": 10,
-        "keys": [{"name": "bench", "key": BENCH_KEY, **(key or {})}],
+        "keys": [{"name": "bench", "key": BENCH_KEY, **(key or {})}, {"name": "bench-limited", "key": LIMITED_KEY, **LIMITS}],
         "channels": [{"name": "mock", "provider": "openai", "base_url": f"http://127.0.0.1:{mock_port}/v1",
                       "api_keys": ["sk-vendor-bench"], "models": ["gpt-*"]},
                      {"name": "tasks", "provider": "dashscope", "base_url": f"http://127.0.0.1:{mock_port}",
@@ -325,9 +331,7 @@ async def measure(targets: list[Target], load: LoadGen, scale: Scale, say: Any) 
     for t in (t for t in targets if t.name in PAIRED):
         say(f"requests/s, {t.name} and the gateway in pairs")
         for conns in scale.concurrency:
-            for n in range(scale.pair_rounds):
-                for u in (gw, t) if n % 2 == 0 else (t, gw):
-                    await rps_run(u, load, conns, scale.pair_seconds, f"rps{conns}" if u is t else f"rps{conns}:{t.name}")
+            await pairs_run(gw, t, load, conns, scale)
     await open_streams(targets, load, scale, say)
 
 
@@ -350,11 +354,24 @@ async def rps_run(t: Target, load: LoadGen, conns: int, seconds: float, name: st
     t.sent += r["answered"]
 
 
+async def pairs_run(gw: Target, t: Target, load: LoadGen, conns: int, scale: Scale) -> None:
+    """`scale.pair_rounds` pairs of turns of the gateway and `t` (the load generator's "pairs"): each
+    turn's requests/s goes in their results, the gateway's under `rps{conns}:{t.name}`, and each one's
+    CPU a request over all its turns."""
+    r = await load.call(op="pairs", targets=[gw.spec, t.spec], pids=[gw.pids(), t.pids()], conns=conns,
+                        n=scale.pair_rounds, seconds=scale.pair_seconds, warmup=scale.pair_seconds / 4)
+    for side, (u, suffix) in enumerate(((gw, f":{t.name}"), (t, ""))):
+        u.results.setdefault(f"rps{conns}{suffix}", []).extend(r["rps"][side])
+        u.results.setdefault(f"cpu_us{conns}{suffix}", []).append(sum(r["cpu_s"][side]) / max(sum(r["ok"][side]), 1) * 1e6)
+        u.results["errors"] = u.results.get("errors", 0) + r["errors"][side]
+        u.sent += r["answered"][side]
+
+
 async def open_streams(targets: list[Target], load: LoadGen, scale: Scale, say: Any) -> None:
     """RSS with `scale.open_streams` held streams open at once, and after they close."""
     say(f"{scale.open_streams} streams open at once")
     for t in targets:
-        if t.name in ("direct", "quiet", "no metrics", "2 replicas"):
+        if t.name in ("direct", "quiet", "no metrics", "2 replicas") or t.host is not None:
             continue
         await asyncio.sleep(scale.settle_s)
         t.results["rss_idle"] = t.rss()
@@ -603,7 +620,8 @@ async def bench(
             if workers:
                 targets.append(await start_gateway(tmp, "2 workers", mock_port, workers=2))
             if limited:
-                targets.append(await start_gateway(tmp, "limited", mock_port, key=LIMITS))
+                gw = targets[2]
+                targets.append(Target("limited", gw.port, gw.proc, headers={"Authorization": f"Bearer {LIMITED_KEY}"}, host=gw))
             if tasks:
                 targets.append(await start_gateway(tmp, "10k tasks", mock_port, tasks=TASKS))
             if not scale_skipped:
@@ -612,7 +630,7 @@ async def bench(
                 targets.append(await start_gateway(tmp, "redis+pg", mock_port, key=LIMITS, shared=one))
                 two = await state.enter_async_context(shared_state("replicas"))
                 targets.append(await start_gateway(tmp, "2 replicas", mock_port, key=LIMITS, shared=two, replicas=2))
-            procs.extend(p for t in targets[2:] for p in t.procs)
+            procs.extend(p for t in targets[2:] if t.host is None for p in t.procs)
             for t in targets:
                 for port in t.ports:
                     await asyncio.to_thread(wait_port, port)
@@ -629,11 +647,14 @@ async def bench(
             say("usage writer")
             rows: dict[str, tuple[int, int]] = {}
             for t in targets[2:]:
+                if t.host is not None:
+                    continue  # its rows are its host's
                 for p in t.procs:
                     code = await stop(p)
                     if code != 0:
                         say(f"  {t.name} (pid {p.pid}) exited with {code}")
-                want = t.sent + t.results.get("opened", 0)  # every answered request has its row
+                # every answered request has its row, those of the targets it hosts included
+                want = sum(u.sent + u.results.get("opened", 0) for u in targets if u is t or u.host is t)
                 if t.shared is not None:
                     rows[t.name] = (await t.shared.rows(), want)
                 else:

@@ -80,7 +80,7 @@ async def test_the_fast_path_answers_as_the_awaited_one(tmp_path, on_file):
             used, cost = rng.randint(0, 600), rng.choice((None, 0.01))
             for limiter, t in zip((fast, awaited), answers, strict=True):
                 assert isinstance(t, Ticket)
-                limiter.settle(t, used, cost, now=now + 0.05)
+                limiter.settle(t, used, cost)
         if step % 300 == 299:
             assert await fast.balance(key, now) == await awaited.balance(key, now)
     assert "admitted" in seen and len(seen) >= 3, seen  # admissions and refusals of several kinds

@@ -181,7 +181,7 @@ async def test_replicas_racing_to_refill_add_the_database_once(shared: Shared):
     try:
         grant = await store.admit("k", 0, rpm=None, tpm=None, tokens=0, budget=1.0, period=7, reserve=0.1)
         assert grant.limit == "refill"  # nothing known of period 7: nothing charged, fill it first
-        store.settle("k", 0, second=0, cost=0.25, period=7, claim="-")  # a request that ended meanwhile
+        store.settle("k", second=0, cost=0.25, period=7, claim="-")  # a request that ended meanwhile
         await store.flush()
         await asyncio.gather(*(store.set_budget("k", 7, 0.5, 0.125) for _ in range(5)))
         standing = await store.standing("k", 0, 7)
@@ -228,7 +228,7 @@ async def test_a_window_keeps_its_total_beside_its_buckets(shared: Shared):
             grant = await counters.admit("k", 0, rpm=1000, tpm=100_000, tokens=10)
             assert grant.limit is None
             seconds.add(grant.second)
-            counters.settle("k", 0, second=grant.second, tokens=-4, claim="-")  # it used 6 of the 10 estimated
+            counters.settle("k", second=grant.second, tokens=-4, claim="-")  # it used 6 of the 10 estimated
             await asyncio.sleep(0.07)
         await counters.flush()
         assert len(seconds) >= 2
@@ -438,7 +438,7 @@ async def test_a_connection_redis_closed_while_idle_fails_no_call(shared: Shared
     try:
         grant = await counters.admit("k", 0, rpm=10, tpm=None, tokens=0)
         assert await kill()
-        counters.settle("k", 0, second=grant.second, cost=0.5, period=0, claim="-")
+        counters.settle("k", second=grant.second, cost=0.5, period=0, claim="-")
         await counters.flush()
         await kill()
         grant = await counters.admit("k", 0, rpm=10, tpm=None, tokens=0)

@@ -47,11 +47,14 @@ def test_amounts_correct_and_too_large():
     w = fresh()
     window.add(w, 0, 50, 800)
     assert window.wait(w, 0, 50.5, 300, 1000) == pytest.approx(60.5)
-    window.correct(w, 0, 50, 51, -700)  # the estimate was 800, the request used 100
+    window.correct(w, 0, 50, -700)  # the estimate was 800, the request used 100
     assert window.used(w, 0, 51.0) == 100
     assert window.wait(w, 0, 51.0, 300, 1000) == 0
     assert math.isinf(window.wait(w, 0, 51.0, 1001, 1000))
-    window.correct(w, 0, 50, 200, 5)  # that second has left the window: nothing to correct
+    window.correct(w, 0, 50, 20)  # settled later (the window has not moved since): still held, corrected
+    assert window.used(w, 0, 80.0) == 120
+    assert window.used(w, 0, 200.0) == 0  # second 50 has left the window
+    window.correct(w, 0, 50, 5)  # nothing to correct any more
     assert window.used(w, 0, 200.0) == 0
 
 
@@ -101,7 +104,7 @@ async def test_budget_reservations_and_a_restarted_worker(tmp_path):
     one.close()
     again = LocalCounters.attach(path, worker=1)  # worker 1 died with a request in flight, and came back
     assert (await again.standing("k", 0, 0)).reserved == pytest.approx(4.0)
-    two.settle("k", 0, second=0, reserve=3.0, cost=2.5)
+    two.settle("k", second=0, reserve=3.0, cost=2.5)
     s = await two.standing("k", 0, 0)
     assert (s.spent, s.reserved) == (pytest.approx(6.5), pytest.approx(1.0))
     assert (await two.standing("k", 0, period=7)).spent == 0  # a new period starts at zero
@@ -135,7 +138,7 @@ async def test_memory_and_file_counters_answer_alike(tmp_path):
             if grants[0].limit is None and rng.random() < 0.8:
                 used, cost = rng.randint(0, 600) - tokens, rng.choice((0.0, 0.1))
                 for c in (memory, file):
-                    c.settle("k", now + 0.05, second=grants[0].second, tokens=used, reserve=reserve, cost=cost, period=3)
+                    c.settle("k", second=grants[0].second, tokens=used, reserve=reserve, cost=cost, period=3)
         standings = [await c.standing("k", now, 3) for c in (memory, file)]
         assert standings[0] == standings[1]
     finally:
