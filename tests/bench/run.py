@@ -25,8 +25,8 @@ another order of targets, and its ratios are the median of each round's ratio: t
 seconds apart share the machine's state of the moment, and no target always follows the same one.
 The targets that price one small thing against the gateway (no metrics, limited, 10k tasks: targets of
 0.9-0.95x) are left out of those rounds and measured in pairs of short turns with the gateway instead
-(the load generator's "pairs": connections kept open, 100 pairs of 0.1 s at each concurrency, in
-alternating order): a round of all targets spreads two of them over ~20 s, and their ratio over six
+(the load generator's "pairs": connections kept open, 100 pairs of 0.1 s at 32 connections and 30 of
+0.4 s at 256, in alternating order): a round of all targets spreads two of them over ~20 s, and their ratio over six
 rounds moved by more than what they price. The limits are priced within one process, so that what
 differs between two processes of the same config (up to ~2% here) does not count as their cost.
 The load generator (`tests.bench.load`) is its own process.
@@ -72,16 +72,19 @@ class Scale:
     writer_rows: int
     rounds: int
     settle_s: float  # pause before the idle RSS sample and after the streams close
-    pair_rounds: int  # requests/s of each target priced against the gateway (PAIRED): pairs of turns
-    pair_seconds: float  # a turn's measured time (after a quarter of it to warm up)
+    # Requests/s of each target priced against the gateway (PAIRED), at each concurrency: pairs of turns,
+    # and a turn's measured time (after a quarter of it to warm up): longer at 256 connections, where a
+    # request takes ~50 ms.
+    pair_rounds: tuple[int, int]
+    pair_seconds: tuple[float, float]
 
 
 FULL = Scale(latency_n=1000, stream_n=200, rps_seconds=2.0, rps_rounds=6, concurrency=(32, 256), open_streams=1000,
              writer_rows=200_000, rounds=3, settle_s=2.0,
-             pair_rounds=100, pair_seconds=0.1)
+             pair_rounds=(100, 30), pair_seconds=(0.1, 0.4))
 QUICK = Scale(latency_n=30, stream_n=10, rps_seconds=0.3, rps_rounds=2, concurrency=(4, 16), open_streams=20,
               writer_rows=2_000, rounds=1, settle_s=0.1,
-              pair_rounds=2, pair_seconds=0.1)
+              pair_rounds=(2, 2), pair_seconds=(0.1, 0.1))
 
 
 @dataclass
@@ -330,8 +333,8 @@ async def measure(targets: list[Target], load: LoadGen, scale: Scale, say: Any) 
     # within ~2% for two identical gateways (docs/performance.md).
     for t in (t for t in targets if t.name in PAIRED):
         say(f"requests/s, {t.name} and the gateway in pairs")
-        for conns in scale.concurrency:
-            await pairs_run(gw, t, load, conns, scale)
+        for conns, n, seconds in zip(scale.concurrency, scale.pair_rounds, scale.pair_seconds, strict=True):
+            await pairs_run(gw, t, load, conns, n, seconds)
     await open_streams(targets, load, scale, say)
 
 
@@ -354,12 +357,12 @@ async def rps_run(t: Target, load: LoadGen, conns: int, seconds: float, name: st
     t.sent += r["answered"]
 
 
-async def pairs_run(gw: Target, t: Target, load: LoadGen, conns: int, scale: Scale) -> None:
-    """`scale.pair_rounds` pairs of turns of the gateway and `t` (the load generator's "pairs"): each
-    turn's requests/s goes in their results, the gateway's under `rps{conns}:{t.name}`, and each one's
-    CPU a request over all its turns."""
+async def pairs_run(gw: Target, t: Target, load: LoadGen, conns: int, n: int, seconds: float) -> None:
+    """`n` pairs of turns of the gateway and `t` (the load generator's "pairs"): each turn's requests/s
+    goes in their results, the gateway's under `rps{conns}:{t.name}`, and each one's CPU a request over
+    all its turns."""
     r = await load.call(op="pairs", targets=[gw.spec, t.spec], pids=[gw.pids(), t.pids()], conns=conns,
-                        n=scale.pair_rounds, seconds=scale.pair_seconds, warmup=scale.pair_seconds / 4)
+                        n=n, seconds=seconds, warmup=seconds / 4)
     for side, (u, suffix) in enumerate(((gw, f":{t.name}"), (t, ""))):
         u.results.setdefault(f"rps{conns}{suffix}", []).extend(r["rps"][side])
         u.results.setdefault(f"cpu_us{conns}{suffix}", []).append(sum(r["cpu_s"][side]) / max(sum(r["ok"][side]), 1) * 1e6)
@@ -533,12 +536,12 @@ def report(
         return float(statistics.median(by_name["gateway"][f"cpu_us{lo}:{name}"] + by_name["gateway"][f"cpu_us{hi}:{name}"]))
 
     if "no metrics" in s:
-        m_lo = statistics.median(paired("gateway", "no metrics", f"rps{lo}"))
-        m_hi = statistics.median(paired("gateway", "no metrics", f"rps{hi}"))
+        each_lo, each_hi = paired("gateway", "no metrics", f"rps{lo}"), paired("gateway", "no metrics", f"rps{hi}")
+        m_lo, m_hi = statistics.median(each_lo), statistics.median(each_hi)
         summary["ratios"]["metrics_rps_lo"], summary["ratios"]["metrics_rps_hi"] = m_lo, m_hi
         lines.append(f"metrics on / off: requests/s at {lo}: {m_lo:.2f}x, at {hi}: {m_hi:.2f}x [>= 0.95x] "
                      f"{_ok(min(m_lo, m_hi) >= 0.95)}; CPU/request {gw_cpu('no metrics'):.0f} vs "
-                     f"{s['no metrics']['cpu_us_per_req']:.0f} us")
+                     f"{s['no metrics']['cpu_us_per_req']:.0f} us; quartiles {quartiles(each_lo)} and {quartiles(each_hi)}")
     for name, label in (("limited", "rpm, tpm and budget on the key / none"), ("10k tasks", "10,000 tasks polled / none")):
         if name in s:
             each_lo, each_hi = paired(name, "gateway", f"rps{lo}"), paired(name, "gateway", f"rps{hi}")
@@ -547,8 +550,8 @@ def report(
             summary["ratios"][f"{name.replace(' ', '_')}_rps_lo"], summary["ratios"][f"{name.replace(' ', '_')}_rps_hi"] = r_lo, r_hi
             lines.append(f"{label}: requests/s at {lo}: {r_lo:.2f}x, at {hi}: {r_hi:.2f}x [>= {want}x] "
                          f"{_ok(min(r_lo, r_hi) >= want)}; CPU/request {s[name]['cpu_us_per_req']:.0f} vs "
-                         f"{gw_cpu(name):.0f} us; medians of {len(each_lo)} pairs, "
-                         f"{min(each_lo):.2f}-{max(each_lo):.2f}x and {min(each_hi):.2f}-{max(each_hi):.2f}x")
+                         f"{gw_cpu(name):.0f} us; medians of {len(each_lo)} and {len(each_hi)} pairs, "
+                         f"quartiles {quartiles(each_lo)} and {quartiles(each_hi)}")
     for name, base, label, want in (("redis+pg", "gateway", "Redis and PostgreSQL / embedded (SQLite)", 0.8),
                                     ("2 replicas", "redis+pg", "2 replicas / 1 on Redis and PostgreSQL", 1.0)):
         if name in s:
@@ -581,6 +584,11 @@ def report(
         lines.append(f"non-200 answers: {errors}")
     print("\n".join(lines), flush=True)
     return summary
+
+
+def quartiles(values: list[float]) -> str:
+    q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    return f"{q1:.2f}-{q3:.2f}x"
 
 
 def _ok(good: bool) -> str:
