@@ -328,9 +328,10 @@ async def measure(targets: list[Target], load: LoadGen, scale: Scale, say: Any) 
             for t in order if n % 2 == 0 else order[::-1]:
                 await rps_run(t, load, conns, scale.rps_seconds, f"rps{conns}")
     # Two identical gateways measured in the rounds above differ by up to 0.2x in a round, and a median of
-    # six rounds by several percent: more than what PAIRED targets price. Runs seconds apart, in pairs
-    # whose order alternates, share the machine's state of the moment; a median of ten pairs holds
-    # within ~2% for two identical gateways (docs/performance.md).
+    # six rounds by several percent: more than what PAIRED targets price. Short turns back to back on
+    # connections kept open, whose order alternates, share the machine's state of the moment: 100 pairs
+    # of 0.1 s held within ~2% (one standard deviation) for two identical gateways, where ten pairs of
+    # 1 s runs, each connecting anew, scattered by ~9% (docs/performance.md).
     for t in (t for t in targets if t.name in PAIRED):
         say(f"requests/s, {t.name} and the gateway in pairs")
         for conns, n, seconds in zip(scale.concurrency, scale.pair_rounds, scale.pair_seconds, strict=True):
