@@ -28,7 +28,7 @@ The targets that price one small thing against the gateway (no metrics, limited,
 (the load generator's "pairs": connections kept open, 100 pairs of 0.1 s at 32 connections and 30 of
 0.4 s at 256, in alternating order): a round of all targets spreads two of them over ~20 s, and their ratio over six
 rounds moved by more than what they price. The limits are priced within one process, so that what
-differs between two processes of the same config (up to ~2% here) does not count as their cost.
+differs between two processes of the same config (~2-3% here) does not count as their cost.
 The load generator (`tests.bench.load`) is its own process.
 """
 
@@ -326,7 +326,7 @@ async def measure(targets: list[Target], load: LoadGen, scale: Scale, say: Any) 
             # follows the same one (the one before leaves the machine warm or busy; ~0.08 on a ratio).
             order = rounds[n % len(rounds) :] + rounds[: n % len(rounds)]
             for t in order if n % 2 == 0 else order[::-1]:
-                await rps_run(t, load, conns, scale.rps_seconds, f"rps{conns}")
+                await rps_run(t, load, conns, scale.rps_seconds)
     # Two identical gateways measured in the rounds above differ by up to 0.2x in a round, and a median of
     # six rounds by several percent: more than what PAIRED targets price. Short turns back to back on
     # connections kept open, whose order alternates, share the machine's state of the moment: 100 pairs
@@ -339,8 +339,8 @@ async def measure(targets: list[Target], load: LoadGen, scale: Scale, say: Any) 
     await open_streams(targets, load, scale, say)
 
 
-async def rps_run(t: Target, load: LoadGen, conns: int, seconds: float, name: str) -> None:
-    """One run of requests/s against `t`, kept in its results under `name` (with its CPU per request)."""
+async def rps_run(t: Target, load: LoadGen, conns: int, seconds: float) -> None:
+    """One run of requests/s against `t`, kept in its results (with its CPU per request)."""
     redis0 = await t.shared.redis_load() if t.shared is not None else (0.0, 0)
     cpu0 = t.cpu()
     # A quarter of the measured time to warm up (0.5 s in the rounds of 2 s): the CPU a request counts it
@@ -351,9 +351,8 @@ async def rps_run(t: Target, load: LoadGen, conns: int, seconds: float, name: st
         redis1 = await t.shared.redis_load()
         t.results.setdefault("redis_cpu_us", []).append((redis1[0] - redis0[0]) / max(r["answered"], 1) * 1e6)
         t.results.setdefault("redis_cmds", []).append((redis1[1] - redis0[1]) / max(r["answered"], 1))
-    t.results.setdefault(name, []).append(r["rps"])
-    pair = name.partition(":")[2]  # the gateway's runs in pairs count in those pairs only
-    t.results.setdefault(f"cpu_us{conns}:{pair}" if pair else f"cpu_us{conns}", []).append(cpu / max(r["ok"], 1) * 1e6)
+    t.results.setdefault(f"rps{conns}", []).append(r["rps"])
+    t.results.setdefault(f"cpu_us{conns}", []).append(cpu / max(r["ok"], 1) * 1e6)
     t.results["errors"] = t.results.get("errors", 0) + r["errors"]
     t.sent += r["answered"]
 
