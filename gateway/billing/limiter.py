@@ -174,7 +174,7 @@ class Limiter:
         machine's counters always, Redis's from a lease. None: await `admit_waiting`.
 
         Every limited request tries it first, so the common case is cheap (the limits, estimate and
-        settle included, cost ~23k instructions a request under callgrind, docs/performance.md): on this
+        settle included, cost ~24k instructions a request under callgrind, docs/performance.md): on this
         machine's counters an admission is one call of the key's lane (LocalCounters.lane), and its
         headers one formatting of two counts into lines made once per key (`_Fast`)."""
         now = self.clock() if now is None else now
@@ -217,7 +217,9 @@ class Limiter:
 
     def settle(self, ticket: Ticket, tokens: int, cost: float | None) -> None:
         """Runs inline: a shared store queues it and writes it in the background."""
-        self.counters.settle(ticket.name, ticket.second, tokens - ticket.tokens, ticket.reserve, cost or 0.0, ticket.period, ticket.claim)
+        self.counters.settle(
+            ticket.name, ticket.second, tokens - ticket.tokens, ticket.reserve, cost or 0.0, ticket.period, ticket.claim
+        )
 
     async def channel_wait(self, channel: Channel, tokens: int, now: float | None = None) -> float:
         """0 when the channel's own rpm/tpm let one more request through (it is then charged), else
