@@ -6,14 +6,14 @@ RUFF_ARGS := --line-length 120 --target-version py311 --select E,F,W,I,B,UP,ASYN
 .PHONY: install install-runtime run test test-fast test-public test-lowest check bench demo clean
 
 # The project with its test extra (what test, check and bench need); it includes the runtime install.
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml gateway/billing/_lane.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-runtime
 
 # The project and its runtime dependencies only: what `make run` needs.
-$(VENV)/.installed-runtime: setup.cfg pyproject.toml
+$(VENV)/.installed-runtime: setup.cfg setup.py pyproject.toml gateway/billing/_lane.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e .
@@ -39,7 +39,7 @@ test-public: install
 
 # The whole suite on the lowest version of every runtime dependency that setup.cfg allows.
 LOWEST := .venv-lowest
-$(LOWEST)/.installed: setup.cfg pyproject.toml .ci/lowest_pins.py
+$(LOWEST)/.installed: setup.cfg setup.py pyproject.toml gateway/billing/_lane.c .ci/lowest_pins.py
 	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
 	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
 	$(LOWEST)/bin/python -m pip install --quiet -e '.[test]'

@@ -65,6 +65,18 @@ def test_the_image_runs_the_gateway_as_pid_1_not_root():
     assert all("pip" not in rest or "--no-cache-dir" in rest for word, rest in _dockerfile() if word == "RUN")
 
 
+def test_the_image_builds_the_c_extension_and_ships_no_compiler():
+    """The build stage has a compiler and setup.py (gateway/billing/_lane.c, the limits' calls in C);
+    the run stage copies the virtualenv only."""
+    steps = _dockerfile()
+    stages = [i for i, (word, _) in enumerate(steps) if word == "FROM"]
+    build, final = steps[: stages[-1]], steps[stages[-1] :]
+    assert any(word == "RUN" and "gcc" in rest for word, rest in build)
+    assert any(word == "COPY" and "setup.py" in rest.split() for word, rest in build)
+    assert not any("gcc" in rest for _, rest in final)
+    assert "**/*.so" in (ROOT / ".dockerignore").read_text().split()  # built in the image, not copied from here
+
+
 def test_the_image_healthcheck_asks_healthz_without_curl():
     check = _only(_last_stage(), "HEALTHCHECK")
     command = json.loads(check[check.index("CMD") + 3 :])

@@ -2,10 +2,11 @@
 
 A gateway of one process keeps them in its own memory (`LocalCounters.memory`). With `workers: N`,
 `LocalCounters` keeps them in a small file mapped into memory (`data/gateway.counters` beside the
-database), so the N processes share one set of counters and cannot grant N times a rate. Every change runs under an exclusive POSIX record lock on that file (`lockf`: per process, so
-forked workers exclude each other). The file is made afresh when the gateway starts (spend is rebuilt
-from the database then); a worker that dies and is restarted attaches to it again and drops the
-reservations it held. A reload changes nothing here: counters are keyed by name, not by config.
+database), so the N processes share one set of counters and cannot grant N times a rate. Every change
+runs under an exclusive POSIX record lock on that file (`lockf`: per process, so forked workers exclude
+each other). The file is made afresh when the gateway starts (spend is rebuilt from the database then);
+a worker that dies and is restarted attaches to it again and drops the reservations it held. A reload
+changes nothing here: counters are keyed by name, not by config.
 
 Each name (a client key, or `channel:<name>`) has a slot: its rpm and tpm windows
 (gateway.billing.window), and its budget: the period the spend belongs to, the spend, what async tasks
@@ -13,8 +14,8 @@ hold, and what each worker's requests in flight have reserved.
 
 `LocalCounters` is a `CounterStore` (gateway.billing.store), the interface that the Redis store for
 several machines (gateway.billing.redis_counters) implements too. Its calls never wait: the coroutines
-answer without suspending. A client key's requests are admitted through its `lane`: the one check and
-charge (`_admit`) bound to the key's slot, which `admit_now` runs too.
+answer without suspending. Each name's admission and settle are its `lane` (gateway.billing.lane): the
+one check and charge, and the settle, bound to its slot; in C when that was built at install.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import fcntl
 import hashlib
 import mmap
 import os
-from functools import partial
 from pathlib import Path
 
 from gateway.billing import window
-from gateway.billing.store import Grant, Lane, Standing
+from gateway.billing.lane import LANE, Lane, LaneType, Layout, PyLane
+from gateway.billing.store import Grant, Standing
 
 MAGIC = 0x67776331  # "gwc1"
 MAX_WORKERS = 64
@@ -42,10 +43,8 @@ _HELD = _SPENT + 1
 _RESERVED_SUM = _HELD + 1  # the workers' reservations below, summed
 _RESERVED = _RESERVED_SUM + 1
 SLOT = _RESERVED + MAX_WORKERS
-# What admit reads and writes on every request, spelled out (window.NEWEST is each window's first double).
 _SECONDS = window.SECONDS
-_RPM_TOTAL, _RPM_FIRST = _RPM + window.TOTAL, _RPM + window.FIRST
-_TPM_TOTAL, _TPM_FIRST = _TPM + window.TOTAL, _TPM + window.FIRST
+LAYOUT = Layout(_RPM, _TPM, _PERIOD, _SPENT, _HELD, _RESERVED_SUM, _SECONDS)  # what a lane needs to know of it
 
 
 def slot_hash(name: str) -> float:
@@ -55,31 +54,31 @@ def slot_hash(name: str) -> float:
 
 class LocalCounters:
     """The counters of one machine: in the file `create` makes, mapped by every worker (`workers: N`),
-    or, for a process alone (`memory`), in lists of its own (no file, no lock: a list reads and writes
-    faster than a memoryview of doubles, and these calls run on every limited request).
+    or, for a process alone (`memory`), in slots of its own (no file, no lock).
 
-    Each name's slot is a sequence of its own, indexed from 0 (a list, or a view of its part of the
-    file), so the calls index it with the layout's constants and nothing else."""
+    Each name's slot is a sequence of its own, indexed from 0 (a buffer of doubles, a list for Python's
+    lanes, or a view of its part of the file), so the calls index it with the layout's constants."""
 
     def __init__(self, w: memoryview[float] | None = None, *, worker: int = 0, path: Path | None = None, fd: int = -1,
-                 mm: mmap.mmap | None = None) -> None:  # fmt: skip
+                 mm: mmap.mmap | None = None, lane: LaneType = LANE) -> None:  # fmt: skip
         self.path = path
         self._w, self._fd, self._mm = w, fd, mm
         # This worker's column of reservations in the file (0 in memory: there the sum is all there is).
         self._column = _RESERVED + worker % MAX_WORKERS if w is not None else 0
         self._slots: dict[str, window.Doubles] = {}
-        # The file's lock (-1: none, in memory), held by `with self._locked:`, and taken by hand in admit
-        # and settle, the calls of every request.
+        self._lanes: dict[str, Lane] = {}  # the names' lanes (made as asked for), in C when it was built
+        self._lane_type = lane
+        # The file's lock (-1: none, in memory), held by `with self._locked:`; a lane takes it itself.
         self._lock_fd = fd
         self._locked = _Locked(fd)
 
     @classmethod
-    def memory(cls) -> LocalCounters:
+    def memory(cls, *, lane: LaneType = LANE) -> LocalCounters:
         """Counters for a process alone (`workers: 1`): they start empty, as a fresh file does."""
-        return cls()
+        return cls(lane=lane)
 
     @classmethod
-    def create(cls, path: str | Path, *, worker: int = 0, capacity: int = CAPACITY) -> LocalCounters:
+    def create(cls, path: str | Path, *, worker: int = 0, capacity: int = CAPACITY, lane: LaneType = LANE) -> LocalCounters:
         """A fresh file (any old one is replaced): done once, when the gateway starts."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,10 +90,10 @@ class LocalCounters:
             header[0], header[1] = float(MAGIC), float(capacity)
             f.write(header.tobytes())
         os.replace(tmp, path)
-        return cls.attach(path, worker=worker)
+        return cls.attach(path, worker=worker, lane=lane)
 
     @classmethod
-    def attach(cls, path: str | Path, *, worker: int = 0) -> LocalCounters:
+    def attach(cls, path: str | Path, *, worker: int = 0, lane: LaneType = LANE) -> LocalCounters:
         """Map a file `create` made (a worker attaching to the parent's), dropping what worker
         `worker` reserved in an earlier life."""
         path = Path(path)
@@ -104,7 +103,7 @@ class LocalCounters:
         except BaseException:
             os.close(fd)
             raise
-        counters = cls(memoryview(mm).cast("d"), worker=worker, path=path, fd=fd, mm=mm)
+        counters = cls(memoryview(mm).cast("d"), worker=worker, path=path, fd=fd, mm=mm, lane=lane)
         assert counters._w is not None
         if int(counters._w[0]) != MAGIC:
             counters.close()
@@ -116,6 +115,9 @@ class LocalCounters:
         self.close()
 
     def close(self) -> None:
+        for lane in self._lanes.values():
+            lane.close()
+        self._lanes.clear()
         if self._w is not None:
             for s in self._slots.values():
                 if isinstance(s, memoryview):
@@ -148,28 +150,29 @@ class LocalCounters:
         period: int, reserve: float,
     ) -> Grant:  # fmt: skip
         """`admit` as the plain call it is (these counters never wait), with its arguments in order: the
-        limiter's way (Limiter.admit_now) when it has no lane for the name (`lane`)."""
+        limiter's way (Limiter.admit_now) when it has no lane for the name (`lane`), and for refusals."""
+        got = self.lane(name).admit(now, rpm, tpm, tokens, budget, period, reserve)
         with self._locked:
-            s = self._slots.get(name) or self._slot(name)
-            got = _admit(s, self._column, now, rpm, tpm, tokens, budget, period, reserve)
+            s = self._slots[name]
             if isinstance(got, str):
                 return _refused(s, got, now, tokens, rpm, tpm)
             # An admitted request's own second is the newest in its windows: they empty when it leaves.
             reset = _SECONDS - (now - int(now))
             tokens_reset = window.reset_in(s, _TPM, now) if tpm is not None and not tokens else reset
-            requests_left = got[0] if rpm is not None else None
-            tokens_left = got[-1] if tpm is not None else None
-            return Grant(None, 0.0, requests_left, reset, tokens_left, tokens_reset, int(now))
+        requests_left = got[0] if rpm is not None else None
+        tokens_left = got[-1] if tpm is not None else None
+        return Grant(None, 0.0, requests_left, reset, tokens_left, tokens_reset, int(now))
 
     def lane(self, name: str) -> Lane:
-        """`name`'s own admission: `_admit` bound to its slot (and to the file's lock), for the limiter
-        to call with a request's terms. Every limited request passes there, so it costs no more than the
-        check and the charge: no name to look up, no Grant, only the counts its answer's headers need."""
-        with self._locked:
-            s = self._slot(name)
-        if self._lock_fd < 0:
-            return partial(_admit, s, self._column)
-        return partial(_admit_locked, self._lock_fd, s, self._column)
+        """`name`'s own admission and settle, bound to its slot (and to the file's lock): the limiter's
+        way for every request of a key, so it costs no more than the check and the charge (no name to
+        look up, no Grant, only the counts its answer's headers need)."""
+        lane = self._lanes.get(name)
+        if lane is None:
+            with self._locked:
+                s = self._slot(name)
+            lane = self._lanes[name] = self._lane_type(s, self._column, self._lock_fd, LAYOUT)
+        return lane
 
     async def channel_admit(self, name: str, now: float, *, rpm: int | None, tpm: int | None, tokens: float) -> Grant:
         return self.admit_now(f"channel:{name}", now, rpm, tpm, tokens, None, 0, 0.0)
@@ -185,39 +188,8 @@ class LocalCounters:
         claim: str = "",  # (a Redis store's; these counters need none)
     ) -> None:
         """A request admitted at `second` finished: its token estimate corrected by `tokens`, its
-        reservation released and its cost spent."""
-        fd = self._lock_fd
-        if fd >= 0:
-            fcntl.lockf(fd, fcntl.LOCK_EX)
-        try:
-            s = self._slots.get(name) or self._slot(name)
-            if tokens:
-                if s[_TPM] == second:  # window.correct, written out for a request that ended in its own second
-                    i = _TPM_FIRST + second % _SECONDS
-                    left = s[i] + tokens
-                    if left < 0:  # an estimate is never taken back below zero
-                        tokens, left = tokens - left, 0
-                    s[i] = left
-                    left = s[_TPM_TOTAL] + tokens
-                    s[_TPM_TOTAL] = left if left > 0 else 0
-                else:
-                    window.correct(s, _TPM, second, tokens)
-            if reserve:
-                column = self._column
-                if column:  # this worker's own (in the file), so a restarted worker can drop what it held
-                    held = s[column]
-                    reserve = reserve if reserve < held else held
-                    s[column] = held - reserve
-                left = s[_RESERVED_SUM] - reserve
-                s[_RESERVED_SUM] = left if left > 0 else 0.0
-            if cost:
-                if s[_PERIOD] != period:
-                    s[_PERIOD], s[_SPENT] = period, cost
-                else:
-                    s[_SPENT] += cost
-        finally:
-            if fd >= 0:
-                fcntl.lockf(fd, fcntl.LOCK_UN)
+        reservation released and its cost spent (the limiter settles its tickets on their lane)."""
+        self.lane(name).settle(second, tokens, reserve, cost, period)
 
     def hold(self, name: str, amount: float) -> None:
         """An async task's reservation, until `release` (it outlives requests and workers)."""
@@ -269,7 +241,8 @@ class LocalCounters:
             return s
         w = self._w
         if w is None:
-            s = self._slots[name] = [0] * SLOT  # ints while they count requests and tokens: int arithmetic is cheaper
+            # A lane in C takes doubles; Python's own lanes run faster on a list (of ints while they count).
+            s = self._slots[name] = [0] * SLOT if self._lane_type is PyLane else memoryview(bytearray(SLOT * 8)).cast("d")
             return s
         h = slot_hash(name)
         capacity = int(w[1])
@@ -286,65 +259,6 @@ class LocalCounters:
             raise RuntimeError(f"{self.path}: more than {capacity} limited keys and channels")
         s = self._slots[name] = w[at : at + SLOT]
         return s
-
-
-def _admit(
-    s: window.Doubles, column: int, now: float, rpm: int | None, tpm: int | None, tokens: float, budget: float | None,
-    period: int, reserve: float,
-) -> str | tuple[float, ...]:  # fmt: skip
-    """Check every limit of one request on its slot `s` and, when all allow it, charge them all at once:
-    the counts left (`Lane`), else the limit that refuses it (requests | tokens | budget; nothing charged).
-    Inside the lock. Every limited request passes here, so it is written out: windows that are behind
-    move to this second (gateway.billing.window), and the indexes are the layout's constants."""
-    now_s = int(now)
-    limit = ""
-    if budget is not None:
-        if s[_PERIOD] != period:  # a new period starts at zero
-            s[_PERIOD], s[_SPENT] = period, 0.0
-        if s[_SPENT] + s[_HELD] + s[_RESERVED_SUM] >= budget:
-            limit = "budget"
-    if rpm is not None:
-        if s[_RPM] < now_s:
-            window.advance(s, _RPM, now_s)
-        if s[_RPM_TOTAL] >= rpm:
-            limit = limit or "requests"
-    if tpm is not None:
-        if s[_TPM] < now_s:
-            window.advance(s, _TPM, now_s)
-        if s[_TPM_TOTAL] + tokens > tpm:
-            limit = limit or "tokens"
-    if limit:
-        return limit
-    if reserve and budget is not None:
-        s[_RESERVED_SUM] += reserve
-        if column:  # this worker's own (in the file), so a restarted worker can drop what it held
-            s[column] += reserve
-    bucket = now_s % _SECONDS
-    if tpm is not None:
-        if tokens:
-            s[_TPM_FIRST + bucket] += tokens
-            s[_TPM_TOTAL] = tokens_used = s[_TPM_TOTAL] + tokens
-        else:
-            tokens_used = s[_TPM_TOTAL]
-        if rpm is None:
-            return (tpm - tokens_used,)
-    if rpm is not None:
-        s[_RPM_FIRST + bucket] += 1
-        s[_RPM_TOTAL] = requests_used = s[_RPM_TOTAL] + 1
-        return (rpm - requests_used, tpm - tokens_used) if tpm is not None else (rpm - requests_used,)
-    return ()
-
-
-def _admit_locked(
-    fd: int, s: window.Doubles, column: int, now: float, rpm: int | None, tpm: int | None, tokens: float,
-    budget: float | None, period: int, reserve: float,
-) -> str | tuple[float, ...]:  # fmt: skip
-    """`_admit` under the counters file's lock (`workers: N`)."""
-    fcntl.lockf(fd, fcntl.LOCK_EX)
-    try:
-        return _admit(s, column, now, rpm, tpm, tokens, budget, period, reserve)
-    finally:
-        fcntl.lockf(fd, fcntl.LOCK_UN)
 
 
 def _refused(s: window.Doubles, limit: str, now: float, tokens: float, rpm: int | None, tpm: int | None) -> Grant:

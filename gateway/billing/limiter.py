@@ -23,12 +23,13 @@ import calendar
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
 from config import Channel, ClientKey, Config
-from gateway.billing.store import CounterStore, Grant, Lane
+from gateway.billing.lane import Lane
+from gateway.billing.store import CounterStore, Grant
 from gateway.errors import GatewayError
 from gateway.http.answer import lines_dict
 
@@ -96,6 +97,7 @@ class Ticket:
     period: int
     lines: bytes  # the headers as header lines (`rate_lines`), which a whole answer takes as they are
     claim: str = ""  # the store's own (Grant.claim)
+    lane: Lane | None = field(default=None, compare=False)  # the lane that admitted it settles it (CounterStore.lane)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -188,9 +190,9 @@ class Limiter:
             reserve = 0.0
         lane = fast.lane
         if lane is not None and (tokens or key.tpm is None):  # (no tokens: the tokens' reset is another)
-            got = lane(now, key.rpm, key.tpm, tokens, key.budget, period, reserve)
+            got = lane.admit(now, key.rpm, key.tpm, tokens, key.budget, period, reserve)
             if not isinstance(got, str):
-                return Ticket(key.name, int(now), tokens, reserve, period, fast.lines % got)
+                return Ticket(key.name, int(now), tokens, reserve, period, fast.lines % got, "", lane)
             # refused: the store's own call says by how much, for the 429's headers and Retry-After
         grant = self.counters.admit_now(key.name, now, key.rpm, key.tpm, tokens, key.budget, period, reserve)
         if grant is None:
@@ -217,9 +219,13 @@ class Limiter:
 
     def settle(self, ticket: Ticket, tokens: int, cost: float | None) -> None:
         """Runs inline: a shared store queues it and writes it in the background."""
-        self.counters.settle(
-            ticket.name, ticket.second, tokens - ticket.tokens, ticket.reserve, cost or 0.0, ticket.period, ticket.claim
-        )
+        lane = ticket.lane
+        if lane is not None:
+            lane.settle(ticket.second, tokens - ticket.tokens, ticket.reserve, cost or 0.0, ticket.period)
+        else:
+            self.counters.settle(
+                ticket.name, ticket.second, tokens - ticket.tokens, ticket.reserve, cost or 0.0, ticket.period, ticket.claim
+            )
 
     async def channel_wait(self, channel: Channel, tokens: int, now: float | None = None) -> float:
         """0 when the channel's own rpm/tpm let one more request through (it is then charged), else

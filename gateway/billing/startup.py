@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from config import ClientKey, Config
+from gateway.billing import lane
 from gateway.billing.counters import LocalCounters
 from gateway.billing.limiter import HeldReader, Limiter, SpendReader, period_bounds
 from gateway.ledger.backends import usage_reader
@@ -43,6 +45,8 @@ async def open_limiter(config: Config, *, fresh: bool, worker: int = 0, held: He
     filled from the database; with `workers: N` in the counters file, made and filled from the database
     when `fresh` (or missing), else attached to as it is."""
     spend = spend_reader(config.database)
+    if fresh or config.workers == 1:  # (workers attach to what their parent made, and said)
+        say_lanes(config.keys)
     if config.workers == 1:
         limiter = Limiter(LocalCounters.memory(), spend=spend, held=held)
         await refill(limiter, config, config.keys, held=held)
@@ -53,6 +57,18 @@ async def open_limiter(config: Config, *, fresh: bool, worker: int = 0, held: He
         await refill(limiter, config, config.keys, held=held)
         return limiter
     return Limiter(LocalCounters.attach(path, worker=worker), spend=spend, held=held)
+
+
+def say_lanes(keys: tuple[ClientKey, ...]) -> None:
+    """Warn, once at start, when limited keys will be admitted by the Python lanes because the C ones
+    were not built (gateway.billing.lane): the install had no compiler, and said little of it."""
+    if lane.LANE is lane.PyLane and not os.environ.get("GATEWAY_NO_EXTENSIONS") and any(k.limited for k in keys):
+        log.warning(
+            "limits_in_python",
+            detail="gateway/billing/_lane.c was not built (no C compiler at install): each limited request "
+            "costs ~10k instructions more. Reinstall with a compiler, or set GATEWAY_NO_EXTENSIONS=1 to "
+            "choose this.",
+        )
 
 
 def spend_reader(database: str) -> SpendReader:

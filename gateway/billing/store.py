@@ -16,9 +16,10 @@ them in the background, so the end of a request waits for nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias
+from typing import Protocol
+
+from gateway.billing.lane import Lane
 
 
 @dataclass(slots=True)
@@ -48,13 +49,6 @@ class Standing:
     spent: float
     reserved: float  # requests in flight and async tasks not settled yet
     ready: bool = True  # False: a shared store lost the period's spend (a Redis flush); refill it first
-
-
-# One name's admission on a store that answers at once (`CounterStore.lane`), called with a request's
-# (now, rpm, tpm, tokens, budget, period, reserve): the limit that refuses it (requests | tokens | budget;
-# nothing charged), or, once all is charged, the counts left of the limits there are, in order
-# (requests left, tokens left; both, one or none).
-Lane: TypeAlias = Callable[[float, int | None, int | None, float, float | None, int, float], "str | tuple[float, ...]"]
 
 
 class CounterStore(Protocol):
