@@ -176,9 +176,10 @@ class Limiter:
         machine's counters always, Redis's from a lease. None: await `admit_waiting`.
 
         Every limited request tries it first, so the common case is cheap (the limits, estimate and
-        settle included, cost ~24k instructions a request under callgrind, docs/performance.md): on this
-        machine's counters an admission is one call of the key's lane (LocalCounters.lane), and its
-        headers one formatting of two counts into lines made once per key (`_Fast`)."""
+        settle included, cost ~16k instructions a request under callgrind, docs/performance.md): on this
+        machine's counters an admission is one call of the key's lane (gateway.billing.lane, in C when
+        built), and its headers one formatting of two counts into lines made once per key (`_Fast`).
+        The ticket carries the lane, which settles it."""
         now = self.clock() if now is None else now
         fast = self._fast.get(key.name)
         if fast is None or fast.key is not key:  # a key's first request, or a reload changed it
