@@ -170,6 +170,10 @@ lane_admit(Lane *self, PyObject *const *args, Py_ssize_t nargs)
         || number(args[3], &tokens, NULL) < 0 || number(args[4], &budget, &no_budget) < 0
         || number(args[5], &period, NULL) < 0 || number(args[6], &reserve, NULL) < 0)
         return NULL;
+    if (!isfinite(now)) {  /* (as int() of it in Python) */
+        PyErr_SetString(PyExc_ValueError, "admit() needs a finite time");
+        return NULL;
+    }
     double *s = open_slot(self);
     if (s == NULL || (self->fd >= 0 && lock(self->fd, F_WRLCK) < 0))
         return NULL;
@@ -258,6 +262,10 @@ lane_settle(Lane *self, PyObject *const *args, Py_ssize_t nargs)
     if (number(args[0], &second, NULL) < 0 || number(args[1], &tokens, NULL) < 0 || number(args[2], &reserve, NULL) < 0
         || number(args[3], &cost, NULL) < 0 || number(args[4], &period, NULL) < 0)
         return NULL;
+    if (!isfinite(second)) {
+        PyErr_SetString(PyExc_ValueError, "settle() needs a finite second");
+        return NULL;
+    }
     double *s = open_slot(self);
     if (s == NULL || (self->fd >= 0 && lock(self->fd, F_WRLCK) < 0))
         return NULL;
@@ -325,7 +333,10 @@ static PyTypeObject LaneType = {
 };
 
 static struct PyModuleDef lane_module = {
-    PyModuleDef_HEAD_INIT, "gateway.billing._lane", "gateway/billing/lane.py's PyLane, in C", -1, NULL,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "gateway.billing._lane",
+    .m_doc = "gateway/billing/lane.py's PyLane, in C",
+    .m_size = -1,
 };
 
 PyMODINIT_FUNC

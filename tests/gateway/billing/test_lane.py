@@ -140,6 +140,10 @@ def test_the_c_lane_refuses_what_it_cannot_hold():
         lane.admit(START, "1", None, 0, None, 0, 0.0)
     with pytest.raises(TypeError, match="5 arguments"):
         lane.settle(1)
+    with pytest.raises(ValueError, match="finite"):
+        lane.admit(float("nan"), 1, None, 0, None, 0, 0.0)  # (int() of it in Python raises too)
+    with pytest.raises(ValueError, match="finite"):
+        lane.settle(float("inf"), 0, 0.0, 0.0, 0)
     with pytest.raises(RuntimeError):
         lane.__init__(slot, 0, -1, LAYOUT)  # made once
     lane.close()
