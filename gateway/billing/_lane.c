@@ -1,8 +1,8 @@
 /* A key's admission and settle on its slot of counters, in C: gateway/billing/lane.py's `PyLane`,
  * which is the reference and the fallback, says what each call does; this file does the same.
  *
- * Every limited request calls `admit` once and `settle` once. In Python they cost ~14k instructions
- * of the ~25k the limits add to a request (docs/performance.md); here, under 3k. A slot is a buffer of
+ * Every limited request calls `admit` once and `settle` once. In Python they cost ~13k instructions
+ * of the ~34k the limits added to a request (docs/performance.md); here, ~3k. A slot is a buffer of
  * doubles (a process's own, or its part of the counters file `workers: N` map); the layout's offsets
  * come from gateway/billing/counters.py when the lane is made, so it is written down in one place.
  *

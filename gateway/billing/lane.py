@@ -3,7 +3,7 @@
 Every limited request is admitted once and settled once, so these two calls are most of what limits
 cost a request. `PyLane` writes them in Python: it is the reference, and the fallback. The same lane in
 C (`_lane.c`, an optional extension built at install when a compiler is there) does the same in a
-fifth of the instructions; `Lane` is that one when it was built, unless GATEWAY_NO_EXTENSIONS=1 asks
+quarter of the instructions; `LANE` is that one when it was built, unless GATEWAY_NO_EXTENSIONS=1 asks
 for Python (tests/gateway/billing/test_lane.py holds the two to the same answers).
 
 A slot is a sequence of numbers indexed from 0 (a process's own list, or its part of the counters file
