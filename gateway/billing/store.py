@@ -8,10 +8,10 @@ machine; `RedisCounters` (gateway.billing.redis_counters) from Redis, for severa
 
 The calls that decide something are coroutines, and `admit` has a plain twin (`admit_now`) for the
 admissions a store answers without waiting. A store whose admissions never wait (this machine's
-counters) also gives each key a `lane`: its admission bound to the key's counters, the limiter's way
-for every request of that key. The calls that only record what happened (`settle`,
-`hold`, `release`) are plain calls that never fail a request: a remote store queues them and writes
-them in the background, so the end of a request waits for nothing.
+counters) also gives each key a `lane` (gateway.billing.lane): its admission and settle bound to the
+key's counters, the limiter's way for every request of that key. The calls that only record what
+happened (`settle`, `hold`, `release`) are plain calls that never fail a request: a remote store
+queues them and writes them in the background, so the end of a request waits for nothing.
 """
 
 from __future__ import annotations
