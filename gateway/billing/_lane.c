@@ -20,7 +20,6 @@ typedef struct {
     PyObject_HEAD
     Py_buffer view;  /* the slot; held until `close` */
     double *s;       /* NULL once closed */
-    Py_ssize_t size;
     int column;      /* this worker's reservations in the file (0: none, in memory) */
     int fd;          /* the counters file, locked around each call (-1: none, in memory) */
     int rpm, tpm, period, spent, held, reserved, seconds;  /* the layout (counters.py) */
@@ -56,7 +55,6 @@ lane_init(Lane *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     self->s = (double *)self->view.buf;
-    self->size = size;
     return 0;
 }
 

@@ -152,13 +152,14 @@ class LocalCounters:
         """`admit` as the plain call it is (these counters never wait), with its arguments in order: the
         limiter's way (Limiter.admit_now) when it has no lane for the name (`lane`), and for refusals."""
         got = self.lane(name).admit(now, rpm, tpm, tokens, budget, period, reserve)
-        with self._locked:
-            s = self._slots[name]
-            if isinstance(got, str):
-                return _refused(s, got, now, tokens, rpm, tpm)
-            # An admitted request's own second is the newest in its windows: they empty when it leaves.
-            reset = _SECONDS - (now - int(now))
-            tokens_reset = window.reset_in(s, _TPM, now) if tpm is not None and not tokens else reset
+        if isinstance(got, str):
+            with self._locked:
+                return _refused(self._slots[name], got, now, tokens, rpm, tpm)
+        # An admitted request's own second is the newest in its windows: they empty when it leaves.
+        tokens_reset = reset = _SECONDS - (now - int(now))
+        if tpm is not None and not tokens:  # (the file's lock again only when the tokens' window is read)
+            with self._locked:
+                tokens_reset = window.reset_in(self._slots[name], _TPM, now)
         requests_left = got[0] if rpm is not None else None
         tokens_left = got[-1] if tpm is not None else None
         return Grant(None, 0.0, requests_left, reset, tokens_left, tokens_reset, int(now))
